@@ -1,0 +1,28 @@
+"""Model families (how to prune an architecture) and model aliases (which checkpoint a name means).
+
+``FAMILIES`` holds one adapter per architecture family, each in its own module, in the spirit of
+transformers' one-file-per-model layout: ``bert.py`` now; decoders and T5 slot in beside it.
+``MODELS`` maps the short names users type (``--models bert,minilm``) to a checkpoint and its family;
+see ``harness.models.catalog``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from harness.models.bert import BertFamily
+from harness.registry import HarnessError, Registry
+
+FAMILIES: Registry = Registry("model family")
+FAMILIES.register("bert", BertFamily)
+
+
+def family_for(model: nn.Module):
+    """The family adapter that can prune ``model``, or a clear error naming what is supported."""
+    for _, family in FAMILIES.items():
+        if family.supports(model):
+            return family
+    raise HarnessError(
+        f"cannot prune a {type(model).__name__}: supported are "
+        "BertModel and BertForSequenceClassification (families: " + ", ".join(FAMILIES.names()) + ")"
+    )

@@ -1,0 +1,154 @@
+"""ACC word-vector elimination for BERT-architecture encoders (BertModel, BertForSequenceClassification).
+
+``AccBertEncoder`` replaces ``BertModel.encoder`` and runs the stock ``BertLayer`` modules (same
+parameters, same state-dict keys).  A layer in which no sample drops a token is called as is, with the
+model's own attention implementation, so at speedup 1 the forward *is* the stock one.  A layer that
+drops tokens computes its attention explicitly (ACC needs the probabilities), scores the entering
+word-vectors, keeps each sample's top k_l in their original order, and runs the attention output
+projection and the feed-forward network on the kept ones only.  Every later layer sees only those.
+
+Because the output projection, LayerNorm and FFN act on each token on its own, "drop after attention"
+gives exactly the rows the stock layer would give for the kept tokens: pruning changes which tokens
+later layers see, never the arithmetic of the ones they keep.
+
+The returned ``last_hidden_state`` holds the kept tokens of the last layer (padded per batch); [CLS]
+is protected and stays first, so the pooler and the classification head read what they always read.
+Heads that need every position (token classification, masked LM, QA) are refused.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import BertForSequenceClassification, BertModel
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+from harness.pruning.flops import ArchSpec
+from harness.pruning.methods import ScoreInputs
+from harness.pruning.pruner import Pruner, PruningSettings
+from harness.pruning.select import gather_tokens, keep_top
+from harness.registry import HarnessError
+
+SUPPORTED = (BertModel, BertForSequenceClassification)
+
+
+def key_validity(attention_mask: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, n) bool of real tokens, from the 4-D mask transformers hands the encoder.
+
+    transformers passes None (nothing masked), a boolean mask (sdpa: True = attend) or an additive
+    float mask (eager: 0 or the dtype's minimum); bidirectional masks repeat one row per query.
+    """
+    batch, n = hidden.shape[:2]
+    if attention_mask is None:
+        return torch.ones(batch, n, dtype=torch.bool, device=hidden.device)
+    row = attention_mask[:, 0, 0, :]
+    return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
+
+
+def layer_mask(valid: torch.Tensor, like: torch.Tensor, implementation: str) -> torch.Tensor | None:
+    """The 4-D key-padding mask a stock BertLayer expects, for the kept tokens."""
+    if bool(valid.all()):
+        return None
+    mask = valid[:, None, None, :]
+    if implementation == "eager":
+        return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
+            ~mask, torch.finfo(like.dtype).min
+        )
+    return mask
+
+
+class AccBertEncoder(nn.Module):
+    def __init__(self, encoder: nn.Module, pruner: Pruner):
+        super().__init__()
+        self.config = encoder.config
+        self.layer = encoder.layer  # same ModuleList: state-dict keys stay bert.encoder.layer.N...
+        self.pruner = pruner
+        self.train(encoder.training)
+
+    def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, past_key_values=None, use_cache=None, **kwargs):
+        pruner = self.pruner
+        valid = key_validity(attention_mask, hidden_states)
+        counts = pruner.plan(valid.sum(dim=1))
+        positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+        for index, layer in enumerate(self.layer):
+            keep = counts[:, index]
+            if bool((keep == valid.sum(dim=1)).all()):
+                hidden_states = layer(hidden_states, attention_mask, **kwargs)
+            else:
+                hidden_states, kept = self._drop_layer(layer, hidden_states, valid, positions, keep)
+                valid, positions = kept
+                attention_mask = layer_mask(valid, hidden_states, self.config._attn_implementation)
+            pruner.record(positions, valid)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states)
+
+    def _drop_layer(self, layer, hidden, valid, positions, keep):
+        """One BertLayer that keeps ``keep[b]`` word-vectors of sample b after its self-attention."""
+        attention = layer.attention.self
+        batch, n, _ = hidden.shape
+        shape = (batch, n, -1, attention.attention_head_size)
+        query, key, value = (proj(hidden).view(shape).transpose(1, 2)
+                             for proj in (attention.query, attention.key, attention.value))
+        method = self.pruner.method
+        key_mask = None if bool(valid.all()) else valid[:, None, None, :]
+        dropout = attention.dropout.p if self.training else 0.0
+        probs = None
+        if method.needs_attention:
+            scores = torch.matmul(query, key.transpose(-1, -2)) * attention.scaling
+            if key_mask is not None:
+                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+            probs = scores.softmax(dim=-1)
+            context = torch.matmul(nn.functional.dropout(probs, dropout, self.training), value)
+        else:
+            context = nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=key_mask, dropout_p=dropout, scale=attention.scaling)
+        context = context.transpose(1, 2).reshape(batch, n, -1)
+
+        scores = method.score(ScoreInputs(valid, positions, probs, self.pruner.generator))
+        protected = positions < self.pruner.settings.protect_first
+        index, kept_valid = keep_top(scores, valid, protected, keep)
+        attended = layer.attention.output(gather_tokens(context, index), gather_tokens(hidden, index))
+        return layer.feed_forward_chunk(attended), (kept_valid, gather_tokens(positions, index))
+
+
+class BertFamily:
+    """Adapter between harness.prune and BERT-architecture models."""
+
+    name = "bert"
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        return isinstance(model, SUPPORTED)
+
+    @staticmethod
+    def check(model: nn.Module, settings: PruningSettings) -> None:
+        if model.config.is_decoder:
+            raise HarnessError("BERT models configured as decoders (is_decoder=True) are not supported")
+        if settings.protect_first < 1:
+            raise HarnessError("protect_first must be >= 1 for BERT: the pooler and the head read [CLS]")
+
+    @staticmethod
+    def arch_spec(model: nn.Module) -> ArchSpec:
+        config = model.config
+        hidden = config.hidden_size
+        bert = model.base_model
+        head = 2 * hidden * hidden if bert.pooler is not None else 0
+        if isinstance(model, BertForSequenceClassification):
+            head += 2 * hidden * config.num_labels
+        return ArchSpec(
+            num_layers=config.num_hidden_layers,
+            hidden=hidden,
+            num_heads=config.num_attention_heads,
+            head_dim=hidden // config.num_attention_heads,
+            ffn_dim=config.intermediate_size,
+            head_flops=head,
+        )
+
+    @staticmethod
+    def max_length(model: nn.Module) -> int:
+        return model.config.max_position_embeddings
+
+    @staticmethod
+    def install(model: nn.Module, pruner: Pruner) -> None:
+        bert = model.base_model
+        bert.encoder = AccBertEncoder(bert.encoder, pruner)

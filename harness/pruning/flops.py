@@ -1,0 +1,139 @@
+"""The analytic FLOP model of a pruned forward pass, and the speedup solver built on it.
+
+FLOPs count multiply-adds twice (2·m·n·k for an m×k by k×n product), the convention of
+``torch.utils.flop_counter``, so that the measured and the analytic numbers can be compared directly.
+For one sample whose layer l sees ``n_in`` word-vectors and keeps ``k`` of them:
+
+* on the tokens entering the layer: the Q, K and V projections, the n_in² attention scores and the
+  n_in² context products (context is computed for every entering query: ACC needs the whole
+  attention map, and the selection happens after attention);
+* on the kept tokens: the attention output projection and the feed-forward network;
+* once per sample: the head (BERT's pooler and classifier act on [CLS] alone).  Embedding lookups do
+  no multiply-adds.
+
+Element-wise work (softmax, LayerNorm, activations) is left out, as the flop counter leaves it out: it
+is a few percent of the time and none of the matrix FLOPs.
+
+predicted speedup = FLOPs(dense) / FLOPs(pruned).  ``tau_for_speedup`` inverts it by bisection on
+the profile's τ for a given sequence length, since the same speedup needs a different τ for a short
+and a long input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from harness.pruning.profile import PROFILES, keep_counts, retention_ratios
+from harness.registry import HarnessError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What the FLOP model needs to know of an architecture (hashable, so solutions can be cached)."""
+
+    num_layers: int
+    hidden: int
+    num_heads: int
+    head_dim: int
+    ffn_dim: int
+    num_kv_heads: int | None = None
+    ffn_matrices: int = 2
+    """2 for a plain MLP (up, down), 3 for a gated one (gate, up, down)."""
+    head_flops: int = 0
+    """FLOPs of the head per sample (pooler + classifier, or an LM head on the positions it scores)."""
+
+    @property
+    def attn_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    def layer_flops(self, n_in: int, kept: int) -> int:
+        kv_dim = (self.num_kv_heads or self.num_heads) * self.head_dim
+        qkv = 2 * n_in * self.hidden * (self.attn_dim + 2 * kv_dim)
+        attention = 2 * 2 * n_in * n_in * self.attn_dim
+        output = 2 * kept * self.attn_dim * self.hidden
+        ffn = 2 * kept * self.hidden * self.ffn_dim * self.ffn_matrices
+        return qkv + attention + output + ffn
+
+
+class UnreachableSpeedupError(HarnessError):
+    """A requested speedup beyond what the protected tokens and r_min allow."""
+
+
+def forward_flops(spec: ArchSpec, n: int, counts: list[int] | None = None) -> int:
+    """FLOPs of one sample's forward pass; ``counts`` are the tokens kept per layer (None: dense)."""
+    counts = counts if counts is not None else [n] * spec.num_layers
+    total, n_in = spec.head_flops, n
+    for kept in counts:
+        total += spec.layer_flops(n_in, kept)
+        n_in = kept
+    return total
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How hard to prune: a profile family, its floor r_min and the protected-token count."""
+
+    profile: str = "tilt"
+    r_min: float = 0.0
+    protected: int = 1
+
+    def counts(self, spec: ArchSpec, n: int, tau: float) -> list[int]:
+        return keep_counts(retention_ratios(self.profile, tau, spec.num_layers, self.r_min), n, self.protected)
+
+    def tau_max(self, spec: ArchSpec) -> float:
+        return PROFILES.get(self.profile).tau_max(spec.num_layers, self.r_min)
+
+
+def predicted_speedup(spec: ArchSpec, n: int, schedule: Schedule, tau: float) -> float:
+    """FLOPs(dense) / FLOPs(pruned) for one sample of n tokens at profile knob τ."""
+    return forward_flops(spec, n) / forward_flops(spec, n, schedule.counts(spec, n, tau))
+
+
+def max_speedup(spec: ArchSpec, n: int, schedule: Schedule) -> float:
+    """The largest speedup the schedule can reach at sequence length n."""
+    return predicted_speedup(spec, n, schedule, schedule.tau_max(spec))
+
+
+@lru_cache(maxsize=4096)
+def tau_for_speedup(spec: ArchSpec, n: int, speedup: float, schedule: Schedule = Schedule()) -> float:
+    """The smallest τ whose predicted speedup at length n is at least ``speedup``.
+
+    Predicted speedup grows with τ in steps (token counts are integers), so bisection converges on the
+    left edge of the step that first reaches the target.  Raises UnreachableSpeedupError naming the
+    largest reachable value.
+    """
+    if speedup < 1:
+        raise HarnessError(f"speedup must be >= 1, got {speedup:g}")
+    if speedup == 1:
+        return 0.0
+    hi = schedule.tau_max(spec)
+    best = predicted_speedup(spec, n, schedule, hi)
+    if best < speedup - 1e-9:
+        raise UnreachableSpeedupError(
+            f"speedup {speedup:g} is unreachable at {n} tokens with {spec.num_layers} layers "
+            f"(profile {schedule.profile}, r_min {schedule.r_min:g}, {schedule.protected} protected token(s)); "
+            f"the largest reachable speedup is {best:.3f}"
+        )
+    lo = 0.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if predicted_speedup(spec, n, schedule, mid) >= speedup - 1e-9:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@lru_cache(maxsize=4096)
+def counts_for_speedup(spec: ArchSpec, n: int, speedup: float, schedule: Schedule = Schedule()) -> tuple[int, ...]:
+    """Tokens kept per layer for one sample of n tokens at ``speedup``, clamped to the reachable maximum.
+
+    The model calls this per sample: a short input may not reach a speedup a long one does, and then
+    it runs at its own maximum rather than failing the batch (the realised speedup is reported).
+    """
+    try:
+        tau = tau_for_speedup(spec, n, speedup, schedule)
+    except UnreachableSpeedupError:
+        tau = schedule.tau_max(spec)
+    return tuple(schedule.counts(spec, n, tau))

@@ -1,0 +1,72 @@
+"""Token-scoring methods: which word-vectors a layer keeps.
+
+Every method scores the word-vectors that enter a layer; the layer keeps the highest-scoring k_l of
+them (see ``select.keep_top``).  Methods are registered by name so that baselines (PoWER-BERT, LTP,
+LAT, ...) slot in beside ACC without touching the model adapters.
+
+``acc`` — Attention Context Contribution (after Kachuee & Sharifkhani, arXiv 2201.03327), as this
+project defines it: with attention probabilities P[h, i, j] of layer l (query i, key j, each row
+summing to 1 over the valid keys),
+
+    ACC(j) = mean over heads h and over valid (non-padding) queries i of P[h, i, j],
+
+the share of the layer's context that word-vector j supplies.  Padding never scores (the caller masks
+it) and padded query rows, whose softmax is meaningless, are left out of the mean.
+
+``random`` and ``truncation`` are the two trivial baselines: uniform random scores, and keeping the
+first k tokens of the input (score = −position).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from harness.registry import Registry
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    """What a layer offers a scoring method; ``probs`` is None unless the method asks for it."""
+
+    valid: torch.Tensor
+    """(B, n) bool: real tokens among those entering the layer."""
+    positions: torch.Tensor
+    """(B, n) long: each entering token's position in the original input."""
+    probs: torch.Tensor | None = None
+    """(B, H, n, n) attention probabilities of this layer."""
+    generator: torch.Generator | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    score: Callable[[ScoreInputs], torch.Tensor]
+    """(B, n) float scores; higher is kept first."""
+    needs_attention: bool
+    """True when the layer must materialise its attention probabilities (no fused kernel)."""
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def acc_scores(inputs: ScoreInputs) -> torch.Tensor:
+    """ACC(j) = mean_h mean_{valid i} P[h, i, j], per sample."""
+    valid = inputs.valid.to(inputs.probs.dtype)
+    per_key = torch.einsum("bhij,bi->bj", inputs.probs, valid)
+    return per_key / (valid.sum(dim=1, keepdim=True) * inputs.probs.shape[1])
+
+
+def random_scores(inputs: ScoreInputs) -> torch.Tensor:
+    return torch.rand(inputs.valid.shape, generator=inputs.generator, device=inputs.valid.device)
+
+
+def truncation_scores(inputs: ScoreInputs) -> torch.Tensor:
+    return -inputs.positions.to(torch.float32)
+
+
+METHODS.register("acc", Method("acc", acc_scores, needs_attention=True))
+METHODS.register("random", Method("random", random_scores, needs_attention=False))
+METHODS.register("truncation", Method("truncation", truncation_scores, needs_attention=False))
