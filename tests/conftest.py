@@ -41,3 +41,48 @@ def padded_batch():
     mask[1, 15:] = 0
     mask[2, 6:] = 0
     return ids.masked_fill(mask == 0, 0), mask
+
+
+WORDS = ("good great fine bad awful poor movie film plot actors story is was the a and not very "
+         "really funny boring dull bright sharp weak strong").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A local folder holding a tiny random BertForSequenceClassification and a WordPiece tokenizer."""
+    from transformers import BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = tiny_bert_config(vocab_size=5 + len(WORDS), num_hidden_layers=6, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_dir(tmp_path_factory):
+    """sst2-style train/validation csv files (columns sentence, label) from a fixed random grammar."""
+    import random
+
+    import pandas as pd
+
+    rng = random.Random(0)
+    positive, negative = ["good", "great", "funny", "bright", "strong"], ["bad", "awful", "boring", "dull", "weak"]
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            label = rng.randint(0, 1)
+            words = [rng.choice(positive if label else negative) for _ in range(rng.randint(1, 3))]
+            filler = [rng.choice(["the", "movie", "film", "plot", "is", "was", "very"]) for _ in range(rng.randint(2, 12))]
+            sentence = filler[: len(filler) // 2] + words + filler[len(filler) // 2 :]
+            out.append({"sentence": " ".join(sentence), "label": label})
+        return pd.DataFrame(out)
+
+    folder = tmp_path_factory.mktemp("sst2-data")
+    rows(96).to_csv(folder / "train.csv", index=False)
+    rows(40).to_csv(folder / "validation.csv", index=False)
+    return folder

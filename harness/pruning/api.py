@@ -11,6 +11,7 @@ pruning settings that ``save_pretrained`` stored in ``config.harness_pruning`` a
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import torch
@@ -45,6 +46,21 @@ class PrunedModelMixin:
 def _pruned_class(cls: type) -> type:
     # Same name as the stock class, so save_pretrained's "architectures" stays loadable by transformers.
     return type(cls.__name__, (PrunedModelMixin, cls), {"__module__": __name__, "__qualname__": cls.__name__})
+
+
+def stock_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A stock transformers model with the same weights and its class's default attention.
+
+    The dense reference for measured speedups: pruned or not, ``model`` is copied into its original
+    class built afresh from its config, so nothing of the wrapper is timed.
+    """
+    cls = type(model).__bases__[1] if isinstance(model, PrunedModelMixin) else type(model)
+    config = copy.deepcopy(model.config)
+    config.__dict__.pop("harness_pruning", None)
+    config._attn_implementation = None
+    stock = cls(config)
+    stock.load_state_dict(model.state_dict())
+    return stock.eval()
 
 
 def prune(model: torch.nn.Module, method: str = "acc", speedup: float = 1.0, **options) -> torch.nn.Module:

@@ -1,0 +1,88 @@
+"""Speedup efficiency of ACC pruning on the bert-base architecture (random weights: speed does not
+depend on weight values).
+
+efficiency = measured wall-clock speedup / predicted (analytic FLOP) speedup, where the measured
+speedup is stock transformers' dense forward (its default attention) over the pruned forward, timed
+interleaved in one process on the same batch.  Also reports the wrapper's overhead at speedup 1
+(pruned model at speedup 1 vs stock).  Targets on CPU: efficiency >= 0.95, overhead within 3%.
+
+    python bench/bench_speedup.py [--lengths 128,512] [--batches 1,16] [--speedups 2,3,4] [--out bench/README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+import harness
+from harness.measure.hardware import hardware_fingerprint
+from harness.measure.latency import interleaved_latency
+from harness.pruning.api import stock_copy
+
+TARGET_EFFICIENCY, TARGET_OVERHEAD = 0.95, 0.03
+
+
+def measure(model, stock, batch_size: int, seq_len: int, speedups: list[float], repeats: int) -> list[dict]:
+    ids = torch.randint(1000, 30000, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+    rows = []
+    with torch.no_grad():
+        for speedup in [1.0, *speedups]:
+            model.set_speedup(speedup)
+            timings = interleaved_latency({"dense": lambda: stock(input_ids=ids), "pruned": lambda: model(input_ids=ids)},
+                                          warmup=2, repeats=repeats)
+            dense, pruned = model.harness_pruner.last_flops
+            measured = timings["dense"].median_ms / timings["pruned"].median_ms
+            rows.append({"seq_len": seq_len, "batch": batch_size, "speedup": speedup, "predicted": dense / pruned,
+                         "measured": measured, "efficiency": measured / (dense / pruned),
+                         "dense_ms": timings["dense"].median_ms, "pruned_ms": timings["pruned"].median_ms})
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| seq len | batch | target | predicted | measured | efficiency | dense ms | pruned ms | meets target |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|:--|"]
+    for r in rows:
+        if r["speedup"] == 1.0:
+            ok = abs(1 - r["measured"]) <= TARGET_OVERHEAD or r["measured"] > 1
+            verdict = f"overhead {100 * (1 / r['measured'] - 1):+.1f}% ({'yes' if ok else 'no'})"
+        else:
+            verdict = "yes" if r["efficiency"] >= TARGET_EFFICIENCY else "no"
+        lines.append(f"| {r['seq_len']} | {r['batch']} | {r['speedup']:g} | {r['predicted']:.2f} | {r['measured']:.2f} | "
+                     f"{r['efficiency']:.3f} | {r['dense_ms']:.1f} | {r['pruned_ms']:.1f} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="128,512")
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--speedups", default="2,3,4")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=None, help="write the Markdown table here (e.g. bench/README.md's table file)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    stock = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
+    model = harness.prune(stock_copy(stock))
+    rows = []
+    for seq_len in map(int, args.lengths.split(",")):
+        for batch in map(int, args.batches.split(",")):
+            repeats = max(3, args.repeats // 2) if batch * seq_len >= 4096 else args.repeats
+            rows += measure(model, stock, batch, seq_len, [float(s) for s in args.speedups.split(",")], repeats)
+    hw = hardware_fingerprint("cpu")
+    report = (f"Measured {dt.date.today()} on {hw['id']} ({hw['cpu']}, torch {hw.get('torch')}, "
+              f"{hw.get('torch_threads')} threads), bert-base architecture, random weights, "
+              f"command: `python bench/bench_speedup.py`\n\n{table(rows)}\n")
+    print(report)
+    if args.out:
+        from harness.report.store import write_text_atomic
+
+        write_text_atomic(args.out, report)
+
+
+if __name__ == "__main__":
+    main()

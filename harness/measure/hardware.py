@@ -1,0 +1,73 @@
+"""A fingerprint of the machine a latency was measured on.
+
+Measured speedups depend on the CPU/GPU and on the thread count, so every result row carries this
+fingerprint and leaderboards show its short ``id``: results from different machines then sit in
+visibly different rows instead of being silently compared.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Hardware", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def _short_name(name: str) -> str:
+    """``Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz`` -> ``Intel Xeon Platinum 8375C``."""
+    name = re.sub(r"\((R|TM|tm|r)\)|@.*$|\bCPU\b|\bProcessor\b", " ", name)
+    return " ".join(name.split()) or "unknown"
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def hardware_fingerprint(device: str = "cpu") -> dict[str, Any]:
+    """Describe this machine for ``device``; ``id`` is short, stable and safe as a table cell."""
+    cpu = _cpu_model()
+    threads = torch.get_num_threads()
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch_threads": threads,
+        "memory_gb": _memory_gb(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "device": device,
+    }
+    if device.startswith("cuda"):
+        gpu = torch.cuda.get_device_name(device)
+        info["gpu"] = gpu
+        info["cuda"] = torch.version.cuda
+        info["id"] = f"cuda:{_short_name(gpu)}"
+    else:
+        info["id"] = f"cpu:{_short_name(cpu)}:{threads}t"
+    return info

@@ -1,0 +1,123 @@
+"""Leaderboards: every finished cell of one or more runs as one table, in Markdown and CSV.
+
+Every board has the same columns in the same order and units (GFLOPs, milliseconds, speedups as
+ratios), whatever produced it, so boards from different runs and machines can be laid side by side;
+the ``hardware`` column keeps results from different machines from being silently compared.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from harness.registry import HarnessError
+from harness.report.store import RESULTS_FILE, read_results, write_text_atomic
+
+RANDOM_WEIGHTS = "random weights"
+
+BOARD_COLUMNS = [
+    "model", "weights", "checkpoint", "task", "method", "speedup", "main_metric", "score",
+    "predicted_speedup", "measured_speedup", "eval_predicted_speedup",
+    "gflops_measured", "gflops_analytic", "latency_ms", "dense_latency_ms",
+    "batch_size", "seq_len", "threads", "device", "hardware",
+]
+# Kept in the frame for the plots, not shown on the board.
+EXTRA_COLUMNS = ["cell_key", "kept_tokens", "latency_p10_ms", "latency_p90_ms"]
+SORT_COLUMNS = ["model", "task", "method", "speedup"]
+
+_RATIO_COLUMNS = {"speedup", "predicted_speedup", "measured_speedup", "eval_predicted_speedup"}
+_MS_COLUMNS = {"latency_ms", "dense_latency_ms"}
+_GFLOPS_COLUMNS = {"gflops_measured", "gflops_analytic"}
+_NUMERIC_COLUMNS = _RATIO_COLUMNS | _MS_COLUMNS | _GFLOPS_COLUMNS | {
+    "score", "batch_size", "seq_len", "threads"}
+
+
+def _flatten(row: dict[str, Any], run: str) -> dict[str, Any]:
+    flat = {column: row.get(column) for column in BOARD_COLUMNS + EXTRA_COLUMNS}
+    for column in _GFLOPS_COLUMNS:
+        flops = row.get("flops_" + column.removeprefix("gflops_"))
+        flat[column] = None if flops is None else flops / 1e9
+    hardware = row.get("hardware")
+    flat["hardware"] = hardware.get("id") if isinstance(hardware, dict) else hardware
+    if row.get("weights") == RANDOM_WEIGHTS:  # a score of random weights is chance, not quality
+        flat["score"] = None
+    for name, value in (row.get("metrics") or {}).items():
+        flat[f"metrics.{name}"] = value
+    flat["run"] = run
+    return flat
+
+
+def _run_names(run_dirs: list[Path]) -> list[str]:
+    """Folder names, or the full paths when two runs share a name."""
+    names = [path.name for path in run_dirs]
+    return names if len(set(names)) == len(names) else [str(path) for path in run_dirs]
+
+
+def load_rows(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """All rows of the given run folders, one per cell and run, in board order.
+
+    Columns: ``BOARD_COLUMNS``, then ``metrics.*`` (sorted), ``run``, then ``EXTRA_COLUMNS``.
+    """
+    run_dirs = [Path(path) for path in run_dirs]
+    records = []
+    for run_dir, run in zip(run_dirs, _run_names(run_dirs)):
+        if not run_dir.is_dir():
+            raise HarnessError(f"run folder {run_dir} does not exist")
+        records += [_flatten(row, run) for row in read_results(run_dir / RESULTS_FILE)[0]]
+    metric_columns = sorted({key for record in records for key in record if key.startswith("metrics.")})
+    columns = BOARD_COLUMNS + metric_columns + ["run"] + EXTRA_COLUMNS
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(SORT_COLUMNS + ["weights", "run"], kind="stable", na_position="last")
+    return frame.reset_index(drop=True)
+
+
+def board_columns(df: pd.DataFrame) -> list[str]:
+    return [column for column in df.columns if column not in EXTRA_COLUMNS]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _format_cell(column: str, value: Any) -> str:
+    if _missing(value):
+        return ""
+    if column == "score" or column.startswith("metrics."):
+        return f"{100 * value:.2f}"
+    if column in _RATIO_COLUMNS or column in _MS_COLUMNS:
+        return f"{value:.2f}"
+    if column in _GFLOPS_COLUMNS:
+        return f"{value:.4g}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # integer columns become float once a row lacks them
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table: scores and metrics in percent, numbers right-aligned.
+
+    Rendered here rather than with ``DataFrame.to_markdown`` to avoid depending on ``tabulate``,
+    which this project does not declare."""
+    columns = board_columns(df)
+    numeric = {column for column in columns if column in _NUMERIC_COLUMNS or column.startswith("metrics.")}
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---:" if column in numeric else "---" for column in columns) + "|",
+    ]
+    for record in df[columns].to_dict("records"):
+        lines.append("| " + " | ".join(_format_cell(c, record[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """Write ``<name>.md`` and ``<name>.csv`` (raw values) into ``out_dir``, each atomically."""
+    out_dir = Path(out_dir)
+    md_path, csv_path = out_dir / f"{name}.md", out_dir / f"{name}.csv"
+    write_text_atomic(md_path, to_markdown(df))
+    write_text_atomic(csv_path, df[board_columns(df)].to_csv(index=False))
+    return md_path, csv_path

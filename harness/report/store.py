@@ -1,0 +1,135 @@
+"""Crash-safe result storage: one JSON line per finished cell, plus atomic whole-file writers.
+
+A sweep can be killed at any moment (Ctrl-C, OOM, a lost machine) and is resumed by skipping the
+cells already in ``results.jsonl``.  So a row is appended with a single ``write`` on an ``O_APPEND``
+descriptor and fsynced: a crash can at worst leave one partial *last* line, which loading drops (the
+cell is simply run again) and which is cut off before the next append so that the file stays valid
+JSON Lines.  Metadata, leaderboards and figures are replaced atomically (temp file + ``os.replace``),
+so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.registry import HarnessError
+
+RESULTS_FILE = "results.jsonl"
+
+
+def _jsonable(value: Any) -> Any:
+    """Let numpy/torch scalars and arrays and paths into a row without the runner converting them."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Parse a results file; return its complete rows and the byte length they occupy.
+
+    A last line without its newline, or whose JSON does not parse, is what a crash mid-append
+    leaves: it is not returned and not counted in the length.  A bad line anywhere else is real
+    corruption and raises, naming the file and line.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror or exc}") from None
+    partial_tail = data.rpartition(b"\n")[2]  # bytes after the final newline
+    lines = data[: len(data) - len(partial_tail)].split(b"\n")[:-1]
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    for index, line in enumerate(lines):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                if index == last and not partial_tail:
+                    return rows, offset
+                raise HarnessError(f"{path} line {index + 1} is not a valid result row: {exc}") from None
+            rows.append(row)
+        offset += len(line) + 1
+    return rows, offset
+
+
+class ResultStore:
+    """The ``results.jsonl`` of one run folder, created (and checked writable) on construction."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / RESULTS_FILE
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            # A probe now, rather than an error after the first hour-long cell has finished.
+            with tempfile.TemporaryFile(dir=self.run_dir):
+                pass
+        except OSError as exc:
+            raise HarnessError(
+                f"output folder {self.run_dir} is not writable: {exc.strerror or exc}"
+            ) from None
+
+    def rows(self) -> list[dict[str, Any]]:
+        return read_results(self.path)[0]
+
+    def done_keys(self) -> set[str]:
+        return {row["cell_key"] for row in self.rows() if "cell_key" in row}
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append ``row`` as one durable line."""
+        data = (json.dumps(row, ensure_ascii=False, default=_jsonable) + "\n").encode()
+        try:
+            self._truncate_partial_tail()  # re-read each time: the file is small, resume stays simple
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # one write in practice; a short write (disk full) is finished, not lost
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise HarnessError(f"cannot append to {self.path}: {exc.strerror or exc}") from None
+
+    def _truncate_partial_tail(self) -> None:
+        _, valid = read_results(self.path)
+        if self.path.exists() and self.path.stat().st_size > valid:
+            os.truncate(self.path, valid)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data`` all at once; the folder is created if needed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise HarnessError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable to others
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise HarnessError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n")

@@ -1,0 +1,149 @@
+"""Fine-tuning with offline tuning, and evaluation, for sentence(-pair) classification tasks.
+
+Offline tuning: every training batch runs at a speedup drawn uniformly from ``speedup_range``
+(default 1..4), so one fine-tuned model serves every speedup at inference by ``set_speedup`` alone.
+Fine-tuned models are cached under ``<HARNESS_CACHE>/finetuned/<key>`` where the key hashes the
+checkpoint, the task data's provenance and every training setting: a second sweep at other speedups,
+or a resumed one, does not retrain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+from harness.assets.fetch import cache_dir
+from harness.models.catalog import LoadedModel
+from harness.pruning.flops import max_speedup
+
+CACHE_FORMAT = 1
+"""Bumped when the meaning of a cached fine-tuned model changes."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: float = 2.0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 128
+    speedup_range: tuple[float, float] = (1.0, 4.0)
+    method: str = "acc"
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def encode(tokenizer, frame, text_fields, max_length: int) -> list[dict]:
+    """Token ids of every row (no padding: batches pad to their own longest row)."""
+    columns = [frame[field].astype(str).tolist() for field in text_fields]
+    encoded = tokenizer(*columns, truncation=True, max_length=max_length)
+    keys = [key for key in ("input_ids", "token_type_ids", "attention_mask") if key in encoded]
+    return [{key: encoded[key][i] for key in keys} for i in range(len(frame))]
+
+
+def collate(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
+    return tokenizer.pad(rows, return_tensors="pt")
+
+
+def _labels(frame, num_labels: int) -> torch.Tensor:
+    dtype = torch.float32 if num_labels == 1 else torch.long
+    return torch.tensor(frame["label"].to_numpy(), dtype=dtype)
+
+
+def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, progress: bool = True) -> None:
+    """Train ``loaded.model`` (already pruned) in place with per-batch speedup sampling."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    rows = encode(tokenizer, train_frame, task.text_fields, settings.max_length)
+    labels = _labels(train_frame, task.num_labels)
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    pruner = model.harness_pruner
+    top = min(settings.speedup_range[1], max_speedup(pruner.spec, pruner.max_length, pruner.settings.schedule))
+    steps_per_epoch = -(-len(rows) // settings.batch_size)
+    total = max(1, int(steps_per_epoch * settings.epochs))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+    model.train()
+    order: list[int] = []
+    bar = tqdm(range(total), desc=f"fine-tune {task.name}", disable=not progress, unit="step")
+    for _ in bar:
+        if not order:
+            order = list(range(len(rows)))
+            rng.shuffle(order)
+        batch_ids, order = order[: settings.batch_size], order[settings.batch_size:]
+        model.set_speedup(rng.uniform(settings.speedup_range[0], top))
+        batch = collate(tokenizer, [rows[i] for i in batch_ids])
+        loss = model(**batch, labels=labels[batch_ids]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    model.set_speedup(1.0)
+
+
+def finetune_key(checkpoint: str, task_name: str, provenance: dict, settings: TrainSettings) -> str:
+    blob = json.dumps({"format": CACHE_FORMAT, "checkpoint": checkpoint, "task": task_name,
+                       "data": provenance, "train": asdict(settings)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, progress: bool = True):
+    """The fine-tuned model for (checkpoint, task data, settings), from the cache or trained now.
+
+    Returns ``(LoadedModel, cache_folder, reused)``.  Writes go to a temporary folder renamed into
+    place, so an interrupted fine-tune never leaves a cache entry that looks complete.
+    """
+    import harness
+
+    key = finetune_key(loaded.checkpoint, task_data.spec.name, task_data.provenance, settings)
+    folder = cache_dir() / "finetuned" / key
+    if (folder / "config.json").exists():
+        model = harness.from_pretrained(str(folder), use_safetensors=True)
+        return LoadedModel(model, AutoTokenizer.from_pretrained(folder), loaded.checkpoint, loaded.weights), folder, True
+    harness.prune(loaded.model, method=settings.method)
+    fine_tune(loaded, task_data.splits["train"], task_data.spec, settings, progress)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}-"))
+    try:
+        loaded.model.save_pretrained(staging)
+        loaded.tokenizer.save_pretrained(staging)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return loaded, folder, False
+
+
+@torch.no_grad()
+def predict(loaded: LoadedModel, frame, task, batch_size: int, max_length: int):
+    """Predictions for every row, and the analytic (dense, pruned) FLOPs summed over the rows.
+
+    Rows are batched by length (less padding, same predictions: selection is per sample).
+    """
+    model, tokenizer = loaded.model, loaded.tokenizer
+    model.eval()
+    rows = encode(tokenizer, frame, task.text_fields, max_length)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    predictions = np.zeros(len(rows), dtype=np.float64)
+    dense = pruned = 0
+    for start in range(0, len(order), batch_size):
+        ids = order[start : start + batch_size]
+        logits = model(**collate(tokenizer, [rows[i] for i in ids])).logits
+        values = logits[:, 0] if task.num_labels == 1 else logits.argmax(dim=-1)
+        predictions[ids] = values.float().numpy()
+        batch_dense, batch_pruned = model.harness_pruner.last_flops
+        dense, pruned = dense + batch_dense, pruned + batch_pruned
+    return predictions, dense, pruned

@@ -1,0 +1,126 @@
+"""The command line end to end on a tiny local model and tiny local data, resume, and bad input."""
+
+import json
+
+import pytest
+
+from harness import cli
+from harness.report import store
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def tiny_run_args(checkpoint, data_dir, out, speedups="1,2"):
+    return ["run", "--models", str(checkpoint), "--tasks", "sst2", "--data-dir", str(data_dir),
+            "--speedups", speedups, "--methods", "acc,truncation", "--epochs", "1", "--batch-size", "8",
+            "--max-length", "32", "--repeats", "1", "--out", str(out), "--no-progress"]
+
+
+def read_rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+def test_end_to_end_and_resume(workdir, tiny_checkpoint, tiny_sentiment_dir, capsys):
+    out = workdir / "runs" / "tiny"
+    assert cli.main(tiny_run_args(tiny_checkpoint, tiny_sentiment_dir, out)) == 0
+    rows = read_rows(out)
+    assert sorted((r["method"], r["speedup"]) for r in rows) == [("acc", 1.0), ("acc", 2.0), ("truncation", 1.0), ("truncation", 2.0)]
+    for row in rows:
+        assert 0.0 <= row["score"] <= 1.0 and row["main_metric"] == "accuracy"
+        assert row["weights"] == "pretrained" and row["checkpoint"].startswith("local")
+        assert row["predicted_speedup"] == pytest.approx(row["speedup"], rel=0.05)
+        assert row["flops_measured"] == pytest.approx(row["flops_analytic"], rel=0.02)
+        assert len(row["kept_tokens"]) == 6 and row["hardware"]["id"]
+        assert row["train"]["reused"] is False
+    assert (workdir / "leaderboards" / "tiny.md").read_text().count("| sst2 |") == 4
+    assert list((workdir / "plots" / "tiny").glob("*.png")) and list((workdir / "plots" / "tiny").glob("*.svg"))
+
+    # Same sweep plus one speedup: only the new cells run, from the cached fine-tune.
+    assert cli.main(tiny_run_args(tiny_checkpoint, tiny_sentiment_dir, out, speedups="1,2,1.5")) == 0
+    rows = read_rows(out)
+    assert len(rows) == 6 and len({r["cell_key"] for r in rows}) == 6
+    assert all(r["train"]["reused"] for r in rows if r["speedup"] == 1.5)
+
+
+def test_crash_mid_sweep_resumes_without_loss_or_duplicates(workdir, tiny_checkpoint, tiny_sentiment_dir, monkeypatch):
+    out = workdir / "crash"
+    real_append, calls = store.ResultStore.append, []
+
+    def dying_append(self, row):
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the machine dies after the first finished cell
+        calls.append(row)
+        real_append(self, row)
+
+    monkeypatch.setattr(store.ResultStore, "append", dying_append)
+    assert cli.main(tiny_run_args(tiny_checkpoint, tiny_sentiment_dir, out)) == 130
+    assert len(read_rows(out)) == 1
+    with open(out / "results.jsonl", "a") as broken:  # and a half-written line from the crash
+        broken.write('{"cell_key": "half')
+    monkeypatch.setattr(store.ResultStore, "append", real_append)
+    assert cli.main(tiny_run_args(tiny_checkpoint, tiny_sentiment_dir, out)) == 0
+    rows = read_rows(out)
+    assert len(rows) == 4 and len({r["cell_key"] for r in rows}) == 4
+
+
+def test_random_weights_rows_have_no_quality(workdir, tiny_checkpoint):
+    out = workdir / "random"
+    assert cli.main(["run", "--models", str(tiny_checkpoint), "--weights", "random", "--tasks", "sst2",
+                     "--speedups", "1,2", "--batch-size", "2", "--max-length", "48", "--repeats", "1",
+                     "--out", str(out), "--no-progress"]) == 0
+    rows = read_rows(out)
+    assert [r["weights"] for r in rows] == ["random weights"] * 2
+    assert all(r["score"] is None and r["metrics"] == {} for r in rows)
+    assert "random weights" in (workdir / "leaderboards" / "random.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--models", "nope"], "unknown model 'nope'; valid models: bert, minilm"),
+    (["run", "--tasks", "nope"], "unknown task 'nope'; valid tasks: cola, sst2"),
+    (["run", "--methods", "nope"], "unknown method 'nope'; valid methods: acc, random, truncation"),
+    (["run", "--speedups", "0.5"], "speedup must be a number >= 1, got '0.5'"),
+    (["run", "--speedups", "fast"], "speedup must be a number >= 1, got 'fast'"),
+    (["run", "--speedups", "1,50"], "speedup 50 is unreachable for minilm at --max-length 128; the largest reachable speedup is"),
+    (["run", "--weights", "heavy"], "unknown weights 'heavy'; valid weights: pretrained, random"),
+    (["run", "--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["run", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
+    (["leaderboard", "no-such-run"], "no-such-run is not a run folder"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_one_line_and_exit_2(workdir, capsys, args, message):
+    with pytest.raises(SystemExit) if args[0] == "frobnicate" or "x" in args else _no_raise() as caught:
+        code = cli.main(args)
+    code = caught.value.code if caught is not None and hasattr(caught, "value") else code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.startswith("harness: error:")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+class _no_raise:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_bad_data_and_output_folders(workdir, tiny_checkpoint, tiny_sentiment_dir, capsys):
+    (workdir / "bad").mkdir()
+    (workdir / "bad" / "train.csv").write_text("text,y\nhello,1\n")
+    (workdir / "bad" / "validation.csv").write_text("text,y\nhello,1\n")
+    (workdir / "a-file").write_text("")
+    cases = [
+        (["--data-dir", str(workdir / "missing")], "missing"),
+        (["--data-dir", str(workdir / "bad")], "expected columns"),
+        (["--data-dir", str(tiny_sentiment_dir), "--out", str(workdir / "a-file" / "run")], "not writable"),
+    ]
+    for extra, message in cases:
+        code = cli.main(["run", "--models", str(tiny_checkpoint), "--tasks", "sst2", "--speedups", "1,2", "--no-progress", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, err

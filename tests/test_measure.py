@@ -1,0 +1,97 @@
+"""FLOP counting must agree with the hand formula (attention included), timings must be sane."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import BertConfig, BertModel
+
+from harness.measure import (
+    LatencyStats,
+    count_flops,
+    hardware_fingerprint,
+    interleaved_latency,
+    measure_latency,
+)
+
+D, F_DIM, LAYERS, HEADS, SEQ, BATCH = 32, 64, 2, 4, 16, 2
+
+
+def _bert(impl: str) -> BertModel:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=D,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=F_DIM,
+        max_position_embeddings=64,
+        attn_implementation=impl,
+    )
+    return BertModel(config).eval()
+
+
+def _hand_flops(n: int = SEQ, d: int = D, f: int = F_DIM) -> int:
+    per_layer = 2 * n * d * d * 4 + 2 * n * n * d * 2 + 2 * n * d * f * 2
+    return BATCH * (LAYERS * per_layer + 2 * d * d)
+
+
+def _inputs(padded: bool) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, 100, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(BATCH, SEQ, dtype=torch.long)
+    if padded:
+        mask[1, SEQ // 2 :] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_and_eager_bert_match_hand_formula(padded: bool) -> None:
+    inputs = _inputs(padded)
+    counts = {impl: count_flops(lambda m=_bert(impl): m(**inputs)) for impl in ("sdpa", "eager")}
+    assert counts["sdpa"] == counts["eager"]
+    assert counts["sdpa"] == pytest.approx(_hand_flops(), rel=0.005)
+
+
+def test_sdpa_math_fallback_is_counted() -> None:
+    q = k = v = torch.randn(2, 4, 16, 8)
+    mask = torch.ones(2, 1, 16, 16, dtype=torch.bool)
+    expected = 2 * 2 * (2 * 4 * 16 * 16 * 8)  # two matmuls, 2 FLOPs per multiply-add
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)) == expected
+    with sdpa_kernel(SDPBackend.MATH):
+        assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)) == expected
+
+
+def test_latency_stats_are_ordered() -> None:
+    stats = measure_latency(lambda: time.sleep(0.002), warmup=1, repeats=7)
+    assert isinstance(stats, LatencyStats) and stats.repeats == 7
+    assert 1.5 <= stats.p10_ms <= stats.median_ms <= stats.p90_ms
+    assert stats.mean_ms >= 1.5 and stats.std_ms >= 0
+    assert set(stats.to_dict()) == {"median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "repeats"}
+
+
+def test_min_time_extends_repeats() -> None:
+    stats = measure_latency(lambda: time.sleep(0.001), warmup=0, repeats=2, min_time_s=0.02)
+    assert stats.repeats > 2
+
+
+def test_interleaved_calls_each_fn_round_robin() -> None:
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("dense", "pruned", "other")}
+    stats = interleaved_latency(fns, warmup=2, repeats=5, device="cpu")
+    assert {name: calls.count(name) for name in fns} == {name: 7 for name in fns}
+    assert all(s.repeats == 5 for s in stats.values())
+    timed = calls[6:]
+    assert all(len(set(timed[i : i + 3])) == 3 for i in range(0, 15, 3))
+
+
+def test_hardware_fingerprint_keys() -> None:
+    info = hardware_fingerprint("cpu")
+    for key in ("cpu", "logical_cores", "torch_threads", "memory_gb", "os", "python", "torch",
+                "transformers", "device", "id"):
+        assert key in info
+    assert info["id"].startswith("cpu:") and info["id"].endswith(f":{torch.get_num_threads()}t")
+    assert hardware_fingerprint("cpu")["id"] == info["id"]
