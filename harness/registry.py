@@ -58,16 +58,3 @@ class Registry(Generic[T]):
 
     def items(self):
         return self._entries.items()
-
-
-def parse_list(text: str, kind: str, registry: Registry | None = None) -> list[str]:
-    """Split a comma-separated CLI value; with a registry, check every name against it."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise HarnessError(f"--{kind}s is empty; give a comma-separated list")
-    if registry is not None:
-        for name in names:
-            registry.get(name)
-    return names
-
-

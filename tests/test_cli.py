@@ -110,6 +110,15 @@ class _no_raise:
         return False
 
 
+def test_unreachable_hub_checkpoint_names_alternatives(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(workdir / "hf"))
+    assert cli.main(["run", "--models", "bert", "--speedups", "1,2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "google-bert/bert-base-uncased" in err and "--models minilm" in err and "--weights random" in err
+    assert err.count("\n") == 1
+
+
 def test_bad_data_and_output_folders(workdir, tiny_checkpoint, tiny_sentiment_dir, capsys):
     (workdir / "bad").mkdir()
     (workdir / "bad" / "train.csv").write_text("text,y\nhello,1\n")
