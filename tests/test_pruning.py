@@ -184,3 +184,26 @@ def test_unknown_method_and_unsupported_model(tiny_classifier):
         harness.prune(tiny_classifier(), method="nope")
     with pytest.raises(HarnessError, match="cannot prune a Linear"):
         harness.prune(torch.nn.Linear(2, 2))
+
+
+def test_causal_acc_averages_over_queries_that_see_each_key():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 2, 5, 5).masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+    probs = logits.softmax(-1)
+    valid = torch.tensor([[True, True, True, True, False]])
+    scores = acc_scores(ScoreInputs(valid, torch.arange(5).unsqueeze(0), probs, causal=True))
+    for j in range(4):
+        expected = probs[0, :, j:4, j].mean()  # valid queries i >= j, all heads
+        assert torch.allclose(scores[0, j], expected, atol=1e-6)
+
+
+def test_protected_tail_is_kept_in_every_layer(tiny_classifier, padded_batch):
+    model = harness.prune(tiny_classifier(), speedup=2.4)
+    ids, mask = padded_batch
+    lengths = mask.sum(dim=1).tolist()
+    with model.harness_pruner.protect_tail([3, 2, 1]):
+        model(ids, attention_mask=mask)
+    for b, (n, tail) in enumerate(zip(lengths, [3, 2, 1])):
+        for layer in model.last_kept:
+            assert set(range(n - tail, n)) | {0} <= set(layer[b])
+    assert model.harness_pruner.tail is None

@@ -24,7 +24,7 @@ from transformers import BertForSequenceClassification, BertModel
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from harness.pruning.flops import ArchSpec
-from harness.pruning.methods import ScoreInputs
+from harness.pruning.attention import attend_and_score
 from harness.pruning.pruner import Pruner, PruningSettings
 from harness.pruning.select import gather_tokens, keep_top
 from harness.registry import HarnessError
@@ -71,44 +71,33 @@ class AccBertEncoder(nn.Module):
         valid = key_validity(attention_mask, hidden_states)
         counts = pruner.plan(valid.sum(dim=1))
         positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+        protected = pruner.protected_mask(valid)
         for index, layer in enumerate(self.layer):
             keep = counts[:, index]
             if bool((keep == valid.sum(dim=1)).all()):
                 hidden_states = layer(hidden_states, attention_mask, **kwargs)
             else:
-                hidden_states, kept = self._drop_layer(layer, hidden_states, valid, positions, keep)
-                valid, positions = kept
+                hidden_states, (valid, positions, protected) = self._drop_layer(
+                    layer, hidden_states, valid, positions, protected, keep)
                 attention_mask = layer_mask(valid, hidden_states, self.config._attn_implementation)
             pruner.record(positions, valid)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states)
 
-    def _drop_layer(self, layer, hidden, valid, positions, keep):
+    def _drop_layer(self, layer, hidden, valid, positions, protected, keep):
         """One BertLayer that keeps ``keep[b]`` word-vectors of sample b after its self-attention."""
         attention = layer.attention.self
         batch, n, _ = hidden.shape
         shape = (batch, n, -1, attention.attention_head_size)
         query, key, value = (proj(hidden).view(shape).transpose(1, 2)
                              for proj in (attention.query, attention.key, attention.value))
-        method = self.pruner.method
-        key_mask = None if bool(valid.all()) else valid[:, None, None, :]
-        dropout = attention.dropout.p if self.training else 0.0
-        probs = None
-        if method.needs_attention:
-            scores = torch.matmul(query, key.transpose(-1, -2)) * attention.scaling
-            if key_mask is not None:
-                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-            probs = scores.softmax(dim=-1)
-            context = torch.matmul(nn.functional.dropout(probs, dropout, self.training), value)
-        else:
-            context = nn.functional.scaled_dot_product_attention(
-                query, key, value, attn_mask=key_mask, dropout_p=dropout, scale=attention.scaling)
+        context, scores = attend_and_score(
+            query, key, value, valid, positions, self.pruner.method, scaling=attention.scaling,
+            dropout=attention.dropout.p if self.training else 0.0, generator=self.pruner.generator)
         context = context.transpose(1, 2).reshape(batch, n, -1)
-
-        scores = method.score(ScoreInputs(valid, positions, probs, self.pruner.generator))
-        protected = positions < self.pruner.settings.protect_first
         index, kept_valid = keep_top(scores, valid, protected, keep)
         attended = layer.attention.output(gather_tokens(context, index), gather_tokens(hidden, index))
-        return layer.feed_forward_chunk(attended), (kept_valid, gather_tokens(positions, index))
+        kept = (kept_valid, gather_tokens(positions, index), gather_tokens(protected, index) & kept_valid)
+        return layer.feed_forward_chunk(attended), kept
 
 
 class BertFamily:

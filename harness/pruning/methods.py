@@ -13,6 +13,10 @@ summing to 1 over the valid keys),
 the share of the layer's context that word-vector j supplies.  Padding never scores (the caller masks
 it) and padded query rows, whose softmax is meaningless, are left out of the mean.
 
+Causal attention (decoders): word-vector j can only be attended by queries i ≥ j, so the mean runs over
+the valid queries that can see j, not over all of them.  Without that normalisation the sum over
+queries favours the first tokens simply because more queries see them.
+
 ``random`` and ``truncation`` are the two trivial baselines: uniform random scores, and keeping the
 first k tokens of the input (score = −position).
 """
@@ -38,6 +42,8 @@ class ScoreInputs:
     probs: torch.Tensor | None = None
     """(B, H, n, n) attention probabilities of this layer."""
     generator: torch.Generator | None = None
+    causal: bool = False
+    """Attention is causal: query i sees keys j ≤ i (in the current order of the kept tokens)."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,14 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def acc_scores(inputs: ScoreInputs) -> torch.Tensor:
-    """ACC(j) = mean_h mean_{valid i} P[h, i, j], per sample."""
+    """ACC(j) = mean_h mean_{valid i that can see j} P[h, i, j], per sample."""
     valid = inputs.valid.to(inputs.probs.dtype)
     per_key = torch.einsum("bhij,bi->bj", inputs.probs, valid)
-    return per_key / (valid.sum(dim=1, keepdim=True) * inputs.probs.shape[1])
+    if inputs.causal:  # valid queries at or after j
+        seen_by = valid.flip(1).cumsum(1).flip(1).clamp(min=1)
+    else:
+        seen_by = valid.sum(dim=1, keepdim=True)
+    return per_key / (seen_by * inputs.probs.shape[1])
 
 
 def random_scores(inputs: ScoreInputs) -> torch.Tensor:

@@ -9,6 +9,7 @@ which is what makes offline tuning ("fine-tune once, run at any speedup") cheap.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -28,6 +29,7 @@ class PruningSettings:
     profile: str = "tilt"
     r_min: float = 0.0
     protect_first: int = 1
+    protect_last: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -36,12 +38,13 @@ class PruningSettings:
         check_speedup(self.speedup)
         if not 0.0 <= self.r_min <= 1.0:
             raise HarnessError(f"r_min must be within [0, 1], got {self.r_min:g}")
-        if self.protect_first < 0:
-            raise HarnessError(f"protect_first must be >= 0, got {self.protect_first}")
+        for name in ("protect_first", "protect_last"):
+            if getattr(self, name) < 0:
+                raise HarnessError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def schedule(self) -> Schedule:
-        return Schedule(self.profile, self.r_min, self.protect_first)
+        return Schedule(self.profile, self.r_min, self.protect_first + self.protect_last)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +70,7 @@ class Pruner:
         self.last_positions: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.last_flops: tuple[int, int] = (0, 0)
         self.last_clamped = 0
+        self.tail: list[int] | None = None
 
     @property
     def method(self) -> Method:
@@ -83,12 +87,41 @@ class Pruner:
             )
         self.settings = replace(self.settings, speedup=speedup)
 
+    @contextmanager
+    def protect_tail(self, lengths: list[int]):
+        """Within the block, also keep the last ``lengths[b]`` valid tokens of sample b in every layer.
+
+        For requests whose logits are needed at several positions (an lm-eval continuation); they
+        count as protected tokens in the speedup solver too.
+        """
+        self.tail = [int(length) for length in lengths]
+        try:
+            yield
+        finally:
+            self.tail = None
+
+    def _tails(self, batch: int) -> list[int]:
+        last = self.settings.protect_last
+        if self.tail is None:
+            return [last] * batch
+        if len(self.tail) != batch:
+            raise HarnessError(f"protect_tail got {len(self.tail)} lengths for a batch of {batch}")
+        return [max(last, tail) for tail in self.tail]
+
+    def protected_mask(self, valid: torch.Tensor) -> torch.Tensor:
+        """(B, n) bool: the first ``protect_first`` and the protected last valid tokens of each sample."""
+        rank = valid.long().cumsum(dim=1) - 1
+        tails = torch.tensor(self._tails(valid.shape[0]), device=valid.device).unsqueeze(1)
+        from_end = valid.sum(dim=1, keepdim=True) - 1 - rank
+        return valid & ((rank < self.settings.protect_first) | (from_end < tails))
+
     def plan(self, n_valid: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens kept per sample and layer; samples too short for the speedup run at their max."""
         schedule, speedup = self.settings.schedule, self.settings.speedup
+        first = self.settings.protect_first
         rows, dense, pruned, clamped = [], 0, 0, 0
-        for n in n_valid.tolist():
-            counts = counts_for_speedup(self.spec, n, speedup, schedule)
+        for n, tail in zip(n_valid.tolist(), self._tails(len(n_valid))):
+            counts = counts_for_speedup(self.spec, n, speedup, replace(schedule, protected=first + tail))
             rows.append(counts)
             full, cost = forward_flops(self.spec, n), forward_flops(self.spec, n, list(counts))
             dense, pruned = dense + full, pruned + cost
