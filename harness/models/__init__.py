@@ -11,10 +11,13 @@ from __future__ import annotations
 from torch import nn
 
 from harness.models.bert import BertFamily
+from harness.models.gpt2 import GPT2Family
+from harness.models.llama import LlamaFamily
 from harness.registry import HarnessError, Registry
 
 FAMILIES: Registry = Registry("model family")
-FAMILIES.register("bert", BertFamily)
+for _family in (BertFamily, GPT2Family, LlamaFamily):
+    FAMILIES.register(_family.name, _family)
 
 
 def family_for(model: nn.Module):
@@ -23,6 +26,7 @@ def family_for(model: nn.Module):
         if family.supports(model):
             return family
     raise HarnessError(
-        f"cannot prune a {type(model).__name__}: supported are "
-        "BertModel and BertForSequenceClassification (families: " + ", ".join(FAMILIES.names()) + ")"
+        f"cannot prune a {type(model).__name__}: supported are BertModel, BertForSequenceClassification, "
+        "GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification, LlamaModel, LlamaForCausalLM and "
+        "LlamaForSequenceClassification"
     )

@@ -104,6 +104,7 @@ class BertFamily:
     """Adapter between harness.prune and BERT-architecture models."""
 
     name = "bert"
+    default_options: dict = {}
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

@@ -67,17 +67,19 @@ def prune(model: torch.nn.Module, method: str = "acc", speedup: float = 1.0, **o
     """Make ``model`` latency-adjustable with token pruning; returns the same object.
 
     options: ``profile`` ("tilt" | "geometric"), ``r_min`` (retention floor), ``protect_first``
-    (leading positions always kept; BERT's pooler needs [CLS], so at least 1 there), ``seed`` (for the
-    random baseline).  Pruning an already pruned model just updates its settings.
+    (leading valid tokens always kept; BERT's pooler needs [CLS], so at least 1 there),
+    ``protect_last`` (trailing valid tokens always kept; decoders need the last one), ``seed`` (for
+    the random baseline).  Defaults come from the model's family.  Pruning an already pruned model
+    just updates its settings.
     """
     from harness.models import family_for
 
-    settings = PruningSettings(method=method, speedup=1.0, **options)
+    family = family_for(model)
+    settings = PruningSettings(method=method, speedup=1.0, **{**family.default_options, **options})
+    family.check(model, settings)
     if isinstance(model, PrunedModelMixin):
         model.harness_pruner.settings = settings
     else:
-        family = family_for(model)
-        family.check(model, settings)
         model.harness_pruner = Pruner(family.arch_spec(model), settings, family.max_length(model))
         family.install(model, model.harness_pruner)
         model.__class__ = _pruned_class(type(model))

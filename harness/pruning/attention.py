@@ -19,14 +19,26 @@ SLICE_BYTES = 8 << 20
 """Probabilities materialised at once (per slice of the batch)."""
 
 
+def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
+    """(B, 1, n|1, n) bool, True where query i may attend key j; None when nothing is masked.
+
+    Kept tokens keep their original order and padding slots sit after the real tokens, so causality
+    among kept tokens is the lower triangle of their packed order.
+    """
+    if causal:
+        n = valid.shape[1]
+        return valid[:, None, None, :] & torch.ones(n, n, dtype=torch.bool, device=valid.device).tril()
+    return None if bool(valid.all()) else valid[:, None, None, :]
+
+
 def attend_and_score(query, key, value, valid, positions, method: Method, *, scaling: float,
-                     dropout: float = 0.0, generator: torch.Generator | None = None):
+                     dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False):
     """``(context (B, H, n, d), scores (B, n))`` of one attention layer over the valid keys."""
-    key_mask = None if bool(valid.all()) else valid[:, None, None, :]
+    key_mask = attention_mask(valid, causal)
     if not method.needs_attention:
         context = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=key_mask, dropout_p=dropout, scale=scaling)
-        return context, method.score(ScoreInputs(valid, positions, None, generator))
+        return context, method.score(ScoreInputs(valid, positions, None, generator, causal))
     batch, heads, n, _ = query.shape
     step = max(1, SLICE_BYTES // (heads * n * n * query.element_size()))
     contexts, scores = [], []
@@ -37,5 +49,5 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
             logits = logits.masked_fill(~key_mask[part], torch.finfo(logits.dtype).min)
         probs = logits.softmax(dim=-1)
         contexts.append(torch.matmul(nn.functional.dropout(probs, dropout, dropout > 0), value[part]))
-        scores.append(method.score(ScoreInputs(valid[part], positions[part], probs, generator)))
+        scores.append(method.score(ScoreInputs(valid[part], positions[part], probs, generator, causal)))
     return torch.cat(contexts), torch.cat(scores)

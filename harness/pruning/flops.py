@@ -8,8 +8,9 @@ For one sample whose layer l sees ``n_in`` word-vectors and keeps ``k`` of them:
   n_in² context products (context is computed for every entering query: ACC needs the whole
   attention map, and the selection happens after attention);
 * on the kept tokens: the attention output projection and the feed-forward network;
-* once per sample: the head (BERT's pooler and classifier act on [CLS] alone).  Embedding lookups do
-  no multiply-adds.
+* the head: once per sample where it reads one token (BERT's pooler and classifier on [CLS]), or on
+  every token out of the last layer (a decoder's LM head: the pruned model computes logits only for
+  the tokens it kept).  Embedding lookups do no multiply-adds.
 
 Element-wise work (softmax, LayerNorm, activations) is left out, as the flop counter leaves it out: it
 is a few percent of the time and none of the matrix FLOPs.
@@ -41,7 +42,9 @@ class ArchSpec:
     ffn_matrices: int = 2
     """2 for a plain MLP (up, down), 3 for a gated one (gate, up, down)."""
     head_flops: int = 0
-    """FLOPs of the head per sample (pooler + classifier, or an LM head on the positions it scores)."""
+    """FLOPs of the head once per sample (BERT's pooler and classifier act on [CLS] alone)."""
+    head_per_token: int = 0
+    """FLOPs of a head applied to every token out of the last layer (a decoder's LM or score head)."""
 
     @property
     def attn_dim(self) -> int:
@@ -63,7 +66,7 @@ class UnreachableSpeedupError(HarnessError):
 def forward_flops(spec: ArchSpec, n: int, counts: list[int] | None = None) -> int:
     """FLOPs of one sample's forward pass; ``counts`` are the tokens kept per layer (None: dense)."""
     counts = counts if counts is not None else [n] * spec.num_layers
-    total, n_in = spec.head_flops, n
+    total, n_in = spec.head_flops + spec.head_per_token * (counts[-1] if counts else n), n
     for kept in counts:
         total += spec.layer_flops(n_in, kept)
         n_in = kept

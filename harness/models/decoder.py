@@ -1,0 +1,140 @@
+"""ACC elimination for decoder-only models: what GPT-2 and Llama share.
+
+A family adapter (``gpt2.py``, ``llama.py``) supplies its embeddings, its stock layer call and its
+"drop layer" (a layer that keeps ``keep[b]`` tokens of sample b after its causal self-attention);
+``pruned_forward`` runs the layer loop, and ``install`` puts it in place of the base model's forward
+(instance attribute: the class, the state-dict keys and ``save_pretrained`` stay stock).
+
+Conventions, chosen for what lm-eval and generation need:
+
+* Causal ACC: the mean runs over the valid queries that can see a token (``methods.acc_scores``).
+* The last valid token of every sample is protected (``protect_last=1``): its logits predict the next
+  token and pool the classification.  lm-eval continuations protect more (``Pruner.protect_tail``).
+* Only the context is pruned; kept tokens keep their order, so causality among them is the lower
+  triangle of their packed order, and they keep their original positions (GPT-2 adds its position
+  embeddings before layer 1; Llama's rotary angles are gathered for the kept tokens).
+* Outputs keep the input's length: rows of dropped tokens are NaN, never computed.  The output head
+  (LM head or score head) runs on the kept rows only, through hooks on that module, so the big LM head
+  costs what the FLOP model says and gradients never meet a NaN row.
+* A forward with a KV cache (``use_cache``/``past_key_values``, i.e. ``generate``) runs dense for now:
+  pruning the prefill into a cache of the kept tokens is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+
+from harness.pruning.attention import attend_and_score, attention_mask
+from harness.pruning.pruner import Pruner
+from harness.pruning.select import gather_tokens
+
+
+def layer_mask(valid: torch.Tensor, like: torch.Tensor, implementation: str) -> torch.Tensor:
+    """The 4-D causal mask a stock decoder layer expects for packed kept tokens."""
+    mask = attention_mask(valid, causal=True)
+    if implementation == "eager":
+        return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
+            ~mask, torch.finfo(like.dtype).min)
+    return mask
+
+
+def scatter_rows(compact: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, K, D) rows of kept tokens back to their positions in a NaN-filled (B, length, D)."""
+    full = compact.new_full((compact.shape[0], length, *compact.shape[2:]), float("nan"))
+    batch = torch.arange(compact.shape[0], device=compact.device).unsqueeze(1).expand_as(positions)
+    full[batch[valid], positions[valid]] = compact[valid]
+    return full
+
+
+class Rows:
+    """Where the last forward's output rows came from, for the head hooks (None: nothing dropped)."""
+
+    def __init__(self):
+        self.kept: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self.active = False
+
+
+def pruned_forward(base, family, pruner: Pruner, rows: Rows, input_ids=None, attention_mask=None,
+                   position_ids=None, past_key_values=None, inputs_embeds=None, use_cache=None, **kwargs):
+    """The base model's forward with ACC elimination (see the module docstring)."""
+    rows.kept = None
+    if use_cache or past_key_values is not None:
+        return type(base).forward(base, input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids, past_key_values=past_key_values,
+                                  inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+    hidden, position_ids = family.embed(base, input_ids, inputs_embeds, position_ids, kwargs)
+    batch, length = hidden.shape[:2]
+    valid = (attention_mask.bool() if attention_mask is not None
+             else torch.ones(batch, length, dtype=torch.bool, device=hidden.device))
+    mask = family.stock_mask(base, hidden, attention_mask, position_ids)
+    rotary = original_rotary = family.rotary(base, hidden, position_ids)
+    counts = pruner.plan(valid.sum(dim=1))
+    positions = torch.arange(length, device=hidden.device).expand(batch, length)
+    protected = pruner.protected_mask(valid)
+    dropped = False
+    for index, layer in enumerate(family.layers(base)):
+        keep = counts[:, index]
+        if bool((keep == valid.sum(dim=1)).all()):
+            hidden = family.run_layer(layer, hidden, mask, rotary)
+        else:
+            hidden, (valid, positions, protected) = family.drop_layer(
+                layer, hidden, valid, positions, protected, keep, rotary, pruner)
+            mask = layer_mask(valid, hidden, base.config._attn_implementation)
+            rotary = family.gather_rotary(original_rotary, positions)
+            dropped = True
+        pruner.record(positions, valid)
+    hidden = family.final_norm(base)(hidden)
+    if dropped:
+        rows.kept = (positions, valid, length)
+        hidden = scatter_rows(hidden, positions, valid, length)
+    return family.output_class(last_hidden_state=hidden)
+
+
+def _compact_head_input(rows: Rows, module, args):
+    hidden = args[0]
+    rows.active = rows.kept is not None and hidden.shape[1] == rows.kept[2]
+    if rows.active:
+        positions, _, _ = rows.kept
+        return (hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])), *args[1:])
+    return None
+
+
+def _scatter_head_output(rows: Rows, module, args, output):
+    if rows.active:
+        rows.active = False
+        positions, valid, length = rows.kept
+        return scatter_rows(output, positions, valid, length)
+    return None
+
+
+def install(model: nn.Module, family, pruner: Pruner) -> None:
+    """Route the base model's forward through ``pruned_forward`` and its output head through the kept rows."""
+    base, rows = model.base_model, Rows()
+
+    def forward(self, *args, **kwargs):
+        return pruned_forward(self, family, pruner, rows, *args, **kwargs)
+
+    base.forward = types.MethodType(forward, base)
+    head = family.output_head(model)
+    if head is not None:
+        head.register_forward_pre_hook(lambda module, args: _compact_head_input(rows, module, args))
+        head.register_forward_hook(lambda module, args, output: _scatter_head_output(rows, module, args, output))
+
+
+def default_positions(embeds: torch.Tensor) -> torch.Tensor:
+    """Positions 0..n-1, as stock transformers uses when none are given and there is no cache."""
+    return torch.arange(embeds.shape[1], device=embeds.device).unsqueeze(0)
+
+
+def attend(module: nn.Module, query, key, value, valid, positions, pruner: Pruner, *, dropout: float):
+    """Causal attention over the entering tokens, with each token's score for the pruning method."""
+    return attend_and_score(query, key, value, valid, positions, pruner.method, scaling=module.scaling,
+                            dropout=dropout if module.training else 0.0, generator=pruner.generator, causal=True)
+
+
+def kept_state(index, kept_valid, positions, protected):
+    """(valid, positions, protected) of the kept tokens, packed."""
+    return kept_valid, gather_tokens(positions, index), gather_tokens(protected, index) & kept_valid

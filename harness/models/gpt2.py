@@ -1,0 +1,118 @@
+"""ACC word-vector elimination for GPT-2 (GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2Model).
+
+The layer loop and the output conventions are shared with Llama in ``decoder.py``.  GPT-2 adds its
+learned position embeddings before the first block, so kept tokens carry their original positions
+with no further work.  Configs with ``scale_attn_by_inverse_layer_idx`` or
+``reorder_and_upcast_attn`` (neither is used by the released GPT-2 checkpoints) are refused rather
+than computed differently from stock.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Model
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+from harness.models import decoder
+from harness.pruning.attention import attend_and_score
+from harness.pruning.flops import ArchSpec
+from harness.pruning.pruner import Pruner, PruningSettings
+from harness.pruning.select import gather_tokens, keep_top
+from harness.registry import HarnessError
+
+
+class GPT2Family:
+    name = "gpt2"
+    default_options = {"protect_first": 0, "protect_last": 1}
+    output_class = BaseModelOutputWithPastAndCrossAttentions
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        return isinstance(model, (GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification))
+
+    @staticmethod
+    def check(model: nn.Module, settings: PruningSettings) -> None:
+        config = model.config
+        if config.scale_attn_by_inverse_layer_idx or config.reorder_and_upcast_attn or config.add_cross_attention:
+            raise HarnessError("GPT-2 configs with scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn "
+                               "or cross-attention are not supported")
+        GPT2Family.check_protection(settings)
+
+    @staticmethod
+    def check_protection(settings: PruningSettings) -> None:
+        if settings.protect_last < 1:
+            raise HarnessError("protect_last must be >= 1 for decoders: the last token's logits are the output")
+
+    @staticmethod
+    def arch_spec(model: nn.Module) -> ArchSpec:
+        config = model.config
+        head = getattr(GPT2Family.output_head(model), "out_features", 0)
+        return ArchSpec(num_layers=config.n_layer, hidden=config.n_embd, num_heads=config.n_head,
+                        head_dim=config.n_embd // config.n_head, ffn_dim=config.n_inner or 4 * config.n_embd,
+                        head_per_token=2 * config.n_embd * head)
+
+    @staticmethod
+    def max_length(model: nn.Module) -> int:
+        return model.config.n_positions
+
+    @staticmethod
+    def output_head(model: nn.Module) -> nn.Module | None:
+        return getattr(model, "lm_head", None) or getattr(model, "score", None)
+
+    @staticmethod
+    def install(model: nn.Module, pruner: Pruner) -> None:
+        decoder.install(model, GPT2Family, pruner)
+
+    # -- the pieces decoder.pruned_forward calls --------------------------------------------------
+
+    @staticmethod
+    def embed(base, input_ids, inputs_embeds, position_ids, kwargs):
+        embeds = base.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        if position_ids is None:
+            position_ids = decoder.default_positions(embeds)
+        hidden = embeds + base.wpe(position_ids)
+        token_type_ids = kwargs.pop("token_type_ids", None)
+        if token_type_ids is not None:
+            hidden = hidden + base.wte(token_type_ids)
+        return base.drop(hidden), position_ids
+
+    @staticmethod
+    def stock_mask(base, hidden, attention_mask, position_ids):
+        return create_causal_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                                  past_key_values=None, position_ids=position_ids)
+
+    @staticmethod
+    def rotary(base, hidden, position_ids):
+        return None
+
+    @staticmethod
+    def gather_rotary(rotary, positions):
+        return None
+
+    @staticmethod
+    def layers(base):
+        return base.h
+
+    @staticmethod
+    def final_norm(base):
+        return base.ln_f
+
+    @staticmethod
+    def run_layer(block, hidden, mask, rotary):
+        return block(hidden, None, mask)
+
+    @staticmethod
+    def drop_layer(block, hidden, valid, positions, protected, keep, rotary, pruner: Pruner):
+        """One GPT2Block that keeps ``keep[b]`` tokens of sample b after its causal self-attention."""
+        attention = block.attn
+        batch, n, _ = hidden.shape
+        query, key, value = (part.view(batch, n, -1, attention.head_dim).transpose(1, 2)
+                             for part in attention.c_attn(block.ln_1(hidden)).split(attention.split_size, dim=2))
+        context, scores = decoder.attend(attention, query, key, value, valid, positions, pruner,
+                                         dropout=attention.attn_dropout.p)
+        index, kept_valid = keep_top(scores, valid, protected, keep)
+        context = gather_tokens(context.transpose(1, 2).reshape(batch, n, -1), index)
+        hidden = gather_tokens(hidden, index) + attention.resid_dropout(attention.c_proj(context))
+        hidden = hidden + block.mlp(block.ln_2(hidden))
+        return hidden, decoder.kept_state(index, kept_valid, positions, protected)
