@@ -38,7 +38,8 @@ def _names(text: str, option: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="harness", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="harness", description=__doc__.splitlines()[0],
+                     epilog="harness lm-eval <lm_eval arguments>: lm-eval's own command line with --model acc")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = commands.add_parser("run", help="fine-tune once, sweep speedups, measure, write leaderboard and plots")
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speedups", default="1,2,3,4", help="comma-separated target speedups >= 1 (default: 1,2,3,4)")
     run.add_argument("--methods", default="acc", help="comma-separated pruning methods (default: acc)")
     run.add_argument("--weights", default="pretrained", help="pretrained | random (random: latency and FLOPs only)")
+    run.add_argument("--protocol", default=None,
+                     help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-length", type=int, default=128)
     run.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (default: 2)")
@@ -77,7 +80,7 @@ def _run(args) -> None:
     config = SweepConfig(
         models=_names(args.models, "--models"), tasks=_names(args.tasks, "--tasks"),
         speedups=_speedups(args.speedups), methods=_names(args.methods, "--methods"),
-        weights=args.weights, batch_size=args.batch_size, max_length=args.max_length, out=args.out,
+        weights=args.weights, protocol=args.protocol, batch_size=args.batch_size, max_length=args.max_length, out=args.out,
         data_dir=args.data_dir, max_train=args.max_train, max_eval=args.max_eval, repeats=args.repeats,
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
         progress=not args.no_progress,
@@ -142,6 +145,11 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "lm-eval":
+        from harness.runners.lm_eval_bridge import lm_eval_main
+
+        return lm_eval_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()

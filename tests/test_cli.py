@@ -29,6 +29,7 @@ def test_end_to_end_and_resume(workdir, tiny_checkpoint, tiny_sentiment_dir, cap
     out = workdir / "runs" / "tiny"
     assert cli.main(tiny_run_args(tiny_checkpoint, tiny_sentiment_dir, out)) == 0
     rows = read_rows(out)
+    assert all(r["protocol"] == "finetune" for r in rows)
     assert sorted((r["method"], r["speedup"]) for r in rows) == [("acc", 1.0), ("acc", 2.0), ("truncation", 1.0), ("truncation", 2.0)]
     for row in rows:
         assert 0.0 <= row["score"] <= 1.0 and row["main_metric"] == "accuracy"

@@ -26,8 +26,8 @@ def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
     among kept tokens is the lower triangle of their packed order.
     """
     if causal:
-        n = valid.shape[1]
-        return valid[:, None, None, :] & torch.ones(n, n, dtype=torch.bool, device=valid.device).tril()
+        order = torch.arange(valid.shape[1], device=valid.device)
+        return valid[:, None, None, :] & (order[None, :] <= order[:, None])
     return None if bool(valid.all()) else valid[:, None, None, :]
 
 

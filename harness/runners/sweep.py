@@ -4,9 +4,14 @@ Each finished cell is appended to ``<out>/results.jsonl`` at once; a rerun of th
 cells already there (and, through the fine-tune cache, the training too), so a sweep that dies half-way
 resumes without losing or duplicating rows.
 
+Two protocols measure quality: ``finetune`` (encoders' default; decoders' classification heads too)
+fine-tunes once with offline tuning and evaluates every speedup; ``zero-shot`` (decoders' default) runs
+the task's lm-eval configuration in ``tasks/`` through the pruned model and records lm-eval's metrics
+and standard errors.
+
 Latency is measured on a fixed batch of ``batch_size`` × ``max_length`` tokens with no padding (text of
-the evaluation split, chunked; random ids for random weights), so the analytic prediction and the
-measurement describe the same work.  The reference is stock transformers' dense forward of the same
+the evaluation split, chunked, under ``finetune``; random ids otherwise: speed does not depend on
+which tokens they are), so the analytic prediction and the measurement describe the same work.  The reference is stock transformers' dense forward of the same
 weights with its default attention, timed interleaved with the pruned model in the same process.
 """
 
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import BertForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 import harness
 from harness.data.metrics import compute_metrics
@@ -26,7 +31,7 @@ from harness.data.tasks import TASKS, load_task
 from harness.measure.flop_count import count_flops
 from harness.measure.hardware import hardware_fingerprint
 from harness.measure.latency import interleaved_latency
-from harness.models.catalog import WEIGHTS, load_classifier, model_spec
+from harness.models.catalog import DECODERS, WEIGHTS, load_causal_lm, load_classifier, model_spec
 from harness.pruning.api import stock_copy
 from harness.pruning.flops import max_speedup
 from harness.pruning.methods import METHODS
@@ -50,16 +55,28 @@ class SweepConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     max_train: int | None = None
     max_eval: int | None = None
+    protocol: str | None = None
+    """"finetune" or "zero-shot"; None: each model's default (finetune for encoders, zero-shot for decoders)."""
     warmup: int = 2
     repeats: int = 10
     progress: bool = True
 
+    def protocol_for(self, model: str) -> str:
+        return self.protocol or ("zero-shot" if model_spec(model).family in DECODERS else "finetune")
+
     def validate(self) -> None:
         """Every user error the sweep can know of before it spends time: one clear HarnessError."""
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise HarnessError(f"unknown protocol {self.protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
         for name in self.models:
-            model_spec(name)
-        for name in self.tasks:
-            TASKS.get(name)
+            protocol = self.protocol_for(name)
+            if protocol == "zero-shot" and model_spec(name).family not in DECODERS:
+                raise HarnessError(f"--protocol zero-shot needs a decoder; {name} is a {model_spec(name).family!r} model")
+            for task in self.tasks:
+                if protocol == "finetune":
+                    TASKS.get(task)
+                elif task not in ZERO_SHOT_TASKS:
+                    raise HarnessError(f"unknown zero-shot task {task!r}; valid zero-shot tasks: {', '.join(ZERO_SHOT_TASKS)}")
         for name in self.methods:
             METHODS.get(name)
         if self.weights not in WEIGHTS:
@@ -72,8 +89,10 @@ class SweepConfig:
             self._check_reachable(name)
 
     def _check_reachable(self, name: str) -> None:
+        spec = model_spec(name)
+        auto = AutoModelForCausalLM if spec.family in DECODERS else AutoModelForSequenceClassification
         with torch.device("meta"):
-            model = harness.prune(BertForSequenceClassification(model_spec(name).architecture()))
+            model = harness.prune(auto.from_config(spec.architecture()))
         limit = min(self.max_length, model.harness_pruner.max_length)
         best = max_speedup(model.harness_pruner.spec, limit, model.pruning.schedule)
         for speedup in self.speedups:
@@ -94,24 +113,33 @@ class SweepConfig:
         return Path("runs") / "_".join(["+".join(self.models), "+".join(self.tasks), self.weights]).replace("/", "-")
 
 
-def cell_key(model: str, weights: str, task: str, method: str, speedup: float) -> str:
-    return f"{model}|{weights}|{task}|{method}|{speedup:g}"
+PROTOCOLS = ("finetune", "zero-shot")
+ZERO_SHOT_TASKS = {"rt-polarity": "rt-polarity-zs", "boolq": "boolq-zs", "heldout-ppl": "heldout-ppl"}
+"""Harness task name -> its lm-eval configuration in tasks/."""
 
 
-def latency_batch(tokenizer, frame, task, batch_size: int, seq_len: int, vocab_size: int) -> dict[str, torch.Tensor]:
-    """``batch_size`` rows of exactly ``seq_len`` tokens: [CLS] + a chunk of the evaluation text + [SEP]."""
-    body = seq_len - 2
-    if tokenizer is None:
+def cell_key(model: str, weights: str, task: str, protocol: str, method: str, speedup: float) -> str:
+    return f"{model}|{weights}|{task}|{protocol}|{method}|{speedup:g}"
+
+
+def latency_batch(tokenizer, texts, batch_size: int, seq_len: int, vocab_size: int) -> dict[str, torch.Tensor]:
+    """``batch_size`` rows of exactly ``seq_len`` tokens of ``texts`` (with [CLS]/[SEP] where the tokenizer
+    has them), or of random ids when there is no text."""
+    special = tokenizer is not None and tokenizer.cls_token_id is not None
+    body = seq_len - 2 if special else seq_len
+    if tokenizer is None or texts is None:
         ids = torch.randint(1, vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     stream: list[int] = []
-    for text in frame[task.text_fields[0]].astype(str):
+    for text in texts:
         stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(stream) >= batch_size * body:
             break
     while len(stream) < batch_size * body:
         stream = stream + stream
-    rows = [[tokenizer.cls_token_id, *stream[i * body : (i + 1) * body], tokenizer.sep_token_id] for i in range(batch_size)]
+    rows = [stream[i * body : (i + 1) * body] for i in range(batch_size)]
+    if special:
+        rows = [[tokenizer.cls_token_id, *row, tokenizer.sep_token_id] for row in rows]
     ids = torch.tensor(rows)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
@@ -123,45 +151,72 @@ def run_sweep(config: SweepConfig) -> Path:
     hardware = hardware_fingerprint("cpu")
     write_json_atomic(store.run_dir / "sweep.json", {"config": asdict(config), "hardware": hardware})
     for model_name in config.models:
+        protocol = config.protocol_for(model_name)
         for task_name in config.tasks:
-            keys = {(m, s): cell_key(model_name, config.weights, task_name, m, s)
+            keys = {(m, s): cell_key(model_name, config.weights, task_name, protocol, m, s)
                     for m in config.methods for s in config.speedups}
             todo = {cell: key for cell, key in keys.items() if key not in done}
             if todo:
-                _run_model_task(config, model_name, task_name, todo, store, hardware)
+                prepare = _finetuned if protocol == "finetune" else _zero_shot
+                loaded, quality, texts, context = prepare(config, model_name, task_name)
+                _run_cells(config, model_name, task_name, protocol, todo, store, hardware,
+                           loaded, quality, texts, context)
     return store.run_dir
 
 
-def _run_model_task(config, model_name, task_name, todo, store, hardware) -> None:
+NO_QUALITY = {"metrics": {}, "main_metric": None, "score": None, "eval_predicted_speedup": None}
+
+
+def _finetuned(config, model_name, task_name):
+    """A model fine-tuned once with offline tuning (from the cache when it exists), and its evaluator."""
     task_spec = TASKS.get(task_name)
     train = config.train
-    task_data, finetuned = None, None
-    if config.weights == "pretrained":  # data first: a bad --data-dir fails before any model loads
-        task_data = load_task(task_name, data_dir=config.data_dir, seed=train.seed, limit=config.limits(task_spec))
-    loaded = load_classifier(model_name, config.weights, task_spec.num_labels)
-    if task_data is not None:
-        loaded, folder, reused = load_or_fine_tune(loaded, task_data, train, config.progress)
-        finetuned = {"cache": str(folder), "reused": reused, **asdict(train)}
+    if config.weights == "random":
+        return load_classifier(model_name, "random", task_spec.num_labels), lambda loaded: NO_QUALITY, None, {}
+    # data first: a bad --data-dir fails before any model loads
+    task_data = load_task(task_name, data_dir=config.data_dir, seed=train.seed, limit=config.limits(task_spec))
+    loaded = load_classifier(model_name, "pretrained", task_spec.num_labels)
+    loaded, folder, reused = load_or_fine_tune(loaded, task_data, train, config.progress)
+    texts = task_data.splits[task_spec.eval_splits[0]][task_spec.text_fields[0]].astype(str)
+    context = {"data": task_data.provenance, "train": {"cache": str(folder), "reused": reused, **asdict(train)}}
+    return loaded, lambda loaded: _finetuned_quality(loaded, task_data, config), texts, context
+
+
+def _zero_shot(config, model_name, task_name):
+    """A decoder evaluated through lm-eval on the task's configuration in tasks/."""
+    loaded = load_causal_lm(model_name, config.weights)
+    if config.weights == "random":
+        return loaded, lambda loaded: NO_QUALITY, None, {}
+    lm_task = ZERO_SHOT_TASKS[task_name]
+
+    def quality(loaded):
+        from harness.runners.lm_eval_bridge import evaluate
+
+        metrics = evaluate(loaded.model, loaded.tokenizer, [lm_task], batch_size=config.batch_size,
+                           limit=config.max_eval)[lm_task]
+        main = next(name for name in ("acc", "word_perplexity") if name in metrics)
+        return {"metrics": metrics, "main_metric": main, "score": metrics[main], "eval_predicted_speedup": None}
+
+    return loaded, quality, None, {"data": {"lm_eval_task": lm_task, "limit": config.max_eval}}
+
+
+def _run_cells(config, model_name, task_name, protocol, todo, store, hardware, loaded, quality, texts, context):
     stock = stock_copy(loaded.model)
-    eval_frame = task_data.splits[task_data.spec.eval_splits[0]] if task_data else None
-    batch = latency_batch(loaded.tokenizer, eval_frame, task_spec, config.batch_size, config.max_length,
-                          loaded.model.config.vocab_size)
+    batch = latency_batch(loaded.tokenizer, texts, config.batch_size, config.max_length, loaded.model.config.vocab_size)
     cells = tqdm(todo.items(), desc=f"{model_name} × {task_name}", disable=not config.progress, unit="cell")
     for (method, speedup), key in cells:
         model = harness.prune(loaded.model, method=method, speedup=speedup).eval()
         row = {"cell_key": key, "model": model_name, "checkpoint": loaded.checkpoint, "weights": loaded.weights,
-               "task": task_name, "method": method, "speedup": speedup}
-        row.update(_quality(loaded, task_data, config))
+               "task": task_name, "protocol": protocol, "method": method, "speedup": speedup}
+        row.update(quality(loaded))
         row.update(_speed(model, stock, batch, config))
-        row.update(hardware=hardware, data=task_data.provenance if task_data else {}, train=finetuned or {},
+        row.update(hardware=hardware, data=context.get("data", {}), train=context.get("train", {}),
                    timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    harness_version=harness.__version__)
         store.append(row)
 
 
-def _quality(loaded, task_data, config) -> dict:
-    if task_data is None:
-        return {"metrics": {}, "main_metric": None, "score": None, "eval_predicted_speedup": None}
+def _finetuned_quality(loaded, task_data, config) -> dict:
     metrics, dense, pruned = {}, 0, 0
     for split in task_data.spec.eval_splits:
         frame = task_data.splits[split]
