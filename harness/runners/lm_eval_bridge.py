@@ -1,0 +1,351 @@
+"""lm-evaluation-harness plugin: the ``acc`` model type runs lm-eval tasks through a pruned decoder.
+
+Command line (lm-eval's own flags and output files; ``tasks/`` is added as ``--include_path``)::
+
+    harness lm-eval --model acc --model_args pretrained=./my-gpt2,speedup=2,method=acc,profile=tilt,r_min=0 \\
+        --tasks rt-polarity-zs,boolq-zs,heldout-ppl --limit 100 --device cpu --output_path runs/lm-eval
+
+Python, around a model you already hold (pruned or not; ``AccLM`` prunes it in place)::
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from harness.runners.lm_eval_bridge import AccLM, TASKS_DIR
+
+    lm = AccLM(pretrained=model, tokenizer=tokenizer, speedup=2.0, batch_size=8)
+    results = lm_eval.simple_evaluate(model=lm, tasks=["rt-polarity-zs"],
+                                      task_manager=TaskManager(include_path=str(TASKS_DIR)))
+
+    # or, flattened to {task: {metric: value, metric_stderr: value, "n": docs}}:
+    from harness.runners.lm_eval_bridge import evaluate
+    evaluate(model, tokenizer, ["rt-polarity-zs", "heldout-ppl"], limit=200)
+
+Pruning options in ``model_args`` (or ``AccLM`` keywords): ``speedup`` (a number >= 1), ``method``
+(acc | random | truncation), ``profile`` (tilt | geometric), ``r_min``, ``protect_first``,
+``protect_last``, ``seed``.  They are validated before the model is loaded; a bad value is a
+``HarnessError`` with a one-line message.  Options not given keep the model's own settings when it is
+already pruned, else the defaults of ``harness.prune``.
+
+How requests reach the pruned model (written against lm-eval 0.4.13's ``HFLM``):
+
+* ``loglikelihood`` and ``loglikelihood_rolling`` both end in ``HFLM._loglikelihood_tokens``, which
+  right-pads each batch with zeros (``pad_and_concat(..., padding_side="right")``, whatever the
+  tokenizer's padding side) and calls ``_model_call(batch)`` without an attention mask, then reads the
+  logits of each request's last ``len(continuation)`` input positions.  ``AccLM`` tags the request tuples
+  so that ``_model_call`` knows which requests form the batch, checks that the batch is exactly their
+  right-padded inputs, and calls the model with the matching attention mask inside
+  ``harness_pruner.protect_tail(continuation lengths)``: padding never counts as text, and every logit
+  lm-eval reads is computed.  For rolling windows the continuation is the whole window, so a rolling
+  perplexity runs (nearly) dense: a pruned position has no logits to score.  The harness's
+  ``heldout-ppl`` therefore scores each document's last words given the (pruned) rest.
+* ``generate_until`` uses ``HFLM`` unchanged (left-padded prompts, ``model.generate`` with the cache);
+  the pruned decoders generate densely for now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from harness.registry import HarnessError
+
+TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
+"""The lm-eval task configurations shipped with the harness (``rt-polarity-zs``, ``boolq-zs``, ``heldout-ppl``)."""
+
+PRUNING_OPTIONS = ("method", "speedup", "profile", "r_min", "protect_first", "protect_last", "seed")
+LM_EVAL_VERSION = "0.4.13"  # the HFLM internals relied on above; checked at run time, see _batch_layout
+
+
+def parse_pruning_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Typed, validated pruning options from ``model_args`` values (strings or numbers); None = not given."""
+    from harness.pruning.pruner import PruningSettings, check_speedup
+
+    parsed: dict[str, Any] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name not in PRUNING_OPTIONS:
+            raise HarnessError(f"unknown pruning option {name!r}; valid: {', '.join(PRUNING_OPTIONS)}")
+        if name == "speedup":
+            parsed[name] = check_speedup(value)
+        elif name in ("method", "profile"):
+            parsed[name] = str(value)
+        elif name == "r_min":
+            parsed[name] = _number(name, value, "a number within [0, 1]")
+        else:
+            number = _number(name, value, "a whole number >= 0")
+            if number != int(number):
+                raise HarnessError(f"{name} must be a whole number >= 0, got {value!r}")
+            parsed[name] = int(number)
+    # names (method, profile) and ranges (r_min, protect_*) are PruningSettings' own checks
+    PruningSettings(**{**parsed, "speedup": parsed.get("speedup", 1.0)})
+    return parsed
+
+
+def _number(name: str, value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise HarnessError(f"{name} must be {what}, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{name} must be {what}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise HarnessError(f"{name} must be {what}, got {value!r}")
+    return number
+
+
+class _Request(tuple):
+    """A ``(request strings, context tokens, continuation tokens)`` tuple that logs when it is unpacked.
+
+    ``HFLM._loglikelihood_tokens`` unpacks each request of a batch once, in row order, just before it
+    builds the padded batch and calls ``_model_call``; the last ``batch`` entries of the log are
+    therefore that batch's requests.  (Indexing, as its sort and grouping keys do, is not logged.)
+    """
+
+    def __new__(cls, request, log: list):
+        obj = super().__new__(cls, request)
+        obj._log = log
+        return obj
+
+    def __iter__(self):
+        self._log.append(self)
+        return super().__iter__()
+
+    def __reduce__(self):  # pickles (e.g. into lm-eval's caches) as the plain tuple
+        return (tuple, (tuple(self),))
+
+
+@register_model("acc")
+class AccLM(HFLM):
+    """lm-eval's ``HFLM`` around a model pruned with ``harness.prune`` (decoders: GPT-2, Llama)."""
+
+    _request_log: list | None = None  # the tagged requests unpacked so far, while _loglikelihood_tokens runs
+    flops: tuple[int, int] = (0, 0)  # analytic (dense, pruned) FLOPs of the loglikelihood forwards so far
+
+    def __init__(self, pretrained, method=None, speedup=None, profile=None, r_min=None, protect_first=None,
+                 protect_last=None, seed=None, device=None, **kwargs):
+        import harness
+        from harness.pruning.api import PrunedModelMixin
+
+        options = parse_pruning_options(dict(method=method, speedup=speedup, profile=profile, r_min=r_min,
+                                             protect_first=protect_first, protect_last=protect_last,
+                                             seed=seed))
+        if device is None:  # HFLM's default is "cuda" even where there is none
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        super().__init__(pretrained=pretrained, device=device, **kwargs)
+        if self.backend != "causal":
+            raise HarnessError(f"the acc model type evaluates decoder-only models; {type(self._model).__name__} "
+                               f"is {self.backend}")
+        model = self._model
+        settings = model.pruning.to_dict() if isinstance(model, PrunedModelMixin) else {}
+        settings.update(options)
+        target = settings.pop("speedup", 1.0)
+        harness.prune(model, speedup=target, **settings)
+
+    @property
+    def pruning(self):
+        """The pruned model's settings (``PruningSettings``)."""
+        return self.model.pruning
+
+    def set_speedup(self, speedup) -> None:
+        self.model.set_speedup(speedup)
+
+    def get_model_info(self) -> dict:
+        return {**super().get_model_info(), "harness_pruning": self.model.pruning.to_dict()}
+
+    # --- loglikelihood: tell the model which rows are text and which logits will be read ----------------
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        if self.backend != "causal":
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        log: list = []
+        tagged = [_Request(request, log) for request in requests]
+        outer, self._request_log = self._request_log, log
+        try:
+            return super()._loglikelihood_tokens(tagged, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        finally:
+            self._request_log = outer
+
+    def _detect_batch_size(self, requests=None, pos: int = 0):
+        # its probe batches are not requests: run them untagged
+        outer, self._request_log = self._request_log, None
+        try:
+            return super()._detect_batch_size(requests, pos)
+        finally:
+            self._request_log = outer
+
+    def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
+        log = self._request_log
+        if log is None or attn_mask is not None or labels is not None:
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        batch = inps.shape[0]
+        rows, log[:] = log[-batch:], []
+        lengths, tails = self._batch_layout(inps, rows)
+        positions = torch.arange(inps.shape[1], device=inps.device)
+        mask = (positions.unsqueeze(0) < torch.tensor(lengths, device=inps.device).unsqueeze(1)).long()
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                           enabled=self.mixed_precision_dtype is not None),
+            self.model.harness_pruner.protect_tail(tails),
+        ):
+            logits = self.model(input_ids=inps, attention_mask=mask, use_cache=False).logits
+        dense, pruned = self.model.harness_pruner.last_flops
+        self.flops = (self.flops[0] + dense, self.flops[1] + pruned)
+        return logits
+
+    @property
+    def predicted_speedup(self) -> float | None:
+        """FLOPs(dense)/FLOPs(pruned) over the loglikelihood forwards so far (the FLOP model's count;
+        protected continuations and samples too short for the target make it lower than the target)."""
+        dense, pruned = self.flops
+        return dense / pruned if pruned else None
+
+    def _batch_layout(self, inps: torch.Tensor, rows: list) -> tuple[list[int], list[int]]:
+        """Per row: the input length (the rest is padding) and how many trailing logits lm-eval reads.
+
+        Rebuilds each row as ``HFLM._loglikelihood_tokens`` does (context + continuation, left-truncated
+        to ``max_length + 1``, last token dropped, right-padded with 0) and insists the batch is exactly
+        that, so a change in lm-eval's batching fails loudly instead of protecting the wrong positions.
+        """
+        width = inps.shape[1]
+        lengths, tails = [], []
+        mismatch = len(rows) != inps.shape[0]
+        for row, request in zip(inps.tolist(), rows):
+            context, continuation = request[1], request[2]  # indexing: not logged as an unpacking
+            expected = (list(context) + list(continuation))[-(self.max_length + 1):][:-1]
+            if len(expected) > width or row[:len(expected)] != expected or any(row[len(expected):]):
+                mismatch = True
+                break
+            lengths.append(len(expected))
+            tails.append(min(len(continuation), len(expected)))
+        if mismatch or max(lengths) != width:
+            raise HarnessError(
+                "the acc model could not match a loglikelihood batch to its requests: lm-eval's "
+                f"HFLM._loglikelihood_tokens batches differently from lm-eval {LM_EVAL_VERSION}, which "
+                "harness.runners.lm_eval_bridge was written for")
+        return lengths, tails
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+_SUBCOMMANDS = ("run", "ls", "validate")
+
+
+def _with_include_path(argv: list[str]) -> list[str]:
+    """``argv`` plus ``--include_path TASKS_DIR`` where lm-eval would accept it and none is given."""
+    if any(arg == "--include_path" or arg.startswith("--include_path=") for arg in argv):
+        return argv
+    if argv and argv[0] in _SUBCOMMANDS:
+        if len(argv) == 1 or any(arg in ("-h", "--help") for arg in argv):
+            return argv
+        return [*argv, "--include_path", str(TASKS_DIR)]
+    if len(argv) >= 2:  # lm-eval's legacy form: no subcommand means "run"
+        return ["run", *argv, "--include_path", str(TASKS_DIR)]
+    return argv
+
+
+def _check_acc_arguments(argv: list[str]) -> None:
+    """Fail fast on bad ``--model acc`` pruning options, before lm-eval indexes its ~15k task configs.
+
+    Parsed with lm-eval's own parser (``HarnessCLI``); anything it rejects is left for the real run to
+    report, and the model is validated again when it is built.
+    """
+    try:
+        from lm_eval._cli.harness import HarnessCLI
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = HarnessCLI()._parser.parse_args(argv)
+    except (Exception, SystemExit):
+        return
+    if getattr(args, "model", None) == "acc":
+        model_args = getattr(args, "model_args", None) or {}
+        parse_pruning_options({key: value for key, value in model_args.items() if key in PRUNING_OPTIONS})
+
+
+def lm_eval_main(argv: list[str]) -> int:
+    """``harness lm-eval ARGS``: lm-eval's own command line (``lm_eval.__main__.cli_evaluate``) with
+    ``--model acc`` registered and the harness's tasks on the include path.  Returns the exit code."""
+    import lm_eval.__main__ as lm_eval_cli
+
+    argv = _with_include_path(list(argv))
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]  # lm-eval's HarnessCLI parses sys.argv
+    try:
+        _check_acc_arguments(argv)
+        lm_eval_cli.cli_evaluate()
+    except HarnessError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)
+        return 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+# --- the harness's own sweep -------------------------------------------------------------------------
+
+def _own_tasks() -> set[str]:
+    return {path.stem for path in TASKS_DIR.glob("*.yaml")}
+
+
+def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: int | float | None = None,
+             bootstrap_iters: int = 1000, num_fewshot: int | None = None) -> dict[str, dict[str, Any]]:
+    """Run lm-eval ``tasks`` on ``model`` (pruned in place at speedup 1 if it is not pruned yet).
+
+    Returns ``{task: {metric: value, metric + "_stderr": value or None, "n": documents scored,
+    "eval_predicted_speedup": FLOPs(dense)/FLOPs(pruned) of its loglikelihood forwards}}``; a metric
+    computed with a filter other than lm-eval's ``none`` is named ``metric,filter``.
+    ``bootstrap_iters`` only matters for bootstrapped metrics (lm-eval's default of 100000 takes minutes);
+    accuracy has a closed-form standard error and the perplexities have none (None).
+    """
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    if not tasks:
+        raise HarnessError("no lm-eval tasks given")
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=not set(tasks) <= _own_tasks())
+    unknown = [name for name in tasks if not manager.match_tasks([name])]
+    if unknown:
+        raise HarnessError(f"unknown lm-eval task(s) {', '.join(unknown)}; the harness's own are "
+                           f"{', '.join(sorted(_own_tasks()))}")
+    lm = AccLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    results: dict[str, dict[str, Any]] = {}
+    for task in tasks:  # one at a time, so that each gets its own realised speedup
+        lm.flops = (0, 0)
+        output = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
+                                         num_fewshot=num_fewshot, bootstrap_iters=bootstrap_iters,
+                                         log_samples=False)
+        for name, row in flatten_results(output).items():
+            results[name] = {**row, "eval_predicted_speedup": lm.predicted_speedup}
+    return results
+
+
+def flatten_results(output: dict) -> dict[str, dict[str, Any]]:
+    """``simple_evaluate``'s ``results`` section as ``{task: {metric: v, metric_stderr: se, "n": docs}}``."""
+    flat: dict[str, dict[str, Any]] = {}
+    for task, values in output["results"].items():
+        row: dict[str, Any] = {}
+        for key, value in values.items():
+            if "," not in key:
+                continue  # alias, name
+            metric, filter_name = key.split(",", 1)
+            name = metric if filter_name == "none" else f"{metric},{filter_name}"
+            row[name] = None if value == "N/A" else value
+        samples = output.get("n-samples", {}).get(task)
+        if samples:
+            row["n"] = samples.get("effective")
+        flat[task] = row
+    return flat

