@@ -1,11 +1,12 @@
 """Self-attention that also scores the word-vectors entering a layer, for the layers that drop some.
 
 Family-agnostic: adapters hand over the projected heads (B, H, n, d) and get back the context and
-one score per token.  Methods that need the attention probabilities (ACC) get them computed
-explicitly, in slices of the batch small enough to stay in cache: materialising a (B, H, n, n)
-probability tensor at once costs more memory traffic than the products themselves at long sequence
-lengths.  Slicing by sample changes no result, since every score is per sample.  Methods that do not
-look at attention use the fused kernel.
+one score per token.  Methods that read attention (ACC) get the attention each token *receives*: the
+sum over heads and valid queries of P[h, i, j].  It is accumulated block by block (a few samples and
+a few hundred query rows at a time), so the probabilities never exist as one (B, H, n, n) tensor:
+at long sequences that tensor's memory traffic, not its arithmetic, would set the layer's time.
+Blocking changes no result (every sum is per sample), and the products are the same ones a full
+attention computes.  Methods that do not read attention use the fused kernel.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from torch import nn
 
 from harness.pruning.methods import Method, ScoreInputs
 
-SLICE_BYTES = 8 << 20
-"""Probabilities materialised at once (per slice of the batch)."""
+BLOCK_BYTES = 8 << 20
+"""Attention probabilities materialised at once (per block of samples and query rows)."""
 
 
 def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
@@ -34,20 +35,30 @@ def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
 def attend_and_score(query, key, value, valid, positions, method: Method, *, scaling: float,
                      dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False):
     """``(context (B, H, n, d), scores (B, n))`` of one attention layer over the valid keys."""
-    key_mask = attention_mask(valid, causal)
+    mask = attention_mask(valid, causal)
     if not method.needs_attention:
         context = nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=key_mask, dropout_p=dropout, scale=scaling)
+            query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
         return context, method.score(ScoreInputs(valid, positions, None, generator, causal))
     batch, heads, n, _ = query.shape
-    step = max(1, SLICE_BYTES // (heads * n * n * query.element_size()))
-    contexts, scores = [], []
-    for start in range(0, batch, step):
-        part = slice(start, start + step)
-        logits = torch.matmul(query[part], key[part].transpose(-1, -2)) * scaling
-        if key_mask is not None:
-            logits = logits.masked_fill(~key_mask[part], torch.finfo(logits.dtype).min)
-        probs = logits.softmax(dim=-1)
-        contexts.append(torch.matmul(nn.functional.dropout(probs, dropout, dropout > 0), value[part]))
-        scores.append(method.score(ScoreInputs(valid[part], positions[part], probs, generator, causal)))
-    return torch.cat(contexts), torch.cat(scores)
+    row_bytes = heads * n * query.element_size()
+    samples = max(1, BLOCK_BYTES // (row_bytes * n))
+    rows = n if samples > 1 else max(1, BLOCK_BYTES // row_bytes)
+    context = torch.empty_like(query)
+    received = query.new_zeros(batch, 1, 1, n)
+    query_weight = valid.to(query.dtype)[:, None, None, :]
+    query = query * scaling  # scaled once here rather than on every (rows × n) block of logits
+    for b in range(0, batch, samples):
+        part = slice(b, b + samples)
+        for r in range(0, n, rows):
+            block = slice(r, r + rows)
+            logits = torch.matmul(query[part, :, block], key[part].transpose(-1, -2))
+            if mask is not None:
+                logits.masked_fill_(~mask[part, :, block if causal else slice(None)], torch.finfo(logits.dtype).min)
+            probs = logits.softmax(dim=-1)
+            context[part, :, block] = torch.matmul(nn.functional.dropout(probs, dropout, dropout > 0), value[part])
+            # sum over valid query rows as a (1 × rows) @ (rows × n) product per head
+            received[part] += torch.matmul(query_weight[part, :, :, block], probs).sum(dim=1, keepdim=True)
+    received = received.view(batch, n)
+    received /= heads
+    return context, method.score(ScoreInputs(valid, positions, None, generator, causal, received))

@@ -40,10 +40,19 @@ class ScoreInputs:
     positions: torch.Tensor
     """(B, n) long: each entering token's position in the original input."""
     probs: torch.Tensor | None = None
-    """(B, H, n, n) attention probabilities of this layer."""
+    """(B, H, n, n) attention probabilities of this layer, when a caller has them whole."""
     generator: torch.Generator | None = None
     causal: bool = False
     """Attention is causal: query i sees keys j ≤ i (in the current order of the kept tokens)."""
+    received: torch.Tensor | None = None
+    """(B, n) attention each token receives: the mean over heads, summed over valid queries, of
+    P[h, i, j].  Layers accumulate it block by block (``attention.attend_and_score``) instead of
+    keeping ``probs``; it is the statistic attention-based pruning methods share."""
+
+    def attention_received(self) -> torch.Tensor:
+        if self.received is not None:
+            return self.received
+        return torch.einsum("bhij,bi->bj", self.probs, self.valid.to(self.probs.dtype)) / self.probs.shape[1]
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,7 @@ class Method:
     score: Callable[[ScoreInputs], torch.Tensor]
     """(B, n) float scores; higher is kept first."""
     needs_attention: bool
-    """True when the layer must materialise its attention probabilities (no fused kernel)."""
+    """True when the method reads the attention each token receives (no fused kernel)."""
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -60,13 +69,13 @@ METHODS: Registry[Method] = Registry("method")
 
 def acc_scores(inputs: ScoreInputs) -> torch.Tensor:
     """ACC(j) = mean_h mean_{valid i that can see j} P[h, i, j], per sample."""
-    valid = inputs.valid.to(inputs.probs.dtype)
-    per_key = torch.einsum("bhij,bi->bj", inputs.probs, valid)
+    received = inputs.attention_received()
+    valid = inputs.valid.to(received.dtype)
     if inputs.causal:  # valid queries at or after j
         seen_by = valid.flip(1).cumsum(1).flip(1).clamp(min=1)
     else:
         seen_by = valid.sum(dim=1, keepdim=True)
-    return per_key / (seen_by * inputs.probs.shape[1])
+    return received / seen_by
 
 
 def random_scores(inputs: ScoreInputs) -> torch.Tensor:
