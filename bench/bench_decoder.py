@@ -1,9 +1,11 @@
-"""Decoders under ACC: prefill (time-to-first-token) speedup and quality of smollm2 at each speedup.
+"""Decoders under ACC: prefill and time-to-first-token speedup, decode speed, and quality of smollm2
+at each speedup.
 
 Prefill latency is the forward over the prompt that produces the first token's logits
 (``logits_to_keep=1``, no KV cache), on ``--prompt-length`` tokens, pruned vs stock transformers'
 forward of the same weights, timed interleaved.  The predicted speedup counts the LM head on one token
-on both sides.  Quality comes from the harness's lm-eval tasks (``tasks/``) at each speedup, and the
+on both sides.  TTFT and decode tokens/s come from ``generate`` itself (KV cache: the pruned prefill
+leaves each layer's kept tokens in the cache; decoding prunes nothing and attends fewer cached tokens).  Quality comes from the harness's lm-eval tasks (``tasks/``) at each speedup, and the
 attention-sink option (``protect_first`` 0 vs 1) is compared on the same tasks.
 
     python bench/bench_decoder.py [--model smollm2] [--speedups 1,2,4] [--limit 200] [--out FILE]
@@ -47,6 +49,27 @@ def prefill(model, stock, length: int, speedups: list[float], repeats: int) -> l
     return rows
 
 
+def generation(model, stock, length: int, speedups: list[float], repeats: int, new_tokens: int = 32) -> list[dict]:
+    """Time to first token and decode tokens/s through ``generate`` (greedy, KV cache)."""
+    ids = torch.randint(100, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(1))
+    settings = dict(do_sample=False, pad_token_id=model.config.eos_token_id)
+    rows = []
+    for speedup in speedups:
+        model.set_speedup(speedup)
+        timings = interleaved_latency({
+            "dense_first": lambda: stock.generate(ids, max_new_tokens=1, **settings),
+            "pruned_first": lambda: model.generate(ids, max_new_tokens=1, **settings),
+            "dense_all": lambda: stock.generate(ids, max_new_tokens=1 + new_tokens, min_new_tokens=1 + new_tokens, **settings),
+            "pruned_all": lambda: model.generate(ids, max_new_tokens=1 + new_tokens, min_new_tokens=1 + new_tokens, **settings),
+        }, warmup=1, repeats=repeats)
+        ms = {name: stats.median_ms for name, stats in timings.items()}
+        rows.append({"speedup": speedup, "ttft_dense": ms["dense_first"], "ttft_pruned": ms["pruned_first"],
+                     "decode_dense": 1000 * new_tokens / (ms["dense_all"] - ms["dense_first"]),
+                     "decode_pruned": 1000 * new_tokens / (ms["pruned_all"] - ms["pruned_first"])})
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def quality(loaded, speedups: list[float], limit: int, protect_first: int) -> dict[float, dict]:
     out = {}
     for speedup in speedups:
@@ -70,6 +93,7 @@ def main() -> None:
     stock = stock_copy(loaded.model)
     harness.prune(loaded.model)
     speed = prefill(loaded.model, stock, args.prompt_length, speedups, args.repeats)
+    generate = generation(loaded.model, stock, args.prompt_length, speedups, max(2, args.repeats // 2))
     scores = {first: quality(loaded, speedups, args.limit, first) for first in (0, 1)}
     hw = hardware_fingerprint("cpu")
     lines = [f"{args.model} ({loaded.checkpoint}) on {hw['id']}, torch {hw['torch']}, {hw['torch_threads']} threads; "
@@ -78,6 +102,12 @@ def main() -> None:
              "| speedup | predicted | measured | efficiency | dense ms | pruned ms |", "|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['speedup']:g} | {r['predicted']:.2f} | {r['measured']:.2f} | {r['measured'] / r['predicted']:.3f} | "
               f"{r['dense_ms']:.0f} | {r['pruned_ms']:.0f} |" for r in speed]
+    lines += ["", f"Generation through `generate` (greedy, KV cache; the prefill is pruned, decoding is not), "
+              f"{args.prompt_length}-token prompt, 32 new tokens:", "",
+              "| speedup | TTFT dense ms | TTFT pruned ms | TTFT speedup | decode tok/s dense | decode tok/s pruned |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['speedup']:g} | {r['ttft_dense']:.0f} | {r['ttft_pruned']:.0f} | {r['ttft_dense'] / r['ttft_pruned']:.2f} | "
+              f"{r['decode_dense']:.1f} | {r['decode_pruned']:.1f} |" for r in generate]
     lines += ["", f"Quality (lm-eval, limit {args.limit} documents per task; ± standard error):", "",
               "| protect_first | speedup | rt-polarity-zs acc | boolq-zs acc | heldout-ppl word perplexity |",
               "|---:|---:|---:|---:|---:|"]

@@ -65,7 +65,7 @@ def reference_kept(model, family, ids, speedup):
     base = model.base_model
     n = ids.shape[1]
     spec = harness.models.family_for(model).arch_spec(model)
-    counts = counts_for_speedup(spec, n, speedup, Schedule(protected=1))
+    counts = counts_for_speedup(spec, n, speedup, Schedule(protected=2))  # first token (sink) and last
     causal = torch.full((n, n), torch.finfo(torch.float32).min).triu(1)[None, None]
     positions = torch.arange(n)
     if family == "gpt2":
@@ -88,7 +88,7 @@ def reference_kept(model, family, ids, speedup):
             out = layer(hidden, attention_mask=mask, position_embeddings=rotary)
         seen_by = torch.arange(size, 0, -1, dtype=torch.float32)  # queries i >= j
         acc = weights[0].sum(dim=(0, 1)) / (seen_by * weights.shape[1])
-        acc[-1] = float("inf")
+        acc[0] = acc[-1] = float("inf")
         kept = acc.topk(keep).indices.sort().values
         hidden, positions = out[:, kept], positions[kept]
         kept_per_layer.append(positions.tolist())
@@ -118,7 +118,8 @@ def test_batch_invariance_and_last_token(family, padding_side):
         alone = model(ids[b : b + 1, row]).logits
         last = row.nonzero().max()
         assert torch.allclose(alone[0, -1], together[b, last], atol=1e-4)
-        assert torch.isnan(alone[0, 0]).all() or len(model.last_kept[-1][0]) == int(row.sum())
+        dropped = sorted(set(range(int(row.sum()))) - set(model.last_kept[-1][0]))
+        assert dropped and torch.isnan(alone[0, dropped]).all() and torch.isfinite(alone[0, 0]).all()
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -145,12 +146,27 @@ def test_measured_flops_match_analytic(family, speedup):
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_generation_runs_dense_and_matches_stock(family):
+def test_generation_at_speedup_one_matches_stock(family):
     stock = build(CAUSAL_LMS, family)
-    model = harness.prune(copy.deepcopy(stock), speedup=2.0)
-    ids = torch.randint(3, VOCAB, (1, 12))
-    settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
+    model = harness.prune(copy.deepcopy(stock), speedup=1.0)
+    ids, mask = batch("left")
+    settings = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
     assert torch.equal(model.generate(ids, **settings), stock.generate(ids, **settings))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_generation_prunes_the_prefill_only(family):
+    model = harness.prune(build(CAUSAL_LMS, family), speedup=2.0)
+    ids = torch.randint(3, VOCAB, (1, 40))
+    first = model(ids).logits[0, -1].argmax()
+    kept = [40] + [len(layer[0]) for layer in model.last_kept][:-1]  # tokens entering each layer
+    out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0, return_dict_in_generate=True,
+                         output_scores=True)
+    assert out.sequences[0, 40] == first
+    assert all(torch.isfinite(score).all() for score in out.scores)
+    cache = out.past_key_values
+    assert [cache.layers[i].keys.shape[-2] for i in range(6)] == [k + 4 for k in kept]
+    assert kept[-1] < 40
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

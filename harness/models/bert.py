@@ -26,7 +26,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from harness.pruning.flops import ArchSpec
 from harness.pruning.attention import attend_and_score
 from harness.pruning.pruner import Pruner, PruningSettings
-from harness.pruning.select import gather_tokens, keep_top
+from harness.pruning.select import pack_kept
 from harness.registry import HarnessError
 
 SUPPORTED = (BertModel, BertForSequenceClassification)
@@ -93,10 +93,8 @@ class AccBertEncoder(nn.Module):
         context, scores = attend_and_score(
             query, key, value, valid, positions, self.pruner.method, scaling=attention.scaling,
             dropout=attention.dropout.p if self.training else 0.0, generator=self.pruner.generator)
-        context = context.transpose(1, 2).reshape(batch, n, -1)
-        index, kept_valid = keep_top(scores, valid, protected, keep)
-        attended = layer.attention.output(gather_tokens(context, index), gather_tokens(hidden, index))
-        kept = (kept_valid, gather_tokens(positions, index), gather_tokens(protected, index) & kept_valid)
+        context, residual, kept = pack_kept(context, hidden, scores, valid, positions, protected, keep)
+        attended = layer.attention.output(context, residual)
         return layer.feed_forward_chunk(attended), kept
 
 

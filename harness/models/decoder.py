@@ -10,14 +10,16 @@ Conventions, chosen for what lm-eval and generation need:
 * Causal ACC: the mean runs over the valid queries that can see a token (``methods.acc_scores``).
 * The last valid token of every sample is protected (``protect_last=1``): its logits predict the next
   token and pool the classification.  lm-eval continuations protect more (``Pruner.protect_tail``).
+  The first token, the "attention sink", is protected by default too (``protect_first=1``; measured,
+  see ``GPT2Family.default_options``).
 * Only the context is pruned; kept tokens keep their order, so causality among them is the lower
   triangle of their packed order, and they keep their original positions (GPT-2 adds its position
   embeddings before layer 1; Llama's rotary angles are gathered for the kept tokens).
 * Outputs keep the input's length: rows of dropped tokens are NaN, never computed.  The output head
   (LM head or score head) runs on the kept rows only, through hooks on that module, so the big LM head
   costs what the FLOP model says and gradients never meet a NaN row.
-* A forward with a KV cache (``use_cache``/``past_key_values``, i.e. ``generate``) runs dense for now:
-  pruning the prefill into a cache of the kept tokens is not implemented yet.
+* Generation prunes the prefill only: each layer's KV cache holds the tokens that entered that layer
+  (its kept context), and decoding steps attend them with a per-layer mask and drop nothing.
 """
 
 from __future__ import annotations
@@ -26,15 +28,19 @@ import types
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from harness.pruning.attention import attend_and_score, attention_mask
 from harness.pruning.pruner import Pruner
-from harness.pruning.select import gather_tokens
 
 
 def layer_mask(valid: torch.Tensor, like: torch.Tensor, implementation: str) -> torch.Tensor:
     """The 4-D causal mask a stock decoder layer expects for packed kept tokens."""
-    mask = attention_mask(valid, causal=True)
+    return _as_layer_mask(attention_mask(valid, causal=True), like, implementation)
+
+
+def _as_layer_mask(mask: torch.Tensor, like: torch.Tensor, implementation: str) -> torch.Tensor:
+    """A boolean (B, 1, q, k) mask in the form the attention implementation takes (eager: additive)."""
     if implementation == "eager":
         return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
             ~mask, torch.finfo(like.dtype).min)
@@ -50,21 +56,24 @@ def scatter_rows(compact: torch.Tensor, positions: torch.Tensor, valid: torch.Te
 
 
 class Rows:
-    """Where the last forward's output rows came from, for the head hooks (None: nothing dropped)."""
+    """State between a forward and what follows it: where the output rows came from (for the head
+    hooks; None when nothing was dropped), and which entries of each layer's KV cache are real tokens."""
 
     def __init__(self):
         self.kept: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self.active = False
+        self.cache_valid: list[torch.Tensor] = []
 
 
 def pruned_forward(base, family, pruner: Pruner, rows: Rows, input_ids=None, attention_mask=None,
                    position_ids=None, past_key_values=None, inputs_embeds=None, use_cache=None, **kwargs):
     """The base model's forward with ACC elimination (see the module docstring)."""
     rows.kept = None
-    if use_cache or past_key_values is not None:
-        return type(base).forward(base, input_ids=input_ids, attention_mask=attention_mask,
-                                  position_ids=position_ids, past_key_values=past_key_values,
-                                  inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+    cache = past_key_values
+    if use_cache and cache is None:
+        cache = DynamicCache(config=base.config)
+    if cache is not None and cache.get_seq_length() > 0:
+        return decode(base, family, rows, cache, input_ids, inputs_embeds, position_ids, kwargs)
     hidden, position_ids = family.embed(base, input_ids, inputs_embeds, position_ids, kwargs)
     batch, length = hidden.shape[:2]
     valid = (attention_mask.bool() if attention_mask is not None
@@ -74,14 +83,15 @@ def pruned_forward(base, family, pruner: Pruner, rows: Rows, input_ids=None, att
     counts = pruner.plan(valid.sum(dim=1))
     positions = torch.arange(length, device=hidden.device).expand(batch, length)
     protected = pruner.protected_mask(valid)
-    dropped = False
+    dropped, rows.cache_valid = False, []
     for index, layer in enumerate(family.layers(base)):
         keep = counts[:, index]
+        rows.cache_valid.append(valid)  # the cache of layer `index` holds the tokens entering it
         if bool((keep == valid.sum(dim=1)).all()):
-            hidden = family.run_layer(layer, hidden, mask, rotary)
+            hidden = family.run_layer(layer, hidden, mask, rotary, cache)
         else:
             hidden, (valid, positions, protected) = family.drop_layer(
-                layer, hidden, valid, positions, protected, keep, rotary, pruner)
+                layer, hidden, valid, positions, protected, keep, rotary, pruner, cache)
             mask = layer_mask(valid, hidden, base.config._attn_implementation)
             rotary = family.gather_rotary(original_rotary, positions)
             dropped = True
@@ -90,7 +100,29 @@ def pruned_forward(base, family, pruner: Pruner, rows: Rows, input_ids=None, att
     if dropped:
         rows.kept = (positions, valid, length)
         hidden = scatter_rows(hidden, positions, valid, length)
-    return family.output_class(last_hidden_state=hidden)
+    return family.output_class(last_hidden_state=hidden, past_key_values=cache)
+
+
+def decode(base, family, rows: Rows, cache, input_ids, inputs_embeds, position_ids, kwargs):
+    """A step after a (pruned) prefill: new tokens attend each layer's cached kept tokens.
+
+    Nothing is dropped while decoding.  The cache of each layer holds a different number of tokens, so
+    every layer gets its own mask: the real tokens of its cache, then the new tokens causally.
+    Positions continue from the original prompt length (the first layer keeps every token).
+    """
+    hidden, position_ids = family.embed(base, input_ids, inputs_embeds, position_ids, kwargs,
+                                        past=cache.get_seq_length(0))
+    batch, new = hidden.shape[:2]
+    rotary = family.rotary(base, hidden, position_ids)
+    fresh = torch.ones(batch, new, dtype=torch.bool, device=hidden.device)
+    causal = torch.ones(new, new, dtype=torch.bool, device=hidden.device).tril()
+    for index, layer in enumerate(family.layers(base)):
+        cached = rows.cache_valid[index]
+        keys = torch.cat([cached[:, None, None, :].expand(-1, 1, new, -1), causal.expand(batch, 1, -1, -1)], dim=-1)
+        hidden = family.run_layer(layer, hidden, _as_layer_mask(keys, hidden, base.config._attn_implementation),
+                                  rotary, cache)
+        rows.cache_valid[index] = torch.cat([cached, fresh], dim=1)
+    return family.output_class(last_hidden_state=family.final_norm(base)(hidden), past_key_values=cache)
 
 
 def _compact_head_input(rows: Rows, module, args):
@@ -124,9 +156,9 @@ def install(model: nn.Module, family, pruner: Pruner) -> None:
         head.register_forward_hook(lambda module, args, output: _scatter_head_output(rows, module, args, output))
 
 
-def default_positions(embeds: torch.Tensor) -> torch.Tensor:
-    """Positions 0..n-1, as stock transformers uses when none are given and there is no cache."""
-    return torch.arange(embeds.shape[1], device=embeds.device).unsqueeze(0)
+def default_positions(embeds: torch.Tensor, past: int = 0) -> torch.Tensor:
+    """Positions past..past+n-1, as stock transformers uses when none are given."""
+    return torch.arange(past, past + embeds.shape[1], device=embeds.device).unsqueeze(0)
 
 
 def attend(module: nn.Module, query, key, value, valid, positions, pruner: Pruner, *, dropout: float):
@@ -134,7 +166,3 @@ def attend(module: nn.Module, query, key, value, valid, positions, pruner: Prune
     return attend_and_score(query, key, value, valid, positions, pruner.method, scaling=module.scaling,
                             dropout=dropout if module.training else 0.0, generator=pruner.generator, causal=True)
 
-
-def kept_state(index, kept_valid, positions, protected):
-    """(valid, positions, protected) of the kept tokens, packed."""
-    return kept_valid, gather_tokens(positions, index), gather_tokens(protected, index) & kept_valid

@@ -17,7 +17,7 @@ from harness.models import decoder
 from harness.models.gpt2 import GPT2Family
 from harness.pruning.flops import ArchSpec
 from harness.pruning.pruner import Pruner
-from harness.pruning.select import gather_tokens, keep_top
+from harness.pruning.select import gather_tokens, pack_kept
 
 
 class LlamaFamily(GPT2Family):
@@ -53,9 +53,9 @@ class LlamaFamily(GPT2Family):
         decoder.install(model, LlamaFamily, pruner)
 
     @staticmethod
-    def embed(base, input_ids, inputs_embeds, position_ids, kwargs):
+    def embed(base, input_ids, inputs_embeds, position_ids, kwargs, past: int = 0):
         embeds = base.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        return embeds, decoder.default_positions(embeds) if position_ids is None else position_ids
+        return embeds, decoder.default_positions(embeds, past) if position_ids is None else position_ids
 
     @staticmethod
     def rotary(base, hidden, position_ids):
@@ -76,11 +76,11 @@ class LlamaFamily(GPT2Family):
         return base.norm
 
     @staticmethod
-    def run_layer(layer, hidden, mask, rotary):
-        return layer(hidden, attention_mask=mask, position_embeddings=rotary)
+    def run_layer(layer, hidden, mask, rotary, cache=None):
+        return layer(hidden, attention_mask=mask, position_embeddings=rotary, past_key_values=cache)
 
     @staticmethod
-    def drop_layer(layer, hidden, valid, positions, protected, keep, rotary, pruner: Pruner):
+    def drop_layer(layer, hidden, valid, positions, protected, keep, rotary, pruner: Pruner, cache=None):
         """One LlamaDecoderLayer that keeps ``keep[b]`` tokens of sample b after its causal self-attention."""
         attention = layer.self_attn
         batch, n, _ = hidden.shape
@@ -88,12 +88,12 @@ class LlamaFamily(GPT2Family):
         query, key, value = (proj(normed).view(batch, n, -1, attention.head_dim).transpose(1, 2)
                              for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
         query, key = apply_rotary_pos_emb(query, key, *rotary)
+        if cache is not None:
+            cache.update(key, value, attention.layer_idx)
         groups = attention.num_key_value_groups
         context, scores = decoder.attend(attention, query, repeat_kv(key, groups), repeat_kv(value, groups),
                                          valid, positions, pruner, dropout=attention.attention_dropout)
-        index, kept_valid = keep_top(scores, valid, protected, keep)
-        context = gather_tokens(context.transpose(1, 2).reshape(batch, n, -1), index)
-        hidden = gather_tokens(hidden, index) + attention.o_proj(context)
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return hidden, decoder.kept_state(index, kept_valid, positions, protected)
+        context, residual, state = pack_kept(context, hidden, scores, valid, positions, protected, keep)
+        hidden = residual + attention.o_proj(context)
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden)), state
 

@@ -33,3 +33,17 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2:
         return x.gather(1, index)
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, *x.shape[2:]))
+
+
+def pack_kept(context, hidden, scores, valid, positions, protected, keep):
+    """After a layer's attention: the kept tokens of each sample, packed.
+
+    context (B, H, n, d) and hidden (B, n, D) of the entering tokens → the kept tokens' context as
+    (B, K, H·d), their residual stream (B, K, D), and ``(valid, positions, protected)`` of the packed
+    layout.  Every family's drop layer ends this way before its output projection and FFN.
+    """
+    index, kept_valid = keep_top(scores, valid, protected, keep)
+    batch, _, n, _ = context.shape
+    context = gather_tokens(context.transpose(1, 2).reshape(batch, n, -1), index)
+    state = (kept_valid, gather_tokens(positions, index), gather_tokens(protected, index) & kept_valid)
+    return context, gather_tokens(hidden, index), state

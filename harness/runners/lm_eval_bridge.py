@@ -37,8 +37,8 @@ How requests reach the pruned model (written against lm-eval 0.4.13's ``HFLM``):
   lm-eval reads is computed.  For rolling windows the continuation is the whole window, so a rolling
   perplexity runs (nearly) dense: a pruned position has no logits to score.  The harness's
   ``heldout-ppl`` therefore scores each document's last words given the (pruned) rest.
-* ``generate_until`` uses ``HFLM`` unchanged (left-padded prompts, ``model.generate`` with the cache);
-  the pruned decoders generate densely for now.
+* ``generate_until`` uses ``HFLM`` unchanged (left-padded prompts, ``model.generate`` with the cache):
+  the prompt's prefill is pruned, its KV cache holds the kept tokens, and decoding drops nothing.
 """
 
 from __future__ import annotations
