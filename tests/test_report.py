@@ -201,3 +201,12 @@ def test_measured_speedups_of_different_machines_get_separate_figures(tmp_path: 
     names = {path.name for path in plot_measured_vs_predicted(df, tmp_path / "figures")}
     assert names == {f"measured_vs_predicted_{hw}.{ext}" for hw in ("cpu-Test-CPU-2t", "cuda-Test-GPU")
                      for ext in ("png", "svg")}
+
+
+def test_perplexity_scores_are_not_shown_as_percent():
+    from harness.report.leaderboard import _format_cell
+
+    assert _format_cell("score", 0.8123, "accuracy") == "81.23"
+    assert _format_cell("score", 52.39, "word_perplexity") == "52.39"
+    assert _format_cell("metrics.bits_per_byte", 1.25) == "1.25"
+    assert _format_cell("metrics.acc_stderr", 0.045) == "4.50"

@@ -19,7 +19,7 @@ from harness.report.store import RESULTS_FILE, read_results, write_text_atomic
 RANDOM_WEIGHTS = "random weights"
 
 BOARD_COLUMNS = [
-    "model", "weights", "checkpoint", "task", "method", "speedup", "main_metric", "score",
+    "model", "weights", "checkpoint", "task", "protocol", "method", "speedup", "main_metric", "score",
     "predicted_speedup", "measured_speedup", "eval_predicted_speedup",
     "gflops_measured", "gflops_analytic", "latency_ms", "dense_latency_ms",
     "batch_size", "seq_len", "threads", "device", "hardware",
@@ -84,11 +84,16 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _format_cell(column: str, value: Any) -> str:
+UNBOUNDED_METRICS = ("perplexity", "bits_per_byte")
+"""Metrics shown as they are; every other score and metric is a 0..1 share, shown in percent."""
+
+
+def _format_cell(column: str, value: Any, main_metric: Any = None) -> str:
     if _missing(value):
         return ""
+    name = str(main_metric) if column == "score" else column
     if column == "score" or column.startswith("metrics."):
-        return f"{100 * value:.2f}"
+        return f"{value:.2f}" if any(word in name for word in UNBOUNDED_METRICS) else f"{100 * value:.2f}"
     if column in _RATIO_COLUMNS or column in _MS_COLUMNS:
         return f"{value:.2f}"
     if column in _GFLOPS_COLUMNS:
@@ -110,7 +115,7 @@ def to_markdown(df: pd.DataFrame) -> str:
         "|" + "|".join("---:" if column in numeric else "---" for column in columns) + "|",
     ]
     for record in df[columns].to_dict("records"):
-        lines.append("| " + " | ".join(_format_cell(c, record[c]) for c in columns) + " |")
+        lines.append("| " + " | ".join(_format_cell(c, record[c], record.get("main_metric")) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 

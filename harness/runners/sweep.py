@@ -196,7 +196,9 @@ def _zero_shot(config, model_name, task_name):
                            limit=config.max_eval)[lm_task]
         main = next(name for name in ("acc", "word_perplexity") if name in metrics)
         realised = metrics.pop("eval_predicted_speedup", None)
-        return {"metrics": metrics, "main_metric": main, "score": metrics[main], "eval_predicted_speedup": realised}
+        documents = metrics.pop("n", None)
+        return {"metrics": metrics, "main_metric": main, "score": metrics[main], "eval_predicted_speedup": realised,
+                "eval_documents": documents}
 
     return loaded, quality, None, {"data": {"lm_eval_task": lm_task, "limit": config.max_eval}}
 
