@@ -86,3 +86,18 @@ def tiny_sentiment_dir(tmp_path_factory):
     rows(96).to_csv(folder / "train.csv", index=False)
     rows(40).to_csv(folder / "validation.csv", index=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """A tiny random GPT-2 classifier folder (6 layers) sharing the tiny WordPiece tokenizer."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=64, n_layer=6, n_head=4, vocab_size=len(tokenizer), n_positions=128,
+                        pad_token_id=tokenizer.pad_token_id, num_labels=2)
+    GPT2ForSequenceClassification(config).save_pretrained(folder)
+    return folder

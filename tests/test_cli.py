@@ -38,6 +38,7 @@ def test_end_to_end_and_resume(workdir, tiny_checkpoint, tiny_sentiment_dir, cap
         assert row["flops_measured"] == pytest.approx(row["flops_analytic"], rel=0.02)
         assert len(row["kept_tokens"]) == 6 and row["hardware"]["id"]
         assert row["train"]["reused"] is False
+        assert row["eval_clamped"] >= 0 if row["speedup"] > 1 else row["eval_clamped"] == 0
     assert (workdir / "leaderboards" / "tiny.md").read_text().count("| sst2 |") == 4
     assert list((workdir / "plots" / "tiny").glob("*.png")) and list((workdir / "plots" / "tiny").glob("*.svg"))
 
@@ -46,6 +47,17 @@ def test_end_to_end_and_resume(workdir, tiny_checkpoint, tiny_sentiment_dir, cap
     rows = read_rows(out)
     assert len(rows) == 6 and len({r["cell_key"] for r in rows}) == 6
     assert all(r["train"]["reused"] for r in rows if r["speedup"] == 1.5)
+
+
+def test_decoder_classification_head_fine_tunes(workdir, tiny_gpt2_checkpoint, tiny_sentiment_dir):
+    out = workdir / "gpt2-head"
+    args = tiny_run_args(tiny_gpt2_checkpoint, tiny_sentiment_dir, out)
+    assert cli.main([*args, "--protocol", "finetune"]) == 0
+    rows = read_rows(out)
+    assert len(rows) == 4 and {r["protocol"] for r in rows} == {"finetune"}
+    for row in rows:
+        assert 0.0 <= row["score"] <= 1.0 and len(row["kept_tokens"]) == 6
+        assert row["flops_measured"] == pytest.approx(row["flops_analytic"], rel=0.02)
 
 
 def test_crash_mid_sweep_resumes_without_loss_or_duplicates(workdir, tiny_checkpoint, tiny_sentiment_dir, monkeypatch):

@@ -133,7 +133,7 @@ class _StandInPruner:
     """Computes only what a pruned decoder must: valid positions inside the protected tail (else NaN)."""
 
     def __init__(self):
-        self.tail, self.calls, self.last_flops = None, [], (1, 1)
+        self.tail, self.calls, self.last_flops, self.last_clamped = None, [], (1, 1), 0
 
     @contextlib.contextmanager
     def protect_tail(self, lengths):
@@ -297,4 +297,5 @@ def test_evaluate_returns_metrics_and_stderrs(tiny_gpt2):
     # the context is pruned, the 32 scored words are protected
     assert 1.2 < rt["eval_predicted_speedup"] < 2.2  # per-sample targets are met to the nearest token
     assert 1.0 < ppl["eval_predicted_speedup"] <= 2.2
+    assert rt["eval_clamped"] >= 0 and ppl["eval_clamped"] >= 0
     assert model.pruning.speedup == 2.0  # evaluate keeps the caller's settings

@@ -13,7 +13,9 @@ For one sample whose layer l sees ``n_in`` word-vectors and keeps ``k`` of them:
   the tokens it kept).  Embedding lookups do no multiply-adds.
 
 Element-wise work (softmax, LayerNorm, activations) is left out, as the flop counter leaves it out: it
-is a few percent of the time and none of the matrix FLOPs.
+is a few percent of the time and none of the matrix FLOPs.  So is the ACC statistic itself (the
+attention each token receives: a 1 × n by n × n product per head, 1/head_dim of the score product);
+measured counts include it, about 0.1% above the model.
 
 predicted speedup = FLOPs(dense) / FLOPs(pruned).  ``tau_for_speedup`` inverts it by bisection on
 the profile's τ for a given sequence length, since the same speedup needs a different τ for a short

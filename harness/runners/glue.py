@@ -129,7 +129,8 @@ def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, p
 
 @torch.no_grad()
 def predict(loaded: LoadedModel, frame, task, batch_size: int, max_length: int):
-    """Predictions for every row, and the analytic (dense, pruned) FLOPs summed over the rows.
+    """Predictions for every row, the analytic (dense, pruned) FLOPs summed over the rows, and how many
+    rows were too short for the target speedup (they ran at their own maximum).
 
     Rows are batched by length (less padding, same predictions: selection is per sample).
     """
@@ -138,7 +139,7 @@ def predict(loaded: LoadedModel, frame, task, batch_size: int, max_length: int):
     rows = encode(tokenizer, frame, task.text_fields, max_length)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
     predictions = np.zeros(len(rows), dtype=np.float64)
-    dense = pruned = 0
+    dense = pruned = clamped = 0
     for start in range(0, len(order), batch_size):
         ids = order[start : start + batch_size]
         logits = model(**collate(tokenizer, [rows[i] for i in ids])).logits
@@ -146,4 +147,5 @@ def predict(loaded: LoadedModel, frame, task, batch_size: int, max_length: int):
         predictions[ids] = values.float().numpy()
         batch_dense, batch_pruned = model.harness_pruner.last_flops
         dense, pruned = dense + batch_dense, pruned + batch_pruned
-    return predictions, dense, pruned
+        clamped += model.harness_pruner.last_clamped
+    return predictions, dense, pruned, clamped

@@ -128,6 +128,7 @@ class AccLM(HFLM):
 
     _request_log: list | None = None  # the tagged requests unpacked so far, while _loglikelihood_tokens runs
     flops: tuple[int, int] = (0, 0)  # analytic (dense, pruned) FLOPs of the loglikelihood forwards so far
+    clamped: int = 0  # loglikelihood samples too short for the target speedup (run at their own maximum)
 
     def __init__(self, pretrained, method=None, speedup=None, profile=None, r_min=None, protect_first=None,
                  protect_last=None, seed=None, device=None, **kwargs):
@@ -199,6 +200,7 @@ class AccLM(HFLM):
             logits = self.model(input_ids=inps, attention_mask=mask, use_cache=False).logits
         dense, pruned = self.model.harness_pruner.last_flops
         self.flops = (self.flops[0] + dense, self.flops[1] + pruned)
+        self.clamped += self.model.harness_pruner.last_clamped
         return logits
 
     @property
@@ -324,12 +326,12 @@ def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: 
     lm = AccLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:  # one at a time, so that each gets its own realised speedup
-        lm.flops = (0, 0)
+        lm.flops, lm.clamped = (0, 0), 0
         output = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
                                          num_fewshot=num_fewshot, bootstrap_iters=bootstrap_iters,
                                          log_samples=False)
         for name, row in flatten_results(output).items():
-            results[name] = {**row, "eval_predicted_speedup": lm.predicted_speedup}
+            results[name] = {**row, "eval_predicted_speedup": lm.predicted_speedup, "eval_clamped": lm.clamped}
     return results
 
 

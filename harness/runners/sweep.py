@@ -9,6 +9,10 @@ fine-tunes once with offline tuning and evaluates every speedup; ``zero-shot`` (
 the task's lm-eval configuration in ``tasks/`` through the pruned model and records lm-eval's metrics
 and standard errors.
 
+Every row says how many evaluation samples were too short to reach the target speedup
+(``eval_clamped``): they ran at their own maximum, dense where a prompt is no longer than its
+protected tokens.
+
 Latency is measured on a fixed batch of ``batch_size`` × ``max_length`` tokens with no padding (text of
 the evaluation split, chunked, under ``finetune``; random ids otherwise: speed does not depend on
 which tokens they are), so the analytic prediction and the measurement describe the same work.  The reference is stock transformers' dense forward of the same
@@ -164,7 +168,7 @@ def run_sweep(config: SweepConfig) -> Path:
     return store.run_dir
 
 
-NO_QUALITY = {"metrics": {}, "main_metric": None, "score": None, "eval_predicted_speedup": None}
+NO_QUALITY = {"metrics": {}, "main_metric": None, "score": None, "eval_predicted_speedup": None, "eval_clamped": None}
 
 
 def _finetuned(config, model_name, task_name):
@@ -196,9 +200,9 @@ def _zero_shot(config, model_name, task_name):
                            limit=config.max_eval)[lm_task]
         main = next(name for name in ("acc", "word_perplexity") if name in metrics)
         realised = metrics.pop("eval_predicted_speedup", None)
-        documents = metrics.pop("n", None)
+        documents, clamped = metrics.pop("n", None), metrics.pop("eval_clamped", None)
         return {"metrics": metrics, "main_metric": main, "score": metrics[main], "eval_predicted_speedup": realised,
-                "eval_documents": documents}
+                "eval_documents": documents, "eval_clamped": clamped}
 
     return loaded, quality, None, {"data": {"lm_eval_task": lm_task, "limit": config.max_eval}}
 
@@ -220,16 +224,18 @@ def _run_cells(config, model_name, task_name, protocol, todo, store, hardware, l
 
 
 def _finetuned_quality(loaded, task_data, config) -> dict:
-    metrics, dense, pruned = {}, 0, 0
+    metrics, dense, pruned, clamped = {}, 0, 0, 0
     for split in task_data.spec.eval_splits:
         frame = task_data.splits[split]
-        predictions, split_dense, split_pruned = predict(loaded, frame, task_data.spec, config.batch_size, config.max_length)
+        predictions, split_dense, split_pruned, split_clamped = predict(
+            loaded, frame, task_data.spec, config.batch_size, config.max_length)
         prefix = "mm_" if split == "validation_mismatched" else ""
         for name, value in compute_metrics(task_data.spec, predictions, frame["label"].to_numpy()).items():
             metrics[prefix + name] = value
-        dense, pruned = dense + split_dense, pruned + split_pruned
+        dense, pruned, clamped = dense + split_dense, pruned + split_pruned, clamped + split_clamped
     main = task_data.spec.main_metric
-    return {"metrics": metrics, "main_metric": main, "score": metrics[main], "eval_predicted_speedup": dense / pruned}
+    return {"metrics": metrics, "main_metric": main, "score": metrics[main], "eval_predicted_speedup": dense / pruned,
+            "eval_clamped": clamped}
 
 
 @torch.no_grad()
