@@ -24,7 +24,7 @@ from transformers import BertForSequenceClassification, BertModel
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from harness.pruning.flops import ArchSpec
-from harness.pruning.attention import attend_and_score
+from harness.pruning.attention import allowed_keys, attend_and_score, for_implementation
 from harness.pruning.pruner import Pruner, PruningSettings
 from harness.pruning.select import pack_kept
 from harness.registry import HarnessError
@@ -43,18 +43,6 @@ def key_validity(attention_mask: torch.Tensor | None, hidden: torch.Tensor) -> t
         return torch.ones(batch, n, dtype=torch.bool, device=hidden.device)
     row = attention_mask[:, 0, 0, :]
     return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
-
-
-def layer_mask(valid: torch.Tensor, like: torch.Tensor, implementation: str) -> torch.Tensor | None:
-    """The 4-D key-padding mask a stock BertLayer expects, for the kept tokens."""
-    if bool(valid.all()):
-        return None
-    mask = valid[:, None, None, :]
-    if implementation == "eager":
-        return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
-            ~mask, torch.finfo(like.dtype).min
-        )
-    return mask
 
 
 class AccBertEncoder(nn.Module):
@@ -79,7 +67,8 @@ class AccBertEncoder(nn.Module):
             else:
                 hidden_states, (valid, positions, protected) = self._drop_layer(
                     layer, hidden_states, valid, positions, protected, keep)
-                attention_mask = layer_mask(valid, hidden_states, self.config._attn_implementation)
+                attention_mask = for_implementation(allowed_keys(valid, causal=False), hidden_states,
+                                                    self.config._attn_implementation)
             pruner.record(positions, valid)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states)
 

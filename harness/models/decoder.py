@@ -30,21 +30,13 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from harness.pruning.attention import attend_and_score, attention_mask
+from harness.pruning.attention import allowed_keys, attend_and_score, for_implementation
 from harness.pruning.pruner import Pruner
 
 
 def layer_mask(valid: torch.Tensor, like: torch.Tensor, implementation: str) -> torch.Tensor:
     """The 4-D causal mask a stock decoder layer expects for packed kept tokens."""
-    return _as_layer_mask(attention_mask(valid, causal=True), like, implementation)
-
-
-def _as_layer_mask(mask: torch.Tensor, like: torch.Tensor, implementation: str) -> torch.Tensor:
-    """A boolean (B, 1, q, k) mask in the form the attention implementation takes (eager: additive)."""
-    if implementation == "eager":
-        return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
-            ~mask, torch.finfo(like.dtype).min)
-    return mask
+    return for_implementation(allowed_keys(valid, causal=True), like, implementation)
 
 
 def scatter_rows(compact: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int) -> torch.Tensor:
@@ -119,7 +111,7 @@ def decode(base, family, rows: Rows, cache, input_ids, inputs_embeds, position_i
     for index, layer in enumerate(family.layers(base)):
         cached = rows.cache_valid[index]
         keys = torch.cat([cached[:, None, None, :].expand(-1, 1, new, -1), causal.expand(batch, 1, -1, -1)], dim=-1)
-        hidden = family.run_layer(layer, hidden, _as_layer_mask(keys, hidden, base.config._attn_implementation),
+        hidden = family.run_layer(layer, hidden, for_implementation(keys, hidden, base.config._attn_implementation),
                                   rotary, cache)
         rows.cache_valid[index] = torch.cat([cached, fresh], dim=1)
     return family.output_class(last_hidden_state=family.final_norm(base)(hidden), past_key_values=cache)

@@ -20,7 +20,7 @@ BLOCK_BYTES = 8 << 20
 """Attention probabilities materialised at once (per block of samples and query rows)."""
 
 
-def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
+def allowed_keys(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
     """(B, 1, n|1, n) bool, True where query i may attend key j; None when nothing is masked.
 
     Kept tokens keep their original order and padding slots sit after the real tokens, so causality
@@ -32,10 +32,17 @@ def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
     return None if bool(valid.all()) else valid[:, None, None, :]
 
 
+def for_implementation(mask: torch.Tensor | None, like: torch.Tensor, implementation: str) -> torch.Tensor | None:
+    """A boolean (B, 1, q, k) mask in the form a stock layer's attention takes (eager: additive floats)."""
+    if mask is None or implementation != "eager":
+        return mask
+    return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(~mask, torch.finfo(like.dtype).min)
+
+
 def attend_and_score(query, key, value, valid, positions, method: Method, *, scaling: float,
                      dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False):
     """``(context (B, H, n, d), scores (B, n))`` of one attention layer over the valid keys."""
-    mask = attention_mask(valid, causal)
+    mask = allowed_keys(valid, causal)
     if not method.needs_attention:
         context = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
