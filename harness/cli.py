@@ -127,7 +127,10 @@ def _list() -> None:
     print("models:")
     for name, spec in MODELS.items():
         print(f"  {name:<10} {spec.hub_id or ''}  {spec.description}")
-    print("tasks:    " + ", ".join(TASKS.names()))
+    from harness.runners.sweep import ZERO_SHOT_TASKS
+
+    print("tasks:    " + ", ".join(TASKS.names()) + "  (--protocol finetune)")
+    print("          " + ", ".join(ZERO_SHOT_TASKS) + "  (--protocol zero-shot, decoders, through lm-eval)")
     print("methods:  " + ", ".join(METHODS.names()))
     print("profiles: " + ", ".join(PROFILES.names()))
     print("weights:  pretrained, random")
