@@ -63,9 +63,9 @@ class GPT2Family:
     def output_head(model: nn.Module) -> nn.Module | None:
         return getattr(model, "lm_head", None) or getattr(model, "score", None)
 
-    @staticmethod
-    def install(model: nn.Module, pruner: Pruner) -> None:
-        decoder.install(model, GPT2Family, pruner)
+    @classmethod
+    def install(cls, model: nn.Module, pruner: Pruner) -> None:
+        decoder.install(model, cls, pruner)
 
     # -- the pieces decoder.pruned_forward calls --------------------------------------------------
 

@@ -49,10 +49,6 @@ class LlamaFamily(GPT2Family):
         return model.config.max_position_embeddings
 
     @staticmethod
-    def install(model: nn.Module, pruner: Pruner) -> None:
-        decoder.install(model, LlamaFamily, pruner)
-
-    @staticmethod
     def embed(base, input_ids, inputs_embeds, position_ids, kwargs, past: int = 0):
         embeds = base.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         return embeds, decoder.default_positions(embeds, past) if position_ids is None else position_ids
