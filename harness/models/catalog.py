@@ -128,7 +128,7 @@ class LoadedModel:
     """'pretrained' or 'random weights': named in every results row."""
 
 
-def _check_weights(weights: str) -> None:
+def check_weights(weights: str) -> None:
     if weights not in WEIGHTS:
         raise HarnessError(f"unknown weights {weights!r}; valid weights: {', '.join(WEIGHTS)}")
 
@@ -150,7 +150,7 @@ def _random_init(spec: ModelSpec) -> str:
 
 def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
     """A sequence classifier for ``name`` with a fresh head of ``num_labels`` outputs."""
-    _check_weights(weights)
+    check_weights(weights)
     spec = model_spec(name)
     problem = {"problem_type": "regression"} if num_labels == 1 else {}
     if weights == "random":
@@ -184,7 +184,7 @@ def load_causal_lm(name: str, weights: str) -> LoadedModel:
     For random weights the tokenizer still comes from a pinned asset where one exists (gpt2, smollm2), so
     the model can run on real text.
     """
-    _check_weights(weights)
+    check_weights(weights)
     spec = model_spec(name)
     if spec.family not in DECODERS:
         raise HarnessError(f"{name} is a {spec.family!r} model, not a causal LM; "

@@ -15,8 +15,9 @@ protected tokens.
 
 Latency is measured on a fixed batch of ``batch_size`` × ``max_length`` tokens with no padding (text of
 the evaluation split, chunked, under ``finetune``; random ids otherwise: speed does not depend on
-which tokens they are), so the analytic prediction and the measurement describe the same work.  The reference is stock transformers' dense forward of the same
-weights with its default attention, timed interleaved with the pruned model in the same process.
+which tokens they are), so the analytic prediction and the measurement describe the same work.  The
+reference is stock transformers' dense forward of the same weights with its default attention, timed
+interleaved with the pruned model in the same process.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from harness.data.tasks import TASKS, load_task
 from harness.measure.flop_count import count_flops
 from harness.measure.hardware import hardware_fingerprint
 from harness.measure.latency import interleaved_latency
-from harness.models.catalog import DECODERS, WEIGHTS, load_causal_lm, load_classifier, model_spec
+from harness.models.catalog import DECODERS, check_weights, load_causal_lm, load_classifier, model_spec
 from harness.pruning.api import stock_copy
 from harness.pruning.flops import max_speedup
 from harness.pruning.methods import METHODS
@@ -65,17 +66,19 @@ class SweepConfig:
     repeats: int = 10
     progress: bool = True
 
-    def protocol_for(self, model: str) -> str:
-        return self.protocol or ("zero-shot" if model_spec(model).family in DECODERS else "finetune")
+    def protocol_for(self, spec) -> str:
+        """The protocol for a model (its ``ModelSpec``): the one asked for, or the family's default."""
+        return self.protocol or ("zero-shot" if spec.family in DECODERS else "finetune")
 
     def validate(self) -> None:
         """Every user error the sweep can know of before it spends time: one clear HarnessError."""
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise HarnessError(f"unknown protocol {self.protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
-        for name in self.models:
-            protocol = self.protocol_for(name)
-            if protocol == "zero-shot" and model_spec(name).family not in DECODERS:
-                raise HarnessError(f"--protocol zero-shot needs a decoder; {name} is a {model_spec(name).family!r} model")
+        specs = {name: model_spec(name) for name in self.models}  # a local folder's config is read once
+        for name, spec in specs.items():
+            protocol = self.protocol_for(spec)
+            if protocol == "zero-shot" and spec.family not in DECODERS:
+                raise HarnessError(f"--protocol zero-shot needs a decoder; {name} is a {spec.family!r} model")
             for task in self.tasks:
                 if protocol == "finetune":
                     TASKS.get(task)
@@ -83,17 +86,15 @@ class SweepConfig:
                     raise HarnessError(f"unknown zero-shot task {task!r}; valid zero-shot tasks: {', '.join(ZERO_SHOT_TASKS)}")
         for name in self.methods:
             METHODS.get(name)
-        if self.weights not in WEIGHTS:
-            raise HarnessError(f"unknown weights {self.weights!r}; valid weights: {', '.join(WEIGHTS)}")
+        check_weights(self.weights)
         self.speedups = [check_speedup(s) for s in self.speedups]
         for name, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length)):
             if value < 1:
                 raise HarnessError(f"{name} must be a positive integer, got {value}")
-        for name in self.models:
-            self._check_reachable(name)
+        for name, spec in specs.items():
+            self._check_reachable(name, spec)
 
-    def _check_reachable(self, name: str) -> None:
-        spec = model_spec(name)
+    def _check_reachable(self, name: str, spec) -> None:
         auto = AutoModelForCausalLM if spec.family in DECODERS else AutoModelForSequenceClassification
         with torch.device("meta"):
             model = harness.prune(auto.from_config(spec.architecture()))
@@ -155,7 +156,7 @@ def run_sweep(config: SweepConfig) -> Path:
     hardware = hardware_fingerprint("cpu")
     write_json_atomic(store.run_dir / "sweep.json", {"config": asdict(config), "hardware": hardware})
     for model_name in config.models:
-        protocol = config.protocol_for(model_name)
+        protocol = config.protocol_for(model_spec(model_name))
         for task_name in config.tasks:
             keys = {(m, s): cell_key(model_name, config.weights, task_name, protocol, m, s)
                     for m in config.methods for s in config.speedups}
@@ -210,13 +211,15 @@ def _zero_shot(config, model_name, task_name):
 def _run_cells(config, model_name, task_name, protocol, todo, store, hardware, loaded, quality, texts, context):
     stock = stock_copy(loaded.model)
     batch = latency_batch(loaded.tokenizer, texts, config.batch_size, config.max_length, loaded.model.config.vocab_size)
+    with torch.no_grad():
+        flops_dense = count_flops(lambda: stock(**batch))  # the same for every cell
     cells = tqdm(todo.items(), desc=f"{model_name} × {task_name}", disable=not config.progress, unit="cell")
     for (method, speedup), key in cells:
         model = harness.prune(loaded.model, method=method, speedup=speedup).eval()
         row = {"cell_key": key, "model": model_name, "checkpoint": loaded.checkpoint, "weights": loaded.weights,
                "task": task_name, "protocol": protocol, "method": method, "speedup": speedup}
         row.update(quality(loaded))
-        row.update(_speed(model, stock, batch, config))
+        row.update(_speed(model, stock, batch, config), flops_dense=flops_dense)
         row.update(hardware=hardware, data=context.get("data", {}), train=context.get("train", {}),
                    timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    harness_version=harness.__version__)
@@ -250,7 +253,6 @@ def _speed(model, stock, batch, config) -> dict:
         "predicted_speedup": dense_flops / analytic,
         "measured_speedup": dense_t.median_ms / pruned_t.median_ms,
         "flops_measured": flops_measured, "flops_analytic": analytic,
-        "flops_dense": count_flops(lambda: stock(**batch)),
         "latency_ms": pruned_t.median_ms, "latency_p10_ms": pruned_t.p10_ms, "latency_p90_ms": pruned_t.p90_ms,
         "dense_latency_ms": dense_t.median_ms,
         "batch_size": config.batch_size, "seq_len": batch["input_ids"].shape[1],
