@@ -41,6 +41,42 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness").expanduser()
 
 
+BUILT_MARKER = ".harness-built.json"
+
+
+def build_once(target: Path, build: Callable[[Path], dict], what: str) -> Path:
+    """``target``, a cache folder made once by ``build(staging_folder)``.
+
+    ``build`` fills a temporary sibling folder and returns facts worth keeping (timings, checks, pins);
+    they are written to a marker file last, and the folder is renamed into place, so a folder under its
+    final name is always complete.  Another process that finishes first wins; ours is discarded.
+    Used for converted checkpoints and fine-tuned models; ``what`` names the entry in errors.
+    """
+    if is_built(target):
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+        try:
+            (staging / BUILT_MARKER).write_text(json.dumps(build(staging), indent=1, default=str))
+            if target.is_dir() and not is_built(target):  # an entry of an older cache layout
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except OSError:
+            if not is_built(target):  # not merely "another process was first"
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        raise HarnessError(f"cannot write the {what} to {target.parent} ({exc}); "
+                           f"set HARNESS_CACHE to a writable folder with enough space") from exc
+    return target
+
+
+def is_built(target: Path) -> bool:
+    return (target / BUILT_MARKER).is_file()
+
+
 def _pip_download(distribution: str, version: str, dest_dir: Path) -> None:
     """Download exactly one release file with pip (module-level so that tests can replace it).
 

@@ -14,11 +14,7 @@ folder under its final name is always complete.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,40 +24,21 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.assets import ASSETS, Asset, asset_path, cache_dir
+from harness.assets.fetch import build_once
 from harness.registry import HarnessError
 
 log = logging.getLogger(__name__)
 
-MARKER = ".harness-converted.json"
 CHECK_PROMPT = "The quick brown fox jumps over the lazy dog."
 TOLERANCE = 1e-4
 
 
 def converted_folder(asset: Asset, build: Callable[[Path], dict]) -> Path:
-    """``cache_dir()/converted/<asset>-<sha12>``, made once by ``build(staging_folder)``.
-
-    ``build`` fills the staging folder and returns facts worth keeping (timings, checks); they go into a
-    marker file beside the asset's pin.  Another process that finishes first wins; ours is discarded.
-    """
+    """``cache_dir()/converted/<asset>-<sha12>``, made once by ``build(staging_folder)``; the marker
+    records the asset's pin beside what ``build`` returns."""
     target = cache_dir() / "converted" / f"{asset.name}-{asset.sha256[:12]}"
-    if (target / MARKER).is_file():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-        try:
-            record = {"asset": asset.requirement, "sha256": asset.sha256, **build(staging)}
-            (staging / MARKER).write_text(json.dumps(record, indent=1))
-            os.replace(staging, target)
-        except OSError:
-            if not (target / MARKER).is_file():  # not merely "another process was first"
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    except OSError as exc:
-        raise HarnessError(f"cannot write the converted {asset.name} checkpoint to {target.parent} ({exc}); "
-                           f"set HARNESS_CACHE to a writable folder with enough space") from exc
-    return target
+    return build_once(target, lambda staging: {"asset": asset.requirement, "sha256": asset.sha256, **build(staging)},
+                      f"converted {asset.name} checkpoint")
 
 
 def convert_gguf(asset_name: str, member: str) -> Path:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from harness.assets.fetch import cache_dir
+from harness.assets.fetch import build_once, cache_dir, is_built
 from harness.models.catalog import LoadedModel
 from harness.pruning.flops import max_speedup
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bumped when the meaning of a cached fine-tuned model changes."""
 
 
@@ -103,27 +101,25 @@ def finetune_key(checkpoint: str, task_name: str, provenance: dict, settings: Tr
 def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, progress: bool = True):
     """The fine-tuned model for (checkpoint, task data, settings), from the cache or trained now.
 
-    Returns ``(LoadedModel, cache_folder, reused)``.  Writes go to a temporary folder renamed into
-    place, so an interrupted fine-tune never leaves a cache entry that looks complete.
+    Returns ``(LoadedModel, cache_folder, reused)``.  The folder is built once (``build_once``), so an
+    interrupted fine-tune never leaves a cache entry that looks complete.
     """
     import harness
 
     key = finetune_key(loaded.checkpoint, task_data.spec.name, task_data.provenance, settings)
     folder = cache_dir() / "finetuned" / key
-    if (folder / "config.json").exists():
+    if is_built(folder):
         model = harness.from_pretrained(str(folder), use_safetensors=True)
         return LoadedModel(model, AutoTokenizer.from_pretrained(folder), loaded.checkpoint, loaded.weights), folder, True
     harness.prune(loaded.model, method=settings.method)
     fine_tune(loaded, task_data.splits["train"], task_data.spec, settings, progress)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}-"))
-    try:
+
+    def save(staging: Path) -> dict:
         loaded.model.save_pretrained(staging)
         loaded.tokenizer.save_pretrained(staging)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        return {"checkpoint": loaded.checkpoint, "task": task_data.spec.name, "train": asdict(settings)}
+
+    build_once(folder, save, "fine-tuned model")
     return loaded, folder, False
 
 
