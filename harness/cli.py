@@ -21,20 +21,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"harness: error: {message} (see '{self.prog} --help')\n")
 
 
+def _names(text: str, option: str, example: str = "see 'harness list'") -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise HarnessError(f"{option} is empty; give a comma-separated list ({example})")
+    return names
+
+
 def _speedups(text: str) -> list[float]:
     from harness.pruning.pruner import check_speedup
 
-    values = [part.strip() for part in text.split(",") if part.strip()]
-    if not values:
-        raise HarnessError("--speedups is empty; give numbers >= 1 such as 1,2,4")
-    return [check_speedup(value) for value in values]
-
-
-def _names(text: str, option: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise HarnessError(f"{option} is empty; give a comma-separated list (see 'harness list')")
-    return names
+    return [check_speedup(value) for value in _names(text, "--speedups", "numbers >= 1 such as 1,2,4")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,12 +120,11 @@ def _list() -> None:
     from harness.models.catalog import MODELS
     from harness.pruning.methods import METHODS
     from harness.pruning.profile import PROFILES
+    from harness.runners.sweep import ZERO_SHOT_TASKS
 
     print("models:")
     for name, spec in MODELS.items():
         print(f"  {name:<10} {spec.hub_id or ''}  {spec.description}")
-    from harness.runners.sweep import ZERO_SHOT_TASKS
-
     print("tasks:    " + ", ".join(TASKS.names()) + "  (--protocol finetune)")
     print("          " + ", ".join(ZERO_SHOT_TASKS) + "  (--protocol zero-shot, decoders, through lm-eval)")
     print("methods:  " + ", ".join(METHODS.names()))
