@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import harness
-from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup
+from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, max_speedup
 from harness.pruning.methods import ScoreInputs, acc_scores
 from harness.pruning.profile import keep_counts, retention_ratios
 from harness.registry import HarnessError
@@ -81,6 +81,22 @@ def test_kept_positions_and_logits_match_reference(tiny_classifier, padded_batch
     for b in range(3):
         n = int(mask[b].sum())
         ref_logits, ref_kept = reference_forward(stock, ids[b : b + 1, :n], speedup)
+        assert [layer[b] for layer in pruned.last_kept] == ref_kept
+        assert torch.allclose(logits[b], ref_logits[0], atol=1e-5)
+
+
+def test_layers_left_with_one_word_vector_match_reference(tiny_classifier, padded_batch):
+    """At the largest speedup every sample is down to [CLS] after layer 1; the later layers skip
+    the (trivial) attention over one key, and must still give the stock layers' output."""
+    stock = tiny_classifier("eager", max_position_embeddings=24)  # the longest sample's length
+    pruned = harness.prune(copy.deepcopy(stock))
+    pruned.set_speedup(max_speedup(pruned.harness_pruner.spec, 24, pruned.pruning.schedule))
+    ids, mask = padded_batch
+    logits = pruned(ids, attention_mask=mask).logits
+    assert all(layer == [[0]] * 3 for layer in pruned.last_kept[1:])
+    for b in range(3):
+        n = int(mask[b].sum())
+        ref_logits, ref_kept = reference_forward(stock, ids[b : b + 1, :n], pruned.pruning.speedup)
         assert [layer[b] for layer in pruned.last_kept] == ref_kept
         assert torch.allclose(logits[b], ref_logits[0], atol=1e-5)
 

@@ -5,7 +5,8 @@ parameters, same state-dict keys).  A layer in which no sample drops a token is 
 model's own attention implementation, so at speedup 1 the forward *is* the stock one.  A layer that
 drops tokens computes its attention explicitly (ACC needs the probabilities), scores the entering
 word-vectors, keeps each sample's top k_l in their original order, and runs the attention output
-projection and the feed-forward network on the kept ones only.  Every later layer sees only those.
+projection and the feed-forward network on the kept ones only.  Every later layer sees only those; once
+every sample is down to one word-vector, the layers skip the attention that a single key makes trivial.
 
 Because the output projection, LayerNorm and FFN act on each token on its own, "drop after attention"
 gives exactly the rows the stock layer would give for the kept tokens: pruning changes which tokens
@@ -60,17 +61,34 @@ class AccBertEncoder(nn.Module):
         counts = pruner.plan(valid.sum(dim=1))
         positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
         protected = pruner.protected_mask(valid)
+        dropped = False
         for index, layer in enumerate(self.layer):
             keep = counts[:, index]
-            if bool((keep == valid.sum(dim=1)).all()):
+            if dropped and hidden_states.shape[1] == 1 and not self.training:
+                hidden_states = self._single_token_layer(layer, hidden_states)
+            elif bool((keep == valid.sum(dim=1)).all()):
                 hidden_states = layer(hidden_states, attention_mask, **kwargs)
             else:
                 hidden_states, (valid, positions, protected) = self._drop_layer(
                     layer, hidden_states, valid, positions, protected, keep)
+                dropped = True
                 attention_mask = for_implementation(allowed_keys(valid, causal=False), hidden_states,
                                                     self.config._attn_implementation)
             pruner.record(positions, valid)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states)
+
+    @staticmethod
+    def _single_token_layer(layer, hidden):
+        """A BertLayer on one word-vector per sample: attention over a single key is that key's value.
+
+        The softmax of one logit is exactly 1, so the context is the value projection; the query and key
+        projections are skipped.  That is a sixth of the layer's weights, and reading its weights is
+        what such a layer's time is made of (at batch 1 and high speedups the late layers keep only
+        [CLS]).  Training runs the stock layer, so attention dropout applies as it always does.
+        """
+        attention = layer.attention
+        attended = attention.output(attention.self.value(hidden), hidden)
+        return layer.feed_forward_chunk(attended)
 
     def _drop_layer(self, layer, hidden, valid, positions, protected, keep):
         """One BertLayer that keeps ``keep[b]`` word-vectors of sample b after its self-attention."""
