@@ -99,7 +99,9 @@ def decode(base, family, rows: Rows, cache, input_ids, inputs_embeds, position_i
     """A step after a (pruned) prefill: new tokens attend each layer's cached kept tokens.
 
     Nothing is dropped while decoding.  The cache of each layer holds a different number of tokens, so
-    every layer gets its own mask: the real tokens of its cache, then the new tokens causally.
+    every layer gets its own mask: the real tokens of its cache, then the new tokens causally.  A
+    single new token over a cache without padding (batch 1, or equal lengths) needs no mask at all,
+    and without one the stock attention takes its fast unmasked kernel, as it does in stock decoding.
     Positions continue from the original prompt length (the first layer keeps every token).
     """
     hidden, position_ids = family.embed(base, input_ids, inputs_embeds, position_ids, kwargs,
@@ -110,9 +112,12 @@ def decode(base, family, rows: Rows, cache, input_ids, inputs_embeds, position_i
     causal = torch.ones(new, new, dtype=torch.bool, device=hidden.device).tril()
     for index, layer in enumerate(family.layers(base)):
         cached = rows.cache_valid[index]
-        keys = torch.cat([cached[:, None, None, :].expand(-1, 1, new, -1), causal.expand(batch, 1, -1, -1)], dim=-1)
-        hidden = family.run_layer(layer, hidden, for_implementation(keys, hidden, base.config._attn_implementation),
-                                  rotary, cache)
+        if new == 1 and bool(cached.all()):
+            mask = None
+        else:
+            keys = torch.cat([cached[:, None, None, :].expand(-1, 1, new, -1), causal.expand(batch, 1, -1, -1)], dim=-1)
+            mask = for_implementation(keys, hidden, base.config._attn_implementation)
+        hidden = family.run_layer(layer, hidden, mask, rotary, cache)
         rows.cache_valid[index] = torch.cat([cached, fresh], dim=1)
     return family.output_class(last_hidden_state=family.final_norm(base)(hidden), past_key_values=cache)
 
