@@ -2,11 +2,12 @@
 
 Family-agnostic: adapters hand over the projected heads (B, H, n, d) and get back the context and
 one score per token.  Methods that read attention (ACC) get the attention each token *receives*: the
-sum over heads and valid queries of P[h, i, j].  It is accumulated block by block (a few samples and
-a few hundred query rows at a time), so the probabilities never exist as one (B, H, n, n) tensor:
-at long sequences that tensor's memory traffic, not its arithmetic, would set the layer's time.
-Blocking changes no result (every sum is per sample), and the products are the same ones a full
-attention computes.  Methods that do not read attention use the fused kernel.
+sum over heads and valid queries of P[h, i, j].  It is accumulated block by block (a few samples, or
+a few dozen query rows, at a time: 2 MB of probabilities), so the probabilities never exist as one
+(B, H, n, n) tensor: at long sequences that tensor's memory traffic, not its arithmetic, would set the
+layer's time.  Without autograd the softmax and the context product write in place, for the same
+reason.  Blocking changes no result (every sum is per sample), and the products are the same ones a
+full attention computes.  Methods that do not read attention use the fused kernel.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from torch import nn
 
 from harness.pruning.methods import Method, ScoreInputs
 
-BLOCK_BYTES = 8 << 20
-"""Attention probabilities materialised at once (per block of samples and query rows)."""
+BLOCK_BYTES = 2 << 20
+"""Attention probabilities materialised at once (per block of samples and query rows): small enough
+to stay in a core's cache between the products and the softmax that read it."""
 
 
 def allowed_keys(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
@@ -51,19 +53,27 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     row_bytes = heads * n * query.element_size()
     samples = max(1, BLOCK_BYTES // (row_bytes * n))
     rows = n if samples > 1 else max(1, BLOCK_BYTES // row_bytes)
-    context = torch.empty_like(query)
+    context = query.new_empty(query.shape)  # contiguous, so whole-row blocks are written in place
     received = query.new_zeros(batch, 1, 1, n)
     query_weight = valid.to(query.dtype)[:, None, None, :]
     query = query * scaling  # scaled once here rather than on every (rows × n) block of logits
+    in_place = not (torch.is_grad_enabled() and query.requires_grad)  # out= cannot be differentiated
     for b in range(0, batch, samples):
         part = slice(b, b + samples)
         for r in range(0, n, rows):
             block = slice(r, r + rows)
-            logits = torch.matmul(query[part, :, block], key[part].transpose(-1, -2))
+            probs = torch.matmul(query[part, :, block], key[part].transpose(-1, -2))
             if mask is not None:
-                logits.masked_fill_(~mask[part, :, block if causal else slice(None)], torch.finfo(logits.dtype).min)
-            probs = logits.softmax(dim=-1)
-            context[part, :, block] = torch.matmul(nn.functional.dropout(probs, dropout, dropout > 0), value[part])
+                probs.masked_fill_(~mask[part, :, block if causal else slice(None)], torch.finfo(probs.dtype).min)
+            if in_place:
+                torch.softmax(probs, dim=-1, out=probs)
+            else:
+                probs = probs.softmax(dim=-1)
+            attended = nn.functional.dropout(probs, dropout, dropout > 0)
+            if in_place and rows == n:
+                torch.matmul(attended, value[part], out=context[part])
+            else:
+                context[part, :, block] = torch.matmul(attended, value[part])
             # sum over valid query rows as a (1 × rows) @ (rows × n) product per head
             received[part] += torch.matmul(query_weight[part, :, :, block], probs).sum(dim=1, keepdim=True)
     received = received.view(batch, n)
