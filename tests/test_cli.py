@@ -49,6 +49,35 @@ def test_end_to_end_and_resume(workdir, tiny_checkpoint, tiny_sentiment_dir, cap
     assert all(r["train"]["reused"] for r in rows if r["speedup"] == 1.5)
 
 
+def test_fine_tune_depends_only_on_its_settings(workdir, tiny_checkpoint, tiny_sentiment_dir, monkeypatch):
+    """Two fresh caches, different random draws beforehand: the same fine-tuned weights and scores.
+
+    The checkpoint is a bare encoder (like minilm), so the classification head is initialised anew.
+    """
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import BertForSequenceClassification
+
+    encoder = workdir / "encoder-only"
+    BertForSequenceClassification.from_pretrained(tiny_checkpoint).bert.save_pretrained(encoder)
+    for tokenizer_file in tiny_checkpoint.glob("*tok*"):
+        shutil.copy(tokenizer_file, encoder)
+    shutil.copy(tiny_checkpoint / "vocab.txt", encoder)
+    weights, scores = [], []
+    for attempt in range(2):
+        monkeypatch.setenv("HARNESS_CACHE", str(workdir / f"cache{attempt}"))
+        torch.rand(attempt + 1)
+        out = workdir / f"run{attempt}"
+        assert cli.main(tiny_run_args(encoder, tiny_sentiment_dir, out, speedups="2")) == 0
+        weights.append(load_file(next((workdir / f"cache{attempt}" / "finetuned").glob("*/model.safetensors"))))
+        scores.append(sorted((r["method"], r["score"]) for r in read_rows(out)))
+    assert scores[0] == scores[1]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
 def test_decoder_classification_head_fine_tunes(workdir, tiny_gpt2_checkpoint, tiny_sentiment_dir):
     out = workdir / "gpt2-head"
     args = tiny_run_args(tiny_gpt2_checkpoint, tiny_sentiment_dir, out)

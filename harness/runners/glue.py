@@ -24,8 +24,8 @@ from harness.assets.fetch import build_once, cache_dir, is_built
 from harness.models.catalog import LoadedModel
 from harness.pruning.flops import max_speedup
 
-CACHE_FORMAT = 2
-"""Bumped when the meaning of a cached fine-tuned model changes."""
+CACHE_FORMAT = 3
+"""Bumped when the meaning of a cached fine-tuned model changes (3: the head is initialised from the seed)."""
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,9 @@ def _finetuned(config, model_name, task_name):
         return load_classifier(model_name, "random", task_spec.num_labels), lambda loaded: NO_QUALITY, None, {}
     # data first: a bad --data-dir fails before any model loads
     task_data = load_task(task_name, data_dir=config.data_dir, seed=train.seed, limit=config.limits(task_spec))
+    # The new head's initial weights come from the training seed, not from whatever drew random numbers
+    # before: the fine-tuned model is then a function of what its cache key names.
+    torch.manual_seed(train.seed)
     loaded = load_classifier(model_name, "pretrained", task_spec.num_labels)
     loaded, folder, reused = load_or_fine_tune(loaded, task_data, train, config.progress)
     texts = task_data.splits[task_spec.eval_splits[0]][task_spec.text_fields[0]].astype(str)
