@@ -86,8 +86,8 @@ def test_kept_positions_and_logits_match_reference(tiny_classifier, padded_batch
 
 
 def test_layers_left_with_one_word_vector_match_reference(tiny_classifier, padded_batch):
-    """At the largest speedup every sample is down to [CLS] after layer 1; the later layers skip
-    the (trivial) attention over one key, and must still give the stock layers' output."""
+    """At the largest speedup layer 2 keeps only [CLS] in every sample; layers 3 and 4 then skip the
+    (trivial) attention over one key, and must still give the stock layers' output."""
     stock = tiny_classifier("eager", max_position_embeddings=24)  # the longest sample's length
     pruned = harness.prune(copy.deepcopy(stock))
     pruned.set_speedup(max_speedup(pruned.harness_pruner.spec, 24, pruned.pruning.schedule))
