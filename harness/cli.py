@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default=None, help="folder (default: plots/<first run folder's name>)")
 
     commands.add_parser("list", help="models, tasks, methods and profiles")
+
+    cache = commands.add_parser("cache", help="check (hashing every file) or remove entries of $HARNESS_CACHE")
+    cache.add_argument("action", choices=("verify", "clear"))
+    cache.add_argument("name", nargs="?", default=None,
+                       help="an entry (assets/minilm-0.1.0), a kind (assets, converted, finetuned) or an asset "
+                            "name (minilm); default: every entry")
     return parser
 
 
@@ -132,6 +138,30 @@ def _list() -> None:
     print("weights:  pretrained, random")
 
 
+def _cache(action: str, name: str | None) -> int:
+    """``harness cache verify|clear [NAME]``; verify exits 1 when it finds a damaged entry (which heals
+    itself when next used), clear removes what NAME selects."""
+    from harness.assets.cache import cache_dir, entry_name, entry_problem, remove_entry, select_entries
+
+    selected = select_entries(name)
+    if action == "clear":
+        for path in selected:
+            try:
+                remove_entry(path)
+            except OSError as exc:
+                raise HarnessError(f"cannot remove {path}: {exc.strerror or exc}") from None
+        print(f"removed {len(selected)} entries from {cache_dir()}")
+        return 0
+    damaged = 0
+    for path in selected:
+        problem = entry_problem(path, always=True)
+        damaged += problem is not None
+        print(f"ok       {entry_name(path)}" if problem is None else
+              f"damaged  {entry_name(path)}: {problem}; it is rebuilt when next used")
+    print(f"{len(selected)} entries in {cache_dir()}, {damaged} damaged")
+    return 1 if damaged else 0
+
+
 def _quiet_libraries() -> None:
     """transformers' and datasets' load reports and progress bars would bury our own output and errors."""
     import datasets
@@ -168,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             _figures(load_rows(runs), Path(args.out) if args.out else PLOTS / runs[0].name)
         elif args.command == "list":
             _list()
+        elif args.command == "cache":
+            return _cache(args.action, args.name)
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return 2
