@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/harness run
+	$(VENV)/bin/harness run --report-dir .   # refreshes the committed leaderboards/ and plots/ examples
 
 test: $(STAMP)
 	$(PY) -m pytest -q

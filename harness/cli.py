@@ -1,8 +1,10 @@
-"""The ``harness`` command line: run, leaderboard, plot, list.
+"""The ``harness`` command line: run, leaderboard, plot, list, cache.
 
 User errors (unknown names, bad numbers, unreachable speedups, missing data, unwritable folders) print
 one line, ``harness: error: ...``, and exit with code 2; no traceback.  ``harness run`` with no
 arguments runs the embedded default: minilm on rt-polarity at speedups 1, 2, 3, 4 (``make demo``).
+A run's reports go under its own folder (or ``--report-dir``), never into the current directory's
+``leaderboards/`` and ``plots/`` unless asked; ``harness leaderboard`` and ``harness plot`` write where told.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=None, help="folder of train/validation .csv|.jsonl|.parquet with GLUE columns")
     run.add_argument("--repeats", type=int, default=10, help="timed forwards per cell (default: 10)")
     run.add_argument("--out", default=None, help="run folder (default: runs/<models>_<tasks>_<weights>)")
+    run.add_argument("--report-dir", default=None,
+                     help="folder for this run's leaderboards/<name>.md|csv and plots/<name>/ (default: the run "
+                          "folder; 'make demo' passes . to refresh the committed examples)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     board = commands.add_parser("leaderboard", help="build Markdown and CSV tables from run folders")
@@ -77,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> None:
+    from harness.report.location import report_place
     from harness.runners.glue import TrainSettings
     from harness.runners.sweep import SweepConfig, run_sweep
 
@@ -88,11 +94,11 @@ def _run(args) -> None:
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
         progress=not args.no_progress,
     )
-    if args.epochs <= 0 or args.repeats < 1:
-        raise HarnessError("--epochs must be > 0 and --repeats >= 1")
+    place = report_place(config.run_dir(), args.report_dir)  # a name taken by another run fails before the sweep
     run_dir = run_sweep(config)
-    frame = _board([run_dir], LEADERBOARDS, run_dir.name)
-    _figures(frame, PLOTS / run_dir.name)
+    place.check_free()
+    _figures(_board([run_dir], place.leaderboards, place.name), place.plots)
+    place.record_owner()
 
 
 def _board(runs: list[Path], out: Path, name: str):

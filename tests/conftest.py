@@ -55,7 +55,7 @@ def tiny_checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)  # vocab_file= is ignored by transformers 5
     torch.manual_seed(0)
     config = tiny_bert_config(vocab_size=5 + len(WORDS), num_hidden_layers=6, num_labels=2)
     BertForSequenceClassification(config).save_pretrained(folder)

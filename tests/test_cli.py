@@ -39,8 +39,9 @@ def test_end_to_end_and_resume(workdir, tiny_checkpoint, tiny_sentiment_dir, cap
         assert len(row["kept_tokens"]) == 6 and row["hardware"]["id"]
         assert row["train"]["reused"] is False
         assert row["eval_clamped"] >= 0 if row["speedup"] > 1 else row["eval_clamped"] == 0
-    assert (workdir / "leaderboards" / "tiny.md").read_text().count("| sst2 |") == 4
-    assert list((workdir / "plots" / "tiny").glob("*.png")) and list((workdir / "plots" / "tiny").glob("*.svg"))
+    assert (out / "leaderboards" / "tiny.md").read_text().count("| sst2 |") == 4
+    assert list((out / "plots" / "tiny").glob("*.png")) and list((out / "plots" / "tiny").glob("*.svg"))
+    assert not (workdir / "leaderboards").exists() and not (workdir / "plots").exists()  # not into the cwd
 
     # Same sweep plus one speedup: only the new cells run, from the cached fine-tune.
     assert cli.main(tiny_run_args(tiny_checkpoint, tiny_sentiment_dir, out, speedups="1,2,1.5")) == 0
@@ -118,7 +119,7 @@ def test_random_weights_rows_have_no_quality(workdir, tiny_checkpoint):
     rows = read_rows(out)
     assert [r["weights"] for r in rows] == ["random weights"] * 2
     assert all(r["score"] is None and r["metrics"] == {} for r in rows)
-    assert "random weights" in (workdir / "leaderboards" / "random.md").read_text()
+    assert "random weights" in (out / "leaderboards" / "random.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -185,12 +185,23 @@ def _normalise(spec: TaskSpec, df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if missing := [c for c in required if c not in df.columns]:
         raise DataError(f"expected columns {', '.join(required)} in {path}; found "
                         f"{', '.join(map(str, df.columns)) or 'none'} (missing {', '.join(missing)})")
+    if df.empty:
+        raise DataError(f"{path} has no data rows, only a header; every split needs at least one row")
     for col in spec.text_fields:
         if (n := int(df[col].isna().sum())):
             raise DataError(f"{path}: {n} rows have no {col}")
+        if len(empty := (df[col].astype(str).str.strip() == "").to_numpy().nonzero()[0]):
+            raise DataError(f"{path}: {len(empty)} rows have an empty {col} (data rows {_row_numbers(empty)}); "
+                            f"every text needs at least one word")
     labels = _parse_labels(spec, df[spec.label_field], path)
     texts = {c: df[c].astype(str) for c in spec.text_fields}
     return pd.DataFrame({**texts, "label": labels}).reset_index(drop=True)
+
+
+def _row_numbers(positions, shown: int = 5) -> str:
+    """1-based data row numbers (the header is not a row), the first few and how many more."""
+    numbers = ", ".join(str(int(p) + 1) for p in positions[:shown])
+    return numbers + (f" and {len(positions) - shown} more" if len(positions) > shown else "")
 
 
 def _parse_labels(spec: TaskSpec, raw: pd.Series, path: Path) -> pd.Series:

@@ -23,6 +23,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
                           BertConfig, GPT2Config, GPT2TokenizerFast, LlamaConfig, PretrainedConfig, PreTrainedModel)
 
 from harness.assets import ASSETS, ResolvedCheckpoint, asset_path, resolve_checkpoint
+from harness.models.checkpoint_files import check_checkpoint_files, check_vocabulary
 from harness.models.gguf import convert_gguf, converted_folder
 from harness.registry import HarnessError, Registry
 
@@ -168,6 +169,7 @@ def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
 
 def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **config_overrides) -> LoadedModel:
     family = _family(path, checkpoint)
+    check_checkpoint_files(path, checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if family in DECODERS:
         if tokenizer.pad_token is None:
@@ -175,6 +177,7 @@ def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **co
         config_overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=num_labels, use_safetensors=True, **config_overrides)
+    check_vocabulary(tokenizer, model.config, checkpoint)
     return LoadedModel(model, tokenizer, checkpoint, "pretrained")
 
 
@@ -194,5 +197,8 @@ def load_causal_lm(name: str, weights: str) -> LoadedModel:
         return LoadedModel(AutoModelForCausalLM.from_config(spec.architecture()), tokenizer, _random_init(spec),
                            "random weights")
     resolved = _resolve(name, spec)
+    check_checkpoint_files(resolved.path, resolved.description)
     model = AutoModelForCausalLM.from_pretrained(resolved.path, use_safetensors=True)
-    return LoadedModel(model, AutoTokenizer.from_pretrained(resolved.path), resolved.description, "pretrained")
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+    check_vocabulary(tokenizer, model.config, resolved.description)
+    return LoadedModel(model, tokenizer, resolved.description, "pretrained")

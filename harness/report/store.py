@@ -19,6 +19,8 @@ from typing import Any
 from harness.registry import HarnessError
 
 RESULTS_FILE = "results.jsonl"
+ROW_KEYS = ("cell_key", "model", "task", "method", "speedup")
+"""What every row names; a line without them is refused rather than shown as a blank leaderboard row."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -34,7 +36,8 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Parse a results file; return its complete rows and the byte length they occupy.
 
     A last line without its newline, or whose JSON does not parse, is what a crash mid-append
-    leaves: it is not returned and not counted in the length.  A bad line anywhere else is real
+    leaves: it is not returned and not counted in the length.  A bad line anywhere else, or a
+    complete JSON object that lacks ``ROW_KEYS`` (such as ``{}``, wherever it is), is real
     corruption and raises, naming the file and line.
     """
     try:
@@ -58,6 +61,9 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
                 if index == last and not partial_tail:
                     return rows, offset
                 raise HarnessError(f"{path} line {index + 1} is not a valid result row: {exc}") from None
+            if missing := [key for key in ROW_KEYS if key not in row]:  # e.g. "{}": complete, but not a row
+                raise HarnessError(f"{path} line {index + 1} is not a result row (it has no {', '.join(missing)}); "
+                                   f"delete that line and rerun")
             rows.append(row)
         offset += len(line) + 1
     return rows, offset

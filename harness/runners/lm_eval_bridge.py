@@ -267,9 +267,28 @@ def _check_acc_arguments(argv: list[str]) -> None:
             args = HarnessCLI()._parser.parse_args(argv)
     except (Exception, SystemExit):
         return
+    model_args = getattr(args, "model_args", None) or {}
+    if isinstance(model_args, dict) and isinstance(model_args.get("pretrained"), str):
+        _check_pretrained(model_args["pretrained"], tokenizer="tokenizer" not in model_args)
     if getattr(args, "model", None) == "acc":
-        model_args = getattr(args, "model_args", None) or {}
         parse_pruning_options({key: value for key, value in model_args.items() if key in PRUNING_OPTIONS})
+
+
+def _check_pretrained(value: str, tokenizer: bool) -> None:
+    """``pretrained=`` must be a checkpoint folder, or a hub id that is reachable or cached: lm-eval
+    answers either mistake with a long traceback from transformers or huggingface_hub."""
+    from harness.assets import resolve_checkpoint
+    from harness.models.checkpoint_files import check_checkpoint_files
+
+    folder = Path(value).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise HarnessError(f"pretrained={value} has no config.json; it is not a checkpoint folder")
+        check_checkpoint_files(folder, f"pretrained={value}", tokenizer=tokenizer)
+    elif folder.exists() or value.startswith((".", "/", "~")) or value.count("/") > 1:
+        raise HarnessError(f"pretrained={value} is not a folder ({folder.resolve()} does not exist)")
+    else:
+        resolve_checkpoint(value)  # a hub id: one line when the hub is unreachable and it is not cached
 
 
 def lm_eval_main(argv: list[str]) -> int:
@@ -285,6 +304,12 @@ def lm_eval_main(argv: list[str]) -> int:
         lm_eval_cli.cli_evaluate()
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # lm-eval checks task names before it loads the model
+        if not str(error).startswith("Tasks not found"):
+            raise
+        print(f"harness: error: lm-eval {error}; the harness's own tasks are {', '.join(sorted(_own_tasks()))}, "
+              f"and 'harness lm-eval ls tasks' lists lm-eval's", file=sys.stderr)
         return 2
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):

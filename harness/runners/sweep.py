@@ -23,6 +23,7 @@ interleaved with the pruned model in the same process.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from harness.pruning.flops import max_speedup
 from harness.pruning.methods import METHODS
 from harness.pruning.pruner import check_speedup
 from harness.registry import HarnessError
+from harness.report.lock import run_lock
 from harness.report.store import ResultStore, write_json_atomic
 from harness.runners.glue import TrainSettings, load_or_fine_tune, predict
 
@@ -88,22 +90,32 @@ class SweepConfig:
             METHODS.get(name)
         check_weights(self.weights)
         self.speedups = [check_speedup(s) for s in self.speedups]
-        for name, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length)):
-            if value < 1:
-                raise HarnessError(f"{name} must be a positive integer, got {value}")
+        self._check_numbers()
         for name, spec in specs.items():
             self._check_reachable(name, spec)
+
+    def _check_numbers(self) -> None:
+        """Numbers that would crash deep inside the sweep, or make it spin (``--max-eval 0``), refused here."""
+        counts = (("--batch-size", self.batch_size), ("--max-length", self.max_length), ("--repeats", self.repeats),
+                  ("--max-train", self.max_train), ("--max-eval", self.max_eval))
+        for name, value in counts:
+            if value is not None and value < 1:
+                raise HarnessError(f"{name} must be a positive integer, got {value}")
+        if not (math.isfinite(self.train.epochs) and self.train.epochs > 0):
+            raise HarnessError(f"--epochs must be a finite number > 0, got {self.train.epochs:g}")
 
     def _check_reachable(self, name: str, spec) -> None:
         auto = AutoModelForCausalLM if spec.family in DECODERS else AutoModelForSequenceClassification
         with torch.device("meta"):
             model = harness.prune(auto.from_config(spec.architecture()))
-        limit = min(self.max_length, model.harness_pruner.max_length)
-        best = max_speedup(model.harness_pruner.spec, limit, model.pruning.schedule)
+        maximum = model.harness_pruner.max_length
+        if self.max_length > maximum:
+            raise HarnessError(f"--max-length {self.max_length} exceeds {name}'s maximum input length of {maximum} tokens")
+        best = max_speedup(model.harness_pruner.spec, self.max_length, model.pruning.schedule)
         for speedup in self.speedups:
             if speedup > best + 1e-9:
                 raise HarnessError(
-                    f"speedup {speedup:g} is unreachable for {name} at --max-length {limit}; "
+                    f"speedup {speedup:g} is unreachable for {name} at --max-length {self.max_length}; "
                     f"the largest reachable speedup is {best:.3f}")
 
     def limits(self, task) -> dict[str, int]:
@@ -140,8 +152,9 @@ def latency_batch(tokenizer, texts, batch_size: int, seq_len: int, vocab_size: i
         stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(stream) >= batch_size * body:
             break
-    while len(stream) < batch_size * body:
-        stream = stream + stream
+    if not stream:  # repeating nothing never grows: the data checks refuse empty texts, this is the backstop
+        raise HarnessError("the evaluation texts have no tokens, so no latency batch can be built from them")
+    stream = stream * -(-batch_size * body // len(stream))  # repeated until long enough
     rows = [stream[i * body : (i + 1) * body] for i in range(batch_size)]
     if special:
         rows = [[tokenizer.cls_token_id, *row, tokenizer.sep_token_id] for row in rows]
@@ -152,6 +165,12 @@ def latency_batch(tokenizer, texts, batch_size: int, seq_len: int, vocab_size: i
 def run_sweep(config: SweepConfig) -> Path:
     config.validate()
     store = ResultStore(config.run_dir())
+    with run_lock(store.run_dir):  # a second live run into the folder would compute every cell again
+        _run_cells_not_done(config, store)
+    return store.run_dir
+
+
+def _run_cells_not_done(config: SweepConfig, store: ResultStore) -> None:
     done = store.done_keys()
     hardware = hardware_fingerprint("cpu")
     write_json_atomic(store.run_dir / "sweep.json", {"config": asdict(config), "hardware": hardware})
@@ -166,7 +185,6 @@ def run_sweep(config: SweepConfig) -> Path:
                 loaded, quality, texts, context = prepare(config, model_name, task_name)
                 _run_cells(config, model_name, task_name, protocol, todo, store, hardware,
                            loaded, quality, texts, context)
-    return store.run_dir
 
 
 NO_QUALITY = {"metrics": {}, "main_metric": None, "score": None, "eval_predicted_speedup": None, "eval_clamped": None}
