@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from harness.models import compat
 from harness.pruning.attention import allowed_keys, attend_and_score, for_implementation
 from harness.pruning.pruner import Pruner
 
@@ -58,10 +59,13 @@ class Rows:
 
 
 def pruned_forward(base, family, pruner: Pruner, rows: Rows, input_ids=None, attention_mask=None,
-                   position_ids=None, past_key_values=None, inputs_embeds=None, use_cache=None, **kwargs):
-    """The base model's forward with ACC elimination (see the module docstring)."""
+                   position_ids=None, inputs_embeds=None, use_cache=None, **kwargs):
+    """The base model's forward with ACC elimination (see the module docstring).
+
+    The KV cache arrives under whichever keyword the caller used (``compat.pop_cache``).
+    """
     rows.kept = None
-    cache = past_key_values
+    cache = compat.pop_cache(kwargs)
     if use_cache and cache is None:
         cache = DynamicCache(config=base.config)
     if cache is not None and cache.get_seq_length() > 0:
@@ -92,7 +96,7 @@ def pruned_forward(base, family, pruner: Pruner, rows: Rows, input_ids=None, att
     if dropped:
         rows.kept = (positions, valid, length)
         hidden = scatter_rows(hidden, positions, valid, length)
-    return family.output_class(last_hidden_state=hidden, past_key_values=cache)
+    return family.output_class(last_hidden_state=hidden, **compat.output_cache_kwargs(cache))
 
 
 def decode(base, family, rows: Rows, cache, input_ids, inputs_embeds, position_ids, kwargs):
@@ -119,7 +123,7 @@ def decode(base, family, rows: Rows, cache, input_ids, inputs_embeds, position_i
             mask = for_implementation(keys, hidden, base.config._attn_implementation)
         hidden = family.run_layer(layer, hidden, mask, rotary, cache)
         rows.cache_valid[index] = torch.cat([cached, fresh], dim=1)
-    return family.output_class(last_hidden_state=family.final_norm(base)(hidden), past_key_values=cache)
+    return family.output_class(last_hidden_state=family.final_norm(base)(hidden), **compat.output_cache_kwargs(cache))
 
 
 def _compact_head_input(rows: Rows, module, args):

@@ -13,7 +13,7 @@ from transformers import LlamaForCausalLM, LlamaForSequenceClassification, Llama
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-from harness.models import decoder
+from harness.models import compat, decoder
 from harness.models.gpt2 import GPT2Family
 from harness.pruning.flops import ArchSpec
 from harness.pruning.pruner import Pruner
@@ -73,7 +73,7 @@ class LlamaFamily(GPT2Family):
 
     @staticmethod
     def run_layer(layer, hidden, mask, rotary, cache=None):
-        return layer(hidden, attention_mask=mask, position_embeddings=rotary, past_key_values=cache)
+        return layer(hidden, attention_mask=mask, position_embeddings=rotary, **compat.cache_kwargs(cache))
 
     @staticmethod
     def drop_layer(layer, hidden, valid, positions, protected, keep, rotary, pruner: Pruner, cache=None):

@@ -68,7 +68,8 @@ def prune(model: torch.nn.Module, method: str = "acc", speedup: float = 1.0, **o
 
     options: ``profile`` ("tilt" | "geometric"), ``r_min`` (retention floor), ``protect_first``
     (leading valid tokens always kept; BERT's pooler needs [CLS], so at least 1 there),
-    ``protect_last`` (trailing valid tokens always kept; decoders need the last one), ``seed`` (for
+    ``protect_last`` (trailing valid tokens always kept; decoders need the last one), ``min_keep``
+    (no layer keeps fewer tokens; decoders default to 16, see ``GPT2Family``), ``seed`` (for
     the random baseline).  Defaults come from the model's family.  Pruning an already pruned model
     just updates its settings.
     """

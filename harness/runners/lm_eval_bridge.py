@@ -21,7 +21,7 @@ Python, around a model you already hold (pruned or not; ``AccLM`` prunes it in p
 
 Pruning options in ``model_args`` (or ``AccLM`` keywords): ``speedup`` (a number >= 1), ``method``
 (acc | random | truncation), ``profile`` (tilt | geometric), ``r_min``, ``protect_first``,
-``protect_last``, ``seed``.  They are validated before the model is loaded; a bad value is a
+``protect_last``, ``min_keep``, ``seed``.  They are validated before the model is loaded; a bad value is a
 ``HarnessError`` with a one-line message.  Options not given keep the model's own settings when it is
 already pruned, else the defaults of ``harness.prune``.
 
@@ -59,7 +59,7 @@ from harness.registry import HarnessError
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 """The lm-eval task configurations shipped with the harness (``rt-polarity-zs``, ``boolq-zs``, ``heldout-ppl``)."""
 
-PRUNING_OPTIONS = ("method", "speedup", "profile", "r_min", "protect_first", "protect_last", "seed")
+PRUNING_OPTIONS = ("method", "speedup", "profile", "r_min", "protect_first", "protect_last", "min_keep", "seed")
 LM_EVAL_VERSION = "0.4.13"  # the HFLM internals relied on above; checked at run time, see _batch_layout
 
 
@@ -131,12 +131,13 @@ class AccLM(HFLM):
     clamped: int = 0  # loglikelihood samples too short for the target speedup (run at their own maximum)
 
     def __init__(self, pretrained, method=None, speedup=None, profile=None, r_min=None, protect_first=None,
-                 protect_last=None, seed=None, device=None, **kwargs):
+                 protect_last=None, min_keep=None, seed=None, device=None, **kwargs):
         import harness
         from harness.pruning.api import PrunedModelMixin
 
         options = parse_pruning_options(dict(method=method, speedup=speedup, profile=profile, r_min=r_min,
                                              protect_first=protect_first, protect_last=protect_last,
+                                             min_keep=min_keep,
                                              seed=seed))
         if device is None:  # HFLM's default is "cuda" even where there is none
             device = "cuda" if torch.cuda.is_available() else "cpu"
