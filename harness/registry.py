@@ -108,7 +108,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._discover()
         if name not in self._entries or not self._load(name):
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}")
+            # listed without importing plugins: a broken one must not hide this message behind its own
+            valid = [n for n, entry in self._entries.items() if entry.value is not _Foreign]
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(valid)}")
         return self._entries[name].value
 
     def source(self, name: str) -> str:
