@@ -10,9 +10,9 @@ A method decides, in every layer that drops word-vectors:
   per sample for the target speedup);
 * how it reduces them (``reduce``; default: drop the unkept ones; merging them into the kept ones is
   another reduction);
-* how the model is trained for it (``recipe``: the name of a registered training recipe; default the
-  offline-tuning fine-tune, ``harness.runners.glue``); fine-tuned models are cached per (model, task,
-  method, recipe);
+* how the model is trained for it (``recipe``: the name of a training recipe in ``RECIPES``; default
+  the offline-tuning fine-tune of ``harness.runners.glue``; a method that trains its own way registers
+  its recipe in ``RECIPES`` beside it); fine-tuned models are cached per (model, task, method, recipe);
 * what a predictor it adds costs (``predictor_flops``; counted in the predicted speedup).
 
 The smallest method::
@@ -39,9 +39,15 @@ import torch
 from harness.contracts.family import Tokens
 from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup
 from harness.pruning.select import pack_kept
+from harness.registry import Registry
 
 NEEDS = ("attention", "keys", "nothing")
 OFFLINE_TUNING = "offline-tuning"
+RECIPES: Registry = Registry("training recipe")
+"""name -> ``train(loaded, train_frame, task, settings, progress)``: trains a pruned model in place.
+``loaded`` is a ``harness.models.catalog.LoadedModel``, ``train_frame`` the task's train split,
+``settings`` a ``harness.runners.glue.TrainSettings``.  ``offline-tuning`` is registered by
+``harness.runners.glue``."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ class Method(abc.ABC):
     needs: ClassVar[str] = "nothing"
     """One of ``NEEDS``: what ``score`` reads from the layer."""
     recipe: ClassVar[str] = OFFLINE_TUNING
-    """The registered training recipe (``harness.runners.glue.RECIPES``) that fine-tunes for this method."""
+    """The training recipe (a name in ``RECIPES``) that fine-tunes for this method."""
 
     @property
     def needs_attention(self) -> bool:

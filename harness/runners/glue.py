@@ -2,8 +2,8 @@
 
 Offline tuning: every training batch runs at a speedup drawn uniformly from ``speedup_range``
 (default 1..4), so one fine-tuned model serves every speedup at inference by ``set_speedup`` alone.
-It is the default training recipe (``RECIPES``); a method names its own recipe (``Method.recipe``)
-when it trains differently, and registers it here.
+It is the default training recipe (``harness.contracts.method.RECIPES``); a method names its own
+recipe (``Method.recipe``) when it trains differently, and registers it there.
 Fine-tuned models are cached under ``<HARNESS_CACHE>/finetuned/<key>`` where the key hashes the
 checkpoint, the task data's provenance, the method, its recipe and every training setting: a second
 sweep at other speedups, or a resumed one, does not retrain, and no two methods share a model.
@@ -23,11 +23,10 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from harness.assets.fetch import build_once, cache_dir, is_built
-from harness.contracts.method import OFFLINE_TUNING
+from harness.contracts.method import OFFLINE_TUNING, RECIPES
 from harness.models.catalog import LoadedModel
 from harness.pruning.methods import METHODS
 from harness.pruning.pruner import ForwardStats
-from harness.registry import Registry
 
 CACHE_FORMAT = 3
 """Bumped when the meaning of a cached fine-tuned model changes (3: the head is initialised from the seed)."""
@@ -97,8 +96,6 @@ def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, p
     model.set_speedup(1.0)
 
 
-RECIPES: Registry = Registry("training recipe")
-"""name -> ``train(loaded, train_frame, task, settings, progress)``, which trains the pruned model in place."""
 RECIPES.register(OFFLINE_TUNING, fine_tune)
 
 
