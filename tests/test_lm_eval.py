@@ -264,6 +264,25 @@ def test_pruned_speedup_2_scores_every_request(tiny_gpt2):
     assert len(generated) == 1 and isinstance(generated[0], str)
 
 
+def _generation_requests(max_gen_toks=12):
+    from lm_eval.api.instance import Instance
+
+    prompts = ["Review: the movie was good and the plot was great, said nobody at all\nSentiment:",
+               "Question: is the sky blue?\nAnswer:", "The council said", "Review: a dull film"]
+    return [Instance("generate_until", {}, (prompt, {"until": ["\n\n"], "max_gen_toks": max_gen_toks,
+                                                     "do_sample": False}), i) for i, prompt in enumerate(prompts)]
+
+
+def test_pruned_speedup_1_generates_as_stock_lm_eval(tiny_gpt2):
+    """lm-eval left-pads prompts of different lengths into one batch and decodes from the cache: at
+    speedup 1 every answer is stock's, character for character (not merely some string)."""
+    requests = _generation_requests()
+    expected = _stock(tiny_gpt2).generate_until(requests)
+    acc = AccLM(pretrained=str(tiny_gpt2), batch_size=3, max_length=64, speedup=1, device="cpu")
+    assert acc.generate_until(requests) == expected
+    assert any(len(answer) > 5 for answer in expected)  # the comparison covers real decoding steps
+
+
 def test_cli_lm_eval_writes_results(tiny_gpt2, tmp_path, capsys):
     from harness.cli import main
 

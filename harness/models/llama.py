@@ -14,7 +14,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from harness.contracts.family import Family, LayerCall, Tokens
-from harness.models import decoder
+from harness.models import compat, decoder
 from harness.pruning.flops import ArchSpec
 from harness.pruning.select import gather_tokens
 
@@ -70,7 +70,7 @@ class LlamaFamily(Family):
         return base.norm
 
     def run_layer(self, layer, hidden, call: LayerCall):
-        return layer(hidden, attention_mask=call.mask, position_embeddings=call.rotary, past_key_values=call.cache)
+        return layer(hidden, attention_mask=call.mask, position_embeddings=call.rotary, **compat.cache_kwargs(call.cache))
 
     def drop_layer(self, layer, hidden, tokens: Tokens, keep, call: LayerCall):
         """One LlamaDecoderLayer that keeps ``keep[b]`` tokens of sample b after its causal self-attention."""

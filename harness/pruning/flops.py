@@ -117,14 +117,17 @@ def forward_flops(spec: ArchSpec, n: int, counts: list[int] | None = None) -> in
 
 @dataclass(frozen=True)
 class Schedule:
-    """How hard to prune: a profile family, its floor r_min and the protected-token count."""
+    """How hard to prune: a profile family, its floors (r_min as a share, min_keep in tokens) and the
+    protected-token count."""
 
     profile: str = "tilt"
     r_min: float = 0.0
     protected: int = 1
+    min_keep: int = 0
 
     def counts(self, spec: ArchSpec, n: int, tau: float) -> list[int]:
-        return keep_counts(retention_ratios(self.profile, tau, spec.num_layers, self.r_min), n, self.protected)
+        ratios = retention_ratios(self.profile, tau, spec.num_layers, self.r_min)
+        return keep_counts(ratios, n, self.protected, self.min_keep)
 
     def tau_max(self, spec: ArchSpec) -> float:
         return PROFILES.get(self.profile).tau_max(spec.num_layers, self.r_min)
@@ -162,7 +165,7 @@ def tau_for_speedup(spec: ArchSpec, n: int, speedup: float, schedule: Schedule =
         return 0.0
     require_reachable(spec, n, schedule, speedup,
                       f"at {n} tokens with {spec.num_layers} layers (profile {schedule.profile}, r_min "
-                      f"{schedule.r_min:g}, {schedule.protected} protected token(s))")
+                      f"{schedule.r_min:g}, min_keep {schedule.min_keep}, {schedule.protected} protected token(s))")
     lo, hi = 0.0, schedule.tau_max(spec)
     for _ in range(60):
         mid = (lo + hi) / 2

@@ -45,6 +45,8 @@ class PruningSettings:
     """Leading valid tokens always kept (BERT's pooler reads [CLS]; decoders' attention sink)."""
     protect_last: int = 0
     """Trailing valid tokens always kept (decoders: the last token's logits are the output)."""
+    min_keep: int = 0
+    """Every layer keeps at least this many tokens (a sample no longer than that runs dense)."""
     seed: int = 0
     """Seed of the random baseline."""
 
@@ -54,13 +56,13 @@ class PruningSettings:
         check_speedup(self.speedup)
         if not 0.0 <= self.r_min <= 1.0:
             raise HarnessError(f"r_min must be within [0, 1], got {self.r_min:g}")
-        for name in ("protect_first", "protect_last"):
+        for name in ("protect_first", "protect_last", "min_keep"):
             if getattr(self, name) < 0:
                 raise HarnessError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def schedule(self) -> Schedule:
-        return Schedule(self.profile, self.r_min, self.protect_first + self.protect_last)
+        return Schedule(self.profile, self.r_min, self.protect_first + self.protect_last, self.min_keep)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,7 +23,7 @@ Python, around a model you already hold (pruned or not; ``PrunedLM`` prunes it i
 
 Pruning options in ``model_args`` (or ``PrunedLM`` keywords) are the fields of
 ``harness.pruning.pruner.PruningSettings`` (``method``, ``speedup``, ``profile``, ``r_min``,
-``protect_first``, ``protect_last``, ``seed``).  They are validated before the model is loaded; a bad
+``protect_first``, ``protect_last``, ``min_keep``, ``seed``).  They are validated before the model is loaded; a bad
 value is a ``HarnessError`` with a one-line message.  Options not given keep the model's own settings
 when it is already pruned, else the defaults of ``harness.prune``.  ``device`` defaults to ``cpu``.
 
