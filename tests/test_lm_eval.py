@@ -80,10 +80,10 @@ def _stock(folder):
 
 # --- registration and options ------------------------------------------------------------------------
 
-def test_acc_model_type_is_registered():
+def test_model_type_is_registered_under_both_names():
     from lm_eval.api.registry import get_model
 
-    assert get_model("acc") is AccLM
+    assert get_model("harness") is AccLM and get_model("acc") is AccLM
 
 
 @pytest.mark.parametrize("args, message", [
@@ -133,7 +133,7 @@ class _StandInPruner:
     """Computes only what a pruned decoder must: valid positions inside the protected tail (else NaN)."""
 
     def __init__(self):
-        self.tail, self.calls, self.last_flops, self.last_clamped = None, [], (1, 1), 0
+        self.tail, self.calls = None, []
 
     @contextlib.contextmanager
     def protect_tail(self, lengths):
@@ -145,7 +145,12 @@ class _StandInPruner:
 
 
 def _stand_in_prune(model, speedup=1.0, **options):
-    model.harness_pruner = pruner = _StandInPruner()
+    """The pruned model's public surface that the bridge uses (``protect_tail``, ``last_forward``), and
+    nothing of a real pruner's internals: the bridge must not need them."""
+    from harness.pruning.pruner import ForwardStats
+
+    model.stand_in = pruner = _StandInPruner()
+    model.protect_tail, model.last_forward = pruner.protect_tail, ForwardStats(1, 1, 0, 1)
     stock_forward = model.forward
 
     def forward(self, input_ids=None, attention_mask=None, **kwargs):
@@ -174,7 +179,7 @@ def test_bridge_protects_exactly_the_scored_positions(tiny_gpt2, monkeypatch):
     assert [flag for _, flag in got] == [flag for _, flag in expected]
     assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-5)
     assert all(math.isfinite(ll) for ll, _ in got)
-    calls = acc.model.harness_pruner.calls
+    calls = acc.model.stand_in.calls
     assert any(min(lengths) < shape[1] for shape, lengths, _ in calls)  # some batch was padded
     assert all(tail <= length for _, lengths, tails in calls for length, tail in zip(lengths, tails))
     assert acc.loglikelihood_rolling(rolling) == pytest.approx(stock.loglikelihood_rolling(rolling), abs=1e-4)
