@@ -20,26 +20,27 @@ import sys
 import torch
 
 import harness
-from harness.measure.hardware import hardware_fingerprint
+from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.latency import interleaved_latency
 from harness.models.catalog import load_causal_lm
-from harness.pruning.api import stock_copy
+from harness.pruning.surface import stock_copy
 from harness.pruning.flops import forward_flops
 from harness.runners.lm_eval_bridge import evaluate
 
 TASKS = ["rt-polarity-zs", "boolq-zs", "heldout-ppl"]
 
 
-def prefill(model, stock, length: int, speedups: list[float], repeats: int) -> list[dict]:
-    ids = torch.randint(100, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0))
-    spec = model.harness_pruner.spec
+def prefill(model, stock, length: int, speedups: list[float], repeats: int, device: str = "cpu") -> list[dict]:
+    ids = torch.randint(100, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0)).to(device)
+    spec = model.arch_spec
     one_token_head = dataclasses.replace(spec, head_per_token=0, head_flops=spec.head_per_token)
     rows = []
     with torch.no_grad():
         for speedup in speedups:
             model.set_speedup(speedup)
             timings = interleaved_latency({"dense": lambda: stock(ids, logits_to_keep=1),
-                                           "pruned": lambda: model(ids, logits_to_keep=1)}, warmup=1, repeats=repeats)
+                                           "pruned": lambda: model(ids, logits_to_keep=1)}, warmup=1, repeats=repeats,
+                                          device=device)
             counts = [len(layer[0]) for layer in model.last_kept]
             predicted = forward_flops(one_token_head, length) / forward_flops(one_token_head, length, counts)
             measured = timings["dense"].median_ms / timings["pruned"].median_ms
@@ -49,9 +50,10 @@ def prefill(model, stock, length: int, speedups: list[float], repeats: int) -> l
     return rows
 
 
-def generation(model, stock, length: int, speedups: list[float], repeats: int, new_tokens: int = 32) -> list[dict]:
+def generation(model, stock, length: int, speedups: list[float], repeats: int, new_tokens: int = 32,
+               device: str = "cpu") -> list[dict]:
     """Time to first token and decode tokens/s through ``generate`` (greedy, KV cache)."""
-    ids = torch.randint(100, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(100, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(1)).to(device)
     settings = dict(do_sample=False, pad_token_id=model.config.eos_token_id)
     rows = []
     for speedup in speedups:
@@ -61,7 +63,7 @@ def generation(model, stock, length: int, speedups: list[float], repeats: int, n
             "pruned_first": lambda: model.generate(ids, max_new_tokens=1, **settings),
             "dense_all": lambda: stock.generate(ids, max_new_tokens=1 + new_tokens, min_new_tokens=1 + new_tokens, **settings),
             "pruned_all": lambda: model.generate(ids, max_new_tokens=1 + new_tokens, min_new_tokens=1 + new_tokens, **settings),
-        }, warmup=1, repeats=repeats)
+        }, warmup=1, repeats=repeats, device=device)
         ms = {name: stats.median_ms for name, stats in timings.items()}
         rows.append({"speedup": speedup, "ttft_dense": ms["dense_first"], "ttft_pruned": ms["pruned_first"],
                      "decode_dense": 1000 * new_tokens / (ms["dense_all"] - ms["dense_first"]),
@@ -86,16 +88,19 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     speedups = [float(s) for s in args.speedups.split(",")]
+    device = check_device(args.device)
     loaded = load_causal_lm(args.model, "pretrained")
+    loaded.model.to(device)
     stock = stock_copy(loaded.model)
     harness.prune(loaded.model)
-    speed = prefill(loaded.model, stock, args.prompt_length, speedups, args.repeats)
-    generate = generation(loaded.model, stock, args.prompt_length, speedups, max(2, args.repeats // 2))
+    speed = prefill(loaded.model, stock, args.prompt_length, speedups, args.repeats, device)
+    generate = generation(loaded.model, stock, args.prompt_length, speedups, max(2, args.repeats // 2), device=device)
     scores = {first: quality(loaded, speedups, args.limit, first) for first in (0, 1)}
-    hw = hardware_fingerprint("cpu")
+    hw = hardware_fingerprint(device)
     lines = [f"{args.model} ({loaded.checkpoint}) on {hw['id']}, torch {hw['torch']}, {hw['torch_threads']} threads; "
              f"command: `python bench/bench_decoder.py --limit {args.limit}`", "",
              f"Prefill latency on {args.prompt_length}-token prompts (batch 1, logits for the last token):", "",

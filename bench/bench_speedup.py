@@ -29,7 +29,8 @@ from transformers import BertConfig, BertForSequenceClassification
 import harness
 from harness.measure.hardware import hardware_fingerprint
 from harness.measure.latency import interleaved_latency
-from harness.pruning.api import stock_copy
+from harness.measure.hardware import check_device
+from harness.pruning.surface import stock_copy
 
 TARGET_EFFICIENCY, TARGET_OVERHEAD = 0.95, 0.03
 
@@ -49,8 +50,9 @@ def stock_layers_at(stock, ids: torch.Tensor, counts: list[int]):
     return forward
 
 
-def measure(model, stock, batch_size: int, seq_len: int, speedups: list[float], repeats: int) -> list[dict]:
-    ids = torch.randint(1000, 30000, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+def measure(model, stock, batch_size: int, seq_len: int, speedups: list[float], repeats: int,
+            device: str = "cpu") -> list[dict]:
+    ids = torch.randint(1000, 30000, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
     rows = []
     with torch.no_grad():
         for speedup in [1.0, *speedups]:
@@ -59,8 +61,8 @@ def measure(model, stock, batch_size: int, seq_len: int, speedups: list[float], 
             counts = [max(map(len, layer)) for layer in model.last_kept]
             timings = interleaved_latency({"dense": lambda: stock(input_ids=ids), "pruned": lambda: model(input_ids=ids),
                                            "bound": stock_layers_at(stock, ids, counts)},
-                                          warmup=2, repeats=repeats)
-            dense, pruned = model.harness_pruner.last_flops
+                                          warmup=2, repeats=repeats, device=device)
+            dense, pruned = model.last_forward.dense_flops, model.last_forward.pruned_flops
             dense_ms, pruned_ms, bound_ms = (timings[k].median_ms for k in ("dense", "pruned", "bound"))
             predicted = dense / pruned
             rows.append({"seq_len": seq_len, "batch": batch_size, "speedup": speedup, "predicted": predicted,
@@ -93,17 +95,19 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--speedups", default="2,3,4")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     parser.add_argument("--out", default=None, help="write the Markdown table here (e.g. bench/README.md's table file)")
     args = parser.parse_args()
+    device = check_device(args.device)
     torch.manual_seed(0)
-    stock = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
+    stock = BertForSequenceClassification(BertConfig(num_labels=2)).to(device).eval()
     model = harness.prune(stock_copy(stock))
     rows = []
     for seq_len in map(int, args.lengths.split(",")):
         for batch in map(int, args.batches.split(",")):
             repeats = max(3, args.repeats // 2) if batch * seq_len >= 4096 else args.repeats
-            rows += measure(model, stock, batch, seq_len, [float(s) for s in args.speedups.split(",")], repeats)
-    hw = hardware_fingerprint("cpu")
+            rows += measure(model, stock, batch, seq_len, [float(s) for s in args.speedups.split(",")], repeats, device)
+    hw = hardware_fingerprint(device)
     report = (f"Measured {dt.date.today()} on {hw['id']} ({hw['cpu']}, torch {hw.get('torch')}, "
               f"{hw.get('torch_threads')} threads), bert-base architecture, random weights, "
               f"command: `python bench/bench_speedup.py`\n\n{table(rows)}\n")

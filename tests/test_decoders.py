@@ -10,6 +10,7 @@ from transformers import (GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadM
 
 import harness
 from harness.measure.flop_count import count_flops
+from harness.models.compat import output_cache
 from harness.pruning.flops import Schedule, counts_for_speedup
 
 VOCAB = 97
@@ -65,7 +66,7 @@ def reference_kept(model, family, ids, speedup):
     base = model.base_model
     n = ids.shape[1]
     spec = harness.models.family_for(model).arch_spec(model)
-    counts = counts_for_speedup(spec, n, speedup, Schedule(protected=2))  # first token (sink) and last
+    counts = counts_for_speedup(spec, n, speedup, Schedule(protected=2, min_keep=16))  # decoder defaults: sink and last token, floor 16
     causal = torch.full((n, n), torch.finfo(torch.float32).min).triu(1)[None, None]
     positions = torch.arange(n)
     if family == "gpt2":
@@ -110,7 +111,7 @@ def test_causal_acc_matches_reference(family, speedup):
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_batch_invariance_and_last_token(family, padding_side):
     """Left-padded rows get position ids from the mask, as generate() does, so positions match alone."""
-    model = harness.prune(build(CAUSAL_LMS, family), speedup=2.0)
+    model = harness.prune(build(CAUSAL_LMS, family), speedup=2.0, min_keep=0)  # rows of 6-24 tokens: no floor
     ids, mask = batch(padding_side)
     together = model(ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
     for b in range(3):
@@ -124,7 +125,7 @@ def test_batch_invariance_and_last_token(family, padding_side):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_protected_continuation_has_logits(family):
-    model = harness.prune(build(CAUSAL_LMS, family), speedup=3.0)
+    model = harness.prune(build(CAUSAL_LMS, family), speedup=3.0, min_keep=0)
     ids, mask = batch("right")
     with model.harness_pruner.protect_tail([5, 4, 3]):
         logits = model(ids, attention_mask=mask).logits
@@ -146,12 +147,34 @@ def test_measured_flops_match_analytic(family, speedup):
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_generation_at_speedup_one_matches_stock(family):
-    stock = build(CAUSAL_LMS, family)
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_generation_at_speedup_one_matches_stock(family, implementation):
+    """Left-padded prompts of 24, 15 and 6 tokens in one batch: greedy tokens equal stock's, one by one."""
+    stock = build(CAUSAL_LMS, family, implementation)
     model = harness.prune(copy.deepcopy(stock), speedup=1.0)
     ids, mask = batch("left")
-    settings = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
     assert torch.equal(model.generate(ids, **settings), stock.generate(ids, **settings))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_pruned_generation_of_a_padded_batch_equals_each_prompt_alone(family):
+    """At speedup 2, every layer's cache holds a different number of tokens per row; a left-padded batch of
+    different-length prompts must still decode each row exactly as that prompt decodes on its own."""
+    model = harness.prune(build(CAUSAL_LMS, family), speedup=2.0, min_keep=0)
+    torch.manual_seed(3)
+    prompts = [torch.randint(3, VOCAB, (n,)) for n in (40, 29, 17)]
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):], mask[row, width - len(prompt):] = prompt, 1
+    settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    together = model.generate(ids, attention_mask=mask, **settings)[:, width:]
+    assert all(len(kept) < len(prompt) for kept, prompt in zip(model.last_kept[-1], prompts))  # all pruned
+    for row, prompt in enumerate(prompts):
+        alone = model.generate(prompt[None], **settings)[0, len(prompt):]
+        assert torch.equal(together[row], alone)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -164,7 +187,7 @@ def test_generation_prunes_the_prefill_only(family):
                          output_scores=True)
     assert out.sequences[0, 40] == first
     assert all(torch.isfinite(score).all() for score in out.scores)
-    cache = out.past_key_values
+    cache = output_cache(out)
     assert [cache.layers[i].keys.shape[-2] for i in range(6)] == [k + 4 for k in kept]
     assert kept[-1] < 40
 

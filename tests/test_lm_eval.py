@@ -80,10 +80,10 @@ def _stock(folder):
 
 # --- registration and options ------------------------------------------------------------------------
 
-def test_acc_model_type_is_registered():
+def test_model_type_is_registered_under_both_names():
     from lm_eval.api.registry import get_model
 
-    assert get_model("acc") is AccLM
+    assert get_model("harness") is AccLM and get_model("acc") is AccLM
 
 
 @pytest.mark.parametrize("args, message", [
@@ -133,7 +133,7 @@ class _StandInPruner:
     """Computes only what a pruned decoder must: valid positions inside the protected tail (else NaN)."""
 
     def __init__(self):
-        self.tail, self.calls, self.last_flops, self.last_clamped = None, [], (1, 1), 0
+        self.tail, self.calls = None, []
 
     @contextlib.contextmanager
     def protect_tail(self, lengths):
@@ -145,7 +145,12 @@ class _StandInPruner:
 
 
 def _stand_in_prune(model, speedup=1.0, **options):
-    model.harness_pruner = pruner = _StandInPruner()
+    """The pruned model's public surface that the bridge uses (``protect_tail``, ``last_forward``), and
+    nothing of a real pruner's internals: the bridge must not need them."""
+    from harness.pruning.pruner import ForwardStats
+
+    model.stand_in = pruner = _StandInPruner()
+    model.protect_tail, model.last_forward = pruner.protect_tail, ForwardStats(1, 1, 0, 1)
     stock_forward = model.forward
 
     def forward(self, input_ids=None, attention_mask=None, **kwargs):
@@ -174,7 +179,7 @@ def test_bridge_protects_exactly_the_scored_positions(tiny_gpt2, monkeypatch):
     assert [flag for _, flag in got] == [flag for _, flag in expected]
     assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-5)
     assert all(math.isfinite(ll) for ll, _ in got)
-    calls = acc.model.harness_pruner.calls
+    calls = acc.model.stand_in.calls
     assert any(min(lengths) < shape[1] for shape, lengths, _ in calls)  # some batch was padded
     assert all(tail <= length for _, lengths, tails in calls for length, tail in zip(lengths, tails))
     assert acc.loglikelihood_rolling(rolling) == pytest.approx(stock.loglikelihood_rolling(rolling), abs=1e-4)
@@ -257,6 +262,25 @@ def test_pruned_speedup_2_scores_every_request(tiny_gpt2):
     generated = acc.generate_until([Instance("generate_until", {}, ("Review: the movie", {"until": ["\n"],
                                                                                           "max_gen_toks": 4}), 0)])
     assert len(generated) == 1 and isinstance(generated[0], str)
+
+
+def _generation_requests(max_gen_toks=12):
+    from lm_eval.api.instance import Instance
+
+    prompts = ["Review: the movie was good and the plot was great, said nobody at all\nSentiment:",
+               "Question: is the sky blue?\nAnswer:", "The council said", "Review: a dull film"]
+    return [Instance("generate_until", {}, (prompt, {"until": ["\n\n"], "max_gen_toks": max_gen_toks,
+                                                     "do_sample": False}), i) for i, prompt in enumerate(prompts)]
+
+
+def test_pruned_speedup_1_generates_as_stock_lm_eval(tiny_gpt2):
+    """lm-eval left-pads prompts of different lengths into one batch and decodes from the cache: at
+    speedup 1 every answer is stock's, character for character (not merely some string)."""
+    requests = _generation_requests()
+    expected = _stock(tiny_gpt2).generate_until(requests)
+    acc = AccLM(pretrained=str(tiny_gpt2), batch_size=3, max_length=64, speedup=1, device="cpu")
+    assert acc.generate_until(requests) == expected
+    assert any(len(answer) > 5 for answer in expected)  # the comparison covers real decoding steps
 
 
 def test_cli_lm_eval_writes_results(tiny_gpt2, tmp_path, capsys):

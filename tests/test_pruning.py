@@ -137,6 +137,17 @@ def test_tilt_profile_formula():
     assert retention_ratios("geometric", 0.5, 3) == pytest.approx([1.0, 0.5, 0.25])
     assert keep_counts([1.0, 0.8, 0.6, 0.4], 10, protected=1) == [10, 8, 6, 4]
     assert keep_counts([1.0, 0.0, 0.0], 10, protected=2) == [10, 2, 2]
+    assert keep_counts([1.0, 0.5, 0.0], 40, protected=2, min_keep=16) == [40, 20, 16]
+    assert keep_counts([1.0, 0.0, 0.0], 12, protected=2, min_keep=16) == [12, 12, 12]  # shorter: dense
+
+
+def test_min_keep_floor_runs_short_prompts_dense_and_counts_them_clamped(tiny_classifier):
+    model = harness.prune(tiny_classifier(), speedup=2.0, min_keep=8)
+    model(torch.tensor([[1, *range(5, 12)]]))  # 8 tokens: at the floor
+    assert [len(layer[0]) for layer in model.last_kept] == [8] * 4 and model.harness_pruner.last_clamped == 1
+    model(torch.tensor([[1, *range(5, 60)]]))  # 56 tokens: pruned, never below the floor
+    kept = [len(layer[0]) for layer in model.last_kept]
+    assert min(kept) == 8 and kept[-1] < 56 and model.harness_pruner.last_clamped == 0
 
 
 BERT_BASE = ArchSpec(num_layers=12, hidden=768, num_heads=12, head_dim=64, ffn_dim=3072, head_flops=2 * 768 * 770)

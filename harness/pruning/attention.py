@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.pruning.methods import Method, ScoreInputs
+from harness.contracts.method import Method, ScoreInputs
 
 BLOCK_BYTES = 2 << 20
 """Attention probabilities materialised at once (per block of samples and query rows): small enough
@@ -41,14 +41,27 @@ def for_implementation(mask: torch.Tensor | None, like: torch.Tensor, implementa
     return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(~mask, torch.finfo(like.dtype).min)
 
 
+def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """The fused kernel's ``attn_mask``: the boolean mask, or the bias with masked keys at -inf."""
+    if bias is None:
+        return mask
+    bias = bias.to(like.dtype)
+    return bias if mask is None else bias.masked_fill(~mask, torch.finfo(like.dtype).min)
+
+
 def attend_and_score(query, key, value, valid, positions, method: Method, *, scaling: float,
-                     dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False):
-    """``(context (B, H, n, d), scores (B, n))`` of one attention layer over the valid keys."""
+                     dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False,
+                     bias: torch.Tensor | None = None):
+    """``(context (B, H, n, d), scores (B, n))`` of one attention layer over the valid keys.
+
+    ``bias``: an additive (B|1, H|1, n, n) term on the attention logits (T5's relative position bias).
+    """
     mask = allowed_keys(valid, causal)
+    keys = key if method.needs == "keys" else None
     if not method.needs_attention:
         context = nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
-        return context, method.score(ScoreInputs(valid, positions, None, generator, causal))
+            query, key, value, attn_mask=_with_bias(mask, bias, query), dropout_p=dropout, scale=scaling)
+        return context, method.score(ScoreInputs(valid, positions, None, generator, causal, keys=keys))
     batch, heads, n, _ = query.shape
     row_bytes = heads * n * query.element_size()
     samples = max(1, BLOCK_BYTES // (row_bytes * n))
@@ -63,6 +76,8 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
         for r in range(0, n, rows):
             block = slice(r, r + rows)
             probs = torch.matmul(query[part, :, block], key[part].transpose(-1, -2))
+            if bias is not None:
+                probs = probs + bias[part if bias.shape[0] > 1 else slice(None), :, block]
             if mask is not None:
                 probs.masked_fill_(~mask[part, :, block if causal else slice(None)], torch.finfo(probs.dtype).min)
             if in_place:
@@ -78,4 +93,4 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
             received[part] += torch.matmul(query_weight[part, :, :, block], probs).sum(dim=1, keepdim=True)
     received = received.view(batch, n)
     received /= heads
-    return context, method.score(ScoreInputs(valid, positions, None, generator, causal, received))
+    return context, method.score(ScoreInputs(valid, positions, None, generator, causal, received, keys))

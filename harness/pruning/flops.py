@@ -24,6 +24,7 @@ and a long input.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -47,6 +48,12 @@ class ArchSpec:
     """FLOPs of the head once per sample (BERT's pooler and classifier act on [CLS] alone)."""
     head_per_token: int = 0
     """FLOPs of a head applied to every token out of the last layer (a decoder's LM or score head)."""
+    decoder_layers: int = 0
+    """An encoder-decoder's decoder layers (0: none).  They run dense on ``decoder_tokens`` tokens and
+    cross-attend to the encoder's output, the tokens its last layer kept: pruning the encoder makes
+    their cross-attention keys, values and products cheaper."""
+    decoder_tokens: int = 0
+    """Decoder tokens per sample that the FLOP model counts (1 for a one-step classification)."""
 
     @property
     def attn_dim(self) -> int:
@@ -60,15 +67,48 @@ class ArchSpec:
         ffn = 2 * kept * self.hidden * self.ffn_dim * self.ffn_matrices
         return qkv + attention + output + ffn
 
+    def decoder_flops(self, encoder_out: int) -> int:
+        """The decoder stack's FLOPs for one sample whose encoder output has ``encoder_out`` tokens."""
+        m = self.decoder_tokens
+        if not self.decoder_layers or not m:
+            return 0
+        kv_dim = (self.num_kv_heads or self.num_heads) * self.head_dim
+        cross = (2 * m * self.hidden * self.attn_dim + 2 * encoder_out * self.hidden * 2 * kv_dim
+                 + 2 * 2 * m * encoder_out * self.attn_dim + 2 * m * self.attn_dim * self.hidden)
+        return self.decoder_layers * (self.layer_flops(m, m) + cross)
+
 
 class UnreachableSpeedupError(HarnessError):
     """A requested speedup beyond what the protected tokens and r_min allow."""
 
 
+SPEEDUP_TOLERANCE = 1e-9
+"""How far below a target a predicted speedup may fall and still count as reaching it: the solver's
+bisection and the FLOP ratio are float arithmetic, so an exact target lands a rounding error short."""
+
+
+def check_speedup(value) -> float:
+    """A speedup as a float >= 1, or a HarnessError saying what was wrong.  The one validation of a
+    speedup value; everything else receives the float it returns."""
+    try:
+        speedup = float(value)
+    except (TypeError, ValueError):
+        raise HarnessError(f"speedup must be a number >= 1, got {value!r}") from None
+    if not math.isfinite(speedup) or speedup < 1:
+        raise HarnessError(f"speedup must be a number >= 1, got {value!r}")
+    return speedup
+
+
+def reaches(achieved: float, target: float) -> bool:
+    """The one rule for whether a speedup reaches a target (within ``SPEEDUP_TOLERANCE``)."""
+    return achieved >= target - SPEEDUP_TOLERANCE
+
+
 def forward_flops(spec: ArchSpec, n: int, counts: list[int] | None = None) -> int:
     """FLOPs of one sample's forward pass; ``counts`` are the tokens kept per layer (None: dense)."""
     counts = counts if counts is not None else [n] * spec.num_layers
-    total, n_in = spec.head_flops + spec.head_per_token * (counts[-1] if counts else n), n
+    out = counts[-1] if counts else n
+    total, n_in = spec.head_flops + spec.head_per_token * out + spec.decoder_flops(out), n
     for kept in counts:
         total += spec.layer_flops(n_in, kept)
         n_in = kept
@@ -77,14 +117,17 @@ def forward_flops(spec: ArchSpec, n: int, counts: list[int] | None = None) -> in
 
 @dataclass(frozen=True)
 class Schedule:
-    """How hard to prune: a profile family, its floor r_min and the protected-token count."""
+    """How hard to prune: a profile family, its floors (r_min as a share, min_keep in tokens) and the
+    protected-token count."""
 
     profile: str = "tilt"
     r_min: float = 0.0
     protected: int = 1
+    min_keep: int = 0
 
     def counts(self, spec: ArchSpec, n: int, tau: float) -> list[int]:
-        return keep_counts(retention_ratios(self.profile, tau, spec.num_layers, self.r_min), n, self.protected)
+        ratios = retention_ratios(self.profile, tau, spec.num_layers, self.r_min)
+        return keep_counts(ratios, n, self.protected, self.min_keep)
 
     def tau_max(self, spec: ArchSpec) -> float:
         return PROFILES.get(self.profile).tau_max(spec.num_layers, self.r_min)
@@ -100,6 +143,15 @@ def max_speedup(spec: ArchSpec, n: int, schedule: Schedule) -> float:
     return predicted_speedup(spec, n, schedule, schedule.tau_max(spec))
 
 
+def require_reachable(spec: ArchSpec, n: int, schedule: Schedule, speedup: float, where: str) -> None:
+    """Raise UnreachableSpeedupError, naming the largest reachable value, unless a sample of ``n``
+    tokens can reach ``speedup``; ``where`` says which model and length, for the message."""
+    best = max_speedup(spec, n, schedule)
+    if not reaches(best, speedup):
+        raise UnreachableSpeedupError(f"speedup {speedup:g} is unreachable {where}; "
+                                      f"the largest reachable speedup is {best:.3f}")
+
+
 @lru_cache(maxsize=4096)
 def tau_for_speedup(spec: ArchSpec, n: int, speedup: float, schedule: Schedule = Schedule()) -> float:
     """The smallest τ whose predicted speedup at length n is at least ``speedup``.
@@ -108,22 +160,16 @@ def tau_for_speedup(spec: ArchSpec, n: int, speedup: float, schedule: Schedule =
     left edge of the step that first reaches the target.  Raises UnreachableSpeedupError naming the
     largest reachable value.
     """
-    if speedup < 1:
-        raise HarnessError(f"speedup must be >= 1, got {speedup:g}")
+    speedup = check_speedup(speedup)
     if speedup == 1:
         return 0.0
-    hi = schedule.tau_max(spec)
-    best = predicted_speedup(spec, n, schedule, hi)
-    if best < speedup - 1e-9:
-        raise UnreachableSpeedupError(
-            f"speedup {speedup:g} is unreachable at {n} tokens with {spec.num_layers} layers "
-            f"(profile {schedule.profile}, r_min {schedule.r_min:g}, {schedule.protected} protected token(s)); "
-            f"the largest reachable speedup is {best:.3f}"
-        )
-    lo = 0.0
+    require_reachable(spec, n, schedule, speedup,
+                      f"at {n} tokens with {spec.num_layers} layers (profile {schedule.profile}, r_min "
+                      f"{schedule.r_min:g}, min_keep {schedule.min_keep}, {schedule.protected} protected token(s))")
+    lo, hi = 0.0, schedule.tau_max(spec)
     for _ in range(60):
         mid = (lo + hi) / 2
-        if predicted_speedup(spec, n, schedule, mid) >= speedup - 1e-9:
+        if reaches(predicted_speedup(spec, n, schedule, mid), speedup):
             hi = mid
         else:
             lo = mid

@@ -1,8 +1,9 @@
-"""Token-scoring methods: which word-vectors a layer keeps.
+"""The built-in pruning methods: ACC and two trivial baselines (the contract: ``harness.contracts.method``).
 
-Every method scores the word-vectors that enter a layer; the layer keeps the highest-scoring k_l of
-them (see ``select.keep_top``).  Methods are registered by name so that baselines (PoWER-BERT, LTP,
-LAT, ...) slot in beside ACC without touching the model adapters.
+Every method scores the word-vectors that enter a layer; by default the layer keeps the highest-scoring
+k_l of them (see ``select.keep_top``).  Methods are registered by name, in ``METHODS`` or through the
+``harness.methods`` entry-point group, so that baselines (PoWER-BERT, LTP, LAT, ToMe, ...) slot in
+beside ACC without touching the model adapters.
 
 ``acc`` — Attention Context Contribution (after Kachuee & Sharifkhani, arXiv 2201.03327), as this
 project defines it: with attention probabilities P[h, i, j] of layer l (query i, key j, each row
@@ -23,48 +24,15 @@ first k tokens of the input (score = −position).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
-from harness.registry import Registry
+from harness.contracts.method import Method, ScoreInputs
+from harness.registry import Registry, instance
 
+__all__ = ["METHODS", "Method", "ScoreInputs", "acc_scores", "random_scores", "truncation_scores"]
 
-@dataclass(frozen=True)
-class ScoreInputs:
-    """What a layer offers a scoring method; ``probs`` is None unless the method asks for it."""
-
-    valid: torch.Tensor
-    """(B, n) bool: real tokens among those entering the layer."""
-    positions: torch.Tensor
-    """(B, n) long: each entering token's position in the original input."""
-    probs: torch.Tensor | None = None
-    """(B, H, n, n) attention probabilities of this layer, when a caller has them whole."""
-    generator: torch.Generator | None = None
-    causal: bool = False
-    """Attention is causal: query i sees keys j ≤ i (in the current order of the kept tokens)."""
-    received: torch.Tensor | None = None
-    """(B, n) attention each token receives: the mean over heads, summed over valid queries, of
-    P[h, i, j].  Layers accumulate it block by block (``attention.attend_and_score``) instead of
-    keeping ``probs``; it is the statistic attention-based pruning methods share."""
-
-    def attention_received(self) -> torch.Tensor:
-        if self.received is not None:
-            return self.received
-        return torch.einsum("bhij,bi->bj", self.probs, self.valid.to(self.probs.dtype)) / self.probs.shape[1]
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    score: Callable[[ScoreInputs], torch.Tensor]
-    """(B, n) float scores; higher is kept first."""
-    needs_attention: bool
-    """True when the method reads the attention each token receives (no fused kernel)."""
-
-
-METHODS: Registry[Method] = Registry("method")
+METHODS: Registry[Method] = Registry("method", group="harness.methods",
+                                     accepts=lambda obj: isinstance(instance(obj), Method), adapt=instance)
 
 
 def acc_scores(inputs: ScoreInputs) -> torch.Tensor:
@@ -79,13 +47,37 @@ def acc_scores(inputs: ScoreInputs) -> torch.Tensor:
 
 
 def random_scores(inputs: ScoreInputs) -> torch.Tensor:
-    return torch.rand(inputs.valid.shape, generator=inputs.generator, device=inputs.valid.device)
+    # drawn on the generator's device (the CPU), then moved: a CPU generator cannot draw on a GPU
+    return torch.rand(inputs.valid.shape, generator=inputs.generator).to(inputs.valid.device)
 
 
 def truncation_scores(inputs: ScoreInputs) -> torch.Tensor:
     return -inputs.positions.to(torch.float32)
 
 
-METHODS.register("acc", Method("acc", acc_scores, needs_attention=True))
-METHODS.register("random", Method("random", random_scores, needs_attention=False))
-METHODS.register("truncation", Method("truncation", truncation_scores, needs_attention=False))
+class Acc(Method):
+    name, needs = "acc", "attention"
+    description = "Attention Context Contribution: keep the word-vectors the others attend to most"
+
+    def score(self, inputs: ScoreInputs) -> torch.Tensor:
+        return acc_scores(inputs)
+
+
+class RandomTokens(Method):
+    name = "random"
+    description = "baseline: keep uniformly random word-vectors (seeded)"
+
+    def score(self, inputs: ScoreInputs) -> torch.Tensor:
+        return random_scores(inputs)
+
+
+class Truncation(Method):
+    name = "truncation"
+    description = "baseline: keep the first word-vectors of the input"
+
+    def score(self, inputs: ScoreInputs) -> torch.Tensor:
+        return truncation_scores(inputs)
+
+
+for _method in (Acc(), RandomTokens(), Truncation()):
+    METHODS.register(_method.name, _method)

@@ -61,17 +61,21 @@ def retention_ratios(family: str, tau: float, num_layers: int, r_min: float = 0.
     return [ratio(tau, layer, num_layers, r_min) for layer in range(1, num_layers + 1)]
 
 
-def keep_counts(ratios: list[float], n_valid: int, protected: int) -> list[int]:
+CEIL_TOLERANCE = 1e-9
+"""r·n within this of an integer counts as that integer (0.7 · 10 is 7.000000000000001 in floats)."""
+
+
+def keep_counts(ratios: list[float], n_valid: int, protected: int, min_keep: int = 0) -> list[int]:
     """Word-vectors kept after each layer for one sample of ``n_valid`` tokens.
 
-    Never more than the previous layer kept, never fewer than the protected tokens (nor than n_valid
-    when the sample is shorter than its protected set).  The 1e-9 guards ceil against r·n landing a
-    rounding error above an integer.
+    Never more than the previous layer kept, never fewer than the protected tokens or ``min_keep``
+    (nor than n_valid when the sample is shorter than that floor: it then runs dense).
+    ``CEIL_TOLERANCE`` guards ceil against r·n landing a rounding error above an integer.
     """
     counts, previous = [], n_valid
-    floor = min(protected, n_valid)
+    floor = min(max(protected, min_keep), n_valid)
     for r in ratios:
-        k = min(previous, max(floor, math.ceil(r * n_valid - 1e-9)))
+        k = min(previous, max(floor, math.ceil(r * n_valid - CEIL_TOLERANCE)))
         counts.append(k)
         previous = k
     return counts

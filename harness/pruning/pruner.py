@@ -1,36 +1,54 @@
 """Per-model pruning state: the settings, the per-sample plan, and what the last forward kept.
 
-One ``Pruner`` belongs to one pruned model.  The model adapter asks it, once per forward, how many
+One ``Pruner`` belongs to one pruned model.  The shared layer loop asks it, once per forward, how many
 word-vectors each sample keeps after each layer (``plan``), and tells it, layer by layer, which
 original positions survived (``record``).  Changing the speedup is one assignment: no weights move,
 which is what makes offline tuning ("fine-tune once, run at any speedup") cheap.
+
+Only ``harness.models`` and ``harness.pruning`` touch a Pruner; everyone else uses the pruned model's
+public surface (``harness.pruning.surface.PrunedModelMixin``).
 """
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, astuple, dataclass, fields, replace
 
 import torch
 
-from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, forward_flops, max_speedup
-from harness.pruning.methods import METHODS, Method
+from harness.contracts.method import Method
+from harness.pruning.flops import (ArchSpec, Schedule, check_speedup, forward_flops, max_speedup, reaches,
+                                   require_reachable)
+from harness.pruning.methods import METHODS
 from harness.pruning.profile import PROFILES
 from harness.registry import HarnessError
+
+__all__ = ["ForwardStats", "Pruner", "PruningSettings", "check_speedup", "pruning_options"]
 
 
 @dataclass(frozen=True)
 class PruningSettings:
-    """Everything needed to rebuild a pruned model; stored in ``config.harness_pruning``."""
+    """Everything needed to rebuild a pruned model; stored in ``config.harness_pruning``.
+
+    The one list of pruning options: ``harness.prune`` keywords, lm-eval ``model_args`` and the
+    stored config are all read from these fields (``pruning_options``)."""
 
     method: str = "acc"
+    """A registered method (``harness list``)."""
     speedup: float = 1.0
+    """Target FLOPs(dense)/FLOPs(pruned), a number >= 1."""
     profile: str = "tilt"
+    """Elimination profile: tilt | geometric."""
     r_min: float = 0.0
+    """Retention floor within [0, 1]."""
     protect_first: int = 1
+    """Leading valid tokens always kept (BERT's pooler reads [CLS]; decoders' attention sink)."""
     protect_last: int = 0
+    """Trailing valid tokens always kept (decoders: the last token's logits are the output)."""
+    min_keep: int = 0
+    """Every layer keeps at least this many tokens (a sample no longer than that runs dense)."""
     seed: int = 0
+    """Seed of the random baseline."""
 
     def __post_init__(self):
         METHODS.get(self.method)
@@ -38,27 +56,41 @@ class PruningSettings:
         check_speedup(self.speedup)
         if not 0.0 <= self.r_min <= 1.0:
             raise HarnessError(f"r_min must be within [0, 1], got {self.r_min:g}")
-        for name in ("protect_first", "protect_last"):
+        for name in ("protect_first", "protect_last", "min_keep"):
             if getattr(self, name) < 0:
                 raise HarnessError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def schedule(self) -> Schedule:
-        return Schedule(self.profile, self.r_min, self.protect_first + self.protect_last)
+        return Schedule(self.profile, self.r_min, self.protect_first + self.protect_last, self.min_keep)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def check_speedup(value) -> float:
-    """A speedup as a float ≥ 1, or a HarnessError saying what was wrong."""
-    try:
-        speedup = float(value)
-    except (TypeError, ValueError):
-        raise HarnessError(f"speedup must be a number >= 1, got {value!r}") from None
-    if not math.isfinite(speedup) or speedup < 1:
-        raise HarnessError(f"speedup must be a number >= 1, got {value!r}")
-    return speedup
+def pruning_options() -> dict[str, type]:
+    """Option name -> its type, from ``PruningSettings`` (the one place the options are listed)."""
+    types = {"str": str, "float": float, "int": int}
+    return {f.name: types[f.type] for f in fields(PruningSettings)}
+
+
+@dataclass(frozen=True)
+class ForwardStats:
+    """The analytic cost of forwards: summed FLOPs of their samples, and how many were clamped."""
+
+    dense_flops: int = 0
+    pruned_flops: int = 0
+    clamped: int = 0
+    """Samples too short for the target speedup: they ran at their own maximum."""
+    samples: int = 0
+
+    @property
+    def realised_speedup(self) -> float | None:
+        """FLOPs(dense)/FLOPs(pruned) of these forwards (None before any)."""
+        return self.dense_flops / self.pruned_flops if self.pruned_flops else None
+
+    def __add__(self, other: "ForwardStats") -> "ForwardStats":
+        return ForwardStats(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
 class Pruner:
@@ -68,24 +100,31 @@ class Pruner:
         self.max_length = max_length
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.last_positions: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.last_flops: tuple[int, int] = (0, 0)
-        self.last_clamped = 0
+        self.last_forward = ForwardStats()
         self.tail: list[int] | None = None
 
     @property
     def method(self) -> Method:
         return METHODS.get(self.settings.method)
 
+    @property
+    def last_flops(self) -> tuple[int, int]:
+        return self.last_forward.dense_flops, self.last_forward.pruned_flops
+
+    @property
+    def last_clamped(self) -> int:
+        return self.last_forward.clamped
+
+    def max_speedup(self, length: int | None = None) -> float:
+        """The largest speedup reachable at ``length`` tokens (default: the model's maximum length)."""
+        return max_speedup(self.spec, min(length or self.max_length, self.max_length), self.settings.schedule)
+
     def set_speedup(self, speedup) -> None:
         """Change the target speedup; an error if even the longest input could not reach it."""
-        speedup = check_speedup(speedup)
-        reachable = max_speedup(self.spec, self.max_length, self.settings.schedule)
-        if speedup > reachable + 1e-9:
-            raise HarnessError(
-                f"speedup {speedup:g} is unreachable for this model even at its maximum length "
-                f"{self.max_length}; the largest reachable speedup is {reachable:.3f}"
-            )
-        self.settings = replace(self.settings, speedup=speedup)
+        settings = replace(self.settings, speedup=speedup)  # validated by PruningSettings
+        require_reachable(self.spec, self.max_length, settings.schedule, settings.speedup,
+                          f"for this model even at its maximum length {self.max_length}")
+        self.settings = settings
 
     @contextmanager
     def protect_tail(self, lengths: list[int]):
@@ -117,16 +156,16 @@ class Pruner:
 
     def plan(self, n_valid: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens kept per sample and layer; samples too short for the speedup run at their max."""
-        schedule, speedup = self.settings.schedule, self.settings.speedup
+        schedule, speedup, method = self.settings.schedule, self.settings.speedup, self.method
         first = self.settings.protect_first
-        rows, dense, pruned, clamped = [], 0, 0, 0
+        rows, stats = [], ForwardStats()
         for n, tail in zip(n_valid.tolist(), self._tails(len(n_valid))):
-            counts = counts_for_speedup(self.spec, n, speedup, replace(schedule, protected=first + tail))
+            counts = method.keep_counts(self.spec, n, speedup, replace(schedule, protected=first + tail))
             rows.append(counts)
             full, cost = forward_flops(self.spec, n), forward_flops(self.spec, n, list(counts))
-            dense, pruned = dense + full, pruned + cost
-            clamped += full / cost < speedup - 1e-6
-        self.last_flops, self.last_clamped = (dense, pruned), clamped
+            clamped = not reaches(full / cost, speedup)
+            stats = stats + ForwardStats(full, cost + method.predictor_flops(self.spec, n), int(clamped), 1)
+        self.last_forward = stats
         self.last_positions = []
         return torch.tensor(rows, dtype=torch.long, device=n_valid.device)
 

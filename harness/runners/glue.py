@@ -2,9 +2,11 @@
 
 Offline tuning: every training batch runs at a speedup drawn uniformly from ``speedup_range``
 (default 1..4), so one fine-tuned model serves every speedup at inference by ``set_speedup`` alone.
+It is the default training recipe (``harness.contracts.method.RECIPES``); a method names its own
+recipe (``Method.recipe``) when it trains differently, and registers it there.
 Fine-tuned models are cached under ``<HARNESS_CACHE>/finetuned/<key>`` where the key hashes the
-checkpoint, the task data's provenance and every training setting: a second sweep at other speedups,
-or a resumed one, does not retrain.
+checkpoint, the task data's provenance, the method, its recipe and every training setting: a second
+sweep at other speedups, or a resumed one, does not retrain, and no two methods share a model.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from harness.assets.cache import build_once, cache_dir, usable
+from harness.contracts.method import OFFLINE_TUNING, RECIPES
 from harness.models.catalog import LoadedModel
-from harness.pruning.flops import max_speedup
+from harness.pruning.methods import METHODS
+from harness.pruning.pruner import ForwardStats
 
 CACHE_FORMAT = 3
 """Bumped when the meaning of a cached fine-tuned model changes (3: the head is initialised from the seed)."""
@@ -49,8 +53,8 @@ def encode(tokenizer, frame, text_fields, max_length: int) -> list[dict]:
     return [{key: encoded[key][i] for key in keys} for i in range(len(frame))]
 
 
-def collate(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
-    return tokenizer.pad(rows, return_tensors="pt")
+def collate(tokenizer, rows: list[dict], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in tokenizer.pad(rows, return_tensors="pt").items()}
 
 
 def _labels(frame, num_labels: int) -> torch.Tensor:
@@ -59,14 +63,14 @@ def _labels(frame, num_labels: int) -> torch.Tensor:
 
 
 def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, progress: bool = True) -> None:
-    """Train ``loaded.model`` (already pruned) in place with per-batch speedup sampling."""
+    """Train ``loaded.model`` (already pruned) in place with per-batch speedup sampling (offline tuning)."""
     model, tokenizer = loaded.model, loaded.tokenizer
+    device = next(model.parameters()).device
     rows = encode(tokenizer, train_frame, task.text_fields, settings.max_length)
-    labels = _labels(train_frame, task.num_labels)
+    labels = _labels(train_frame, task.num_labels).to(device)
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
-    pruner = model.harness_pruner
-    top = min(settings.speedup_range[1], max_speedup(pruner.spec, pruner.max_length, pruner.settings.schedule))
+    top = min(settings.speedup_range[1], model.max_speedup())
     steps_per_epoch = -(-len(rows) // settings.batch_size)
     total = max(1, int(steps_per_epoch * settings.epochs))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -80,7 +84,7 @@ def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, p
             rng.shuffle(order)
         batch_ids, order = order[: settings.batch_size], order[settings.batch_size:]
         model.set_speedup(rng.uniform(settings.speedup_range[0], top))
-        batch = collate(tokenizer, [rows[i] for i in batch_ids])
+        batch = collate(tokenizer, [rows[i] for i in batch_ids], device)
         loss = model(**batch, labels=labels[batch_ids]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -92,10 +96,19 @@ def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, p
     model.set_speedup(1.0)
 
 
-def finetune_key(checkpoint: str, task_name: str, provenance: dict, settings: TrainSettings) -> str:
-    blob = json.dumps({"format": CACHE_FORMAT, "checkpoint": checkpoint, "task": task_name,
-                       "data": provenance, "train": asdict(settings)}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+RECIPES.register(OFFLINE_TUNING, fine_tune)
+
+
+def finetune_key(checkpoint: str, task_name: str, provenance: dict, settings: TrainSettings, recipe: str) -> str:
+    """The cache key of a fine-tuned model: (checkpoint, task data, method and settings, recipe).
+
+    ``settings.method`` is the method trained for; the default recipe is left out of the hash so that
+    models cached before recipes existed (always offline tuning) stay valid."""
+    key = {"format": CACHE_FORMAT, "checkpoint": checkpoint, "task": task_name, "data": provenance,
+           "train": asdict(settings)}
+    if recipe != OFFLINE_TUNING:
+        key["recipe"] = recipe
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, progress: bool = True):
@@ -106,42 +119,45 @@ def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, p
     """
     import harness
 
-    key = finetune_key(loaded.checkpoint, task_data.spec.name, task_data.provenance, settings)
+    recipe = METHODS.get(settings.method).recipe
+    train = RECIPES.get(recipe)
+    key = finetune_key(loaded.checkpoint, task_data.spec.name, task_data.provenance, settings, recipe)
     folder = cache_dir() / "finetuned" / key
+    device = next(loaded.model.parameters()).device
     if usable(folder, "fine-tuned model"):  # checked against its manifest; a damaged one is retrained
-        model = harness.from_pretrained(str(folder), use_safetensors=True)
+        model = harness.from_pretrained(str(folder), use_safetensors=True).to(device)
         return LoadedModel(model, AutoTokenizer.from_pretrained(folder), loaded.checkpoint, loaded.weights), folder, True
     harness.prune(loaded.model, method=settings.method)
-    fine_tune(loaded, task_data.splits["train"], task_data.spec, settings, progress)
+    train(loaded, task_data.splits["train"], task_data.spec, settings, progress)
 
     def save(staging: Path) -> dict:
         loaded.model.save_pretrained(staging)
         loaded.tokenizer.save_pretrained(staging)
-        return {"checkpoint": loaded.checkpoint, "task": task_data.spec.name, "train": asdict(settings)}
+        return {"checkpoint": loaded.checkpoint, "task": task_data.spec.name, "recipe": recipe,
+                "train": asdict(settings)}
 
     build_once(folder, save, "fine-tuned model")
     return loaded, folder, False
 
 
 @torch.no_grad()
-def predict(loaded: LoadedModel, frame, task, batch_size: int, max_length: int):
-    """Predictions for every row, the analytic (dense, pruned) FLOPs summed over the rows, and how many
-    rows were too short for the target speedup (they ran at their own maximum).
+def predict(loaded: LoadedModel, frame, task, batch_size: int, max_length: int) -> tuple[np.ndarray, ForwardStats]:
+    """Predictions for every row, and the ``ForwardStats`` of their forwards (analytic FLOPs, realised
+    speedup, rows too short for the target speedup, which ran at their own maximum).
 
     Rows are batched by length (less padding, same predictions: selection is per sample).
     """
     model, tokenizer = loaded.model, loaded.tokenizer
     model.eval()
+    device = next(model.parameters()).device
     rows = encode(tokenizer, frame, task.text_fields, max_length)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
     predictions = np.zeros(len(rows), dtype=np.float64)
-    dense = pruned = clamped = 0
+    stats = ForwardStats()
     for start in range(0, len(order), batch_size):
         ids = order[start : start + batch_size]
-        logits = model(**collate(tokenizer, [rows[i] for i in ids])).logits
+        logits = model(**collate(tokenizer, [rows[i] for i in ids], device)).logits
         values = logits[:, 0] if task.num_labels == 1 else logits.argmax(dim=-1)
-        predictions[ids] = values.float().numpy()
-        batch_dense, batch_pruned = model.harness_pruner.last_flops
-        dense, pruned = dense + batch_dense, pruned + batch_pruned
-        clamped += model.harness_pruner.last_clamped
-    return predictions, dense, pruned, clamped
+        predictions[ids] = values.float().cpu().numpy()
+        stats = stats + model.last_forward
+    return predictions, stats

@@ -1,17 +1,19 @@
-"""lm-evaluation-harness plugin: the ``acc`` model type runs lm-eval tasks through a pruned decoder.
+"""lm-evaluation-harness plugin: the ``harness`` model type runs lm-eval tasks through a pruned decoder.
+
+It runs every pruning method (``method=...``); ``acc``, its first name, stays registered as an alias.
 
 Command line (lm-eval's own flags and output files; ``tasks/`` is added as ``--include_path``)::
 
-    harness lm-eval --model acc --model_args pretrained=./my-gpt2,speedup=2,method=acc,profile=tilt,r_min=0 \\
+    harness lm-eval --model harness --model_args pretrained=./my-gpt2,speedup=2,method=acc,profile=tilt,r_min=0 \\
         --tasks rt-polarity-zs,boolq-zs,heldout-ppl --limit 100 --device cpu --output_path runs/lm-eval
 
-Python, around a model you already hold (pruned or not; ``AccLM`` prunes it in place)::
+Python, around a model you already hold (pruned or not; ``PrunedLM`` prunes it in place)::
 
     import lm_eval
     from lm_eval.tasks import TaskManager
-    from harness.runners.lm_eval_bridge import AccLM, TASKS_DIR
+    from harness.runners.lm_eval_bridge import PrunedLM, TASKS_DIR
 
-    lm = AccLM(pretrained=model, tokenizer=tokenizer, speedup=2.0, batch_size=8)
+    lm = PrunedLM(pretrained=model, tokenizer=tokenizer, speedup=2.0, batch_size=8)
     results = lm_eval.simple_evaluate(model=lm, tasks=["rt-polarity-zs"],
                                       task_manager=TaskManager(include_path=str(TASKS_DIR)))
 
@@ -19,21 +21,21 @@ Python, around a model you already hold (pruned or not; ``AccLM`` prunes it in p
     from harness.runners.lm_eval_bridge import evaluate
     evaluate(model, tokenizer, ["rt-polarity-zs", "heldout-ppl"], limit=200)
 
-Pruning options in ``model_args`` (or ``AccLM`` keywords): ``speedup`` (a number >= 1), ``method``
-(acc | random | truncation), ``profile`` (tilt | geometric), ``r_min``, ``protect_first``,
-``protect_last``, ``seed``.  They are validated before the model is loaded; a bad value is a
-``HarnessError`` with a one-line message.  Options not given keep the model's own settings when it is
-already pruned, else the defaults of ``harness.prune``.
+Pruning options in ``model_args`` (or ``PrunedLM`` keywords) are the fields of
+``harness.pruning.pruner.PruningSettings`` (``method``, ``speedup``, ``profile``, ``r_min``,
+``protect_first``, ``protect_last``, ``min_keep``, ``seed``).  They are validated before the model is loaded; a bad
+value is a ``HarnessError`` with a one-line message.  Options not given keep the model's own settings
+when it is already pruned, else the defaults of ``harness.prune``.  ``device`` defaults to ``cpu``.
 
 How requests reach the pruned model (written against lm-eval 0.4.13's ``HFLM``):
 
 * ``loglikelihood`` and ``loglikelihood_rolling`` both end in ``HFLM._loglikelihood_tokens``, which
   right-pads each batch with zeros (``pad_and_concat(..., padding_side="right")``, whatever the
   tokenizer's padding side) and calls ``_model_call(batch)`` without an attention mask, then reads the
-  logits of each request's last ``len(continuation)`` input positions.  ``AccLM`` tags the request tuples
+  logits of each request's last ``len(continuation)`` input positions.  ``PrunedLM`` tags the request tuples
   so that ``_model_call`` knows which requests form the batch, checks that the batch is exactly their
   right-padded inputs, and calls the model with the matching attention mask inside
-  ``harness_pruner.protect_tail(continuation lengths)``: padding never counts as text, and every logit
+  ``model.protect_tail(continuation lengths)``: padding never counts as text, and every logit
   lm-eval reads is computed.  For rolling windows the continuation is the whole window, so a rolling
   perplexity runs (nearly) dense: a pruned position has no logits to score.  The harness's
   ``heldout-ppl`` therefore scores each document's last words given the (pruned) rest.
@@ -59,25 +61,27 @@ from harness.registry import HarnessError
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 """The lm-eval task configurations shipped with the harness (``rt-polarity-zs``, ``boolq-zs``, ``heldout-ppl``)."""
 
-PRUNING_OPTIONS = ("method", "speedup", "profile", "r_min", "protect_first", "protect_last", "seed")
+MODEL_TYPES = ("harness", "acc")
+"""The lm-eval model type's names: ``harness`` (it runs every method), ``acc`` (its first name, kept)."""
 LM_EVAL_VERSION = "0.4.13"  # the HFLM internals relied on above; checked at run time, see _batch_layout
 
 
 def parse_pruning_options(options: dict[str, Any]) -> dict[str, Any]:
     """Typed, validated pruning options from ``model_args`` values (strings or numbers); None = not given."""
-    from harness.pruning.pruner import PruningSettings, check_speedup
+    from harness.pruning.pruner import PruningSettings, check_speedup, pruning_options
 
+    types = pruning_options()
     parsed: dict[str, Any] = {}
     for name, value in options.items():
         if value is None:
             continue
-        if name not in PRUNING_OPTIONS:
-            raise HarnessError(f"unknown pruning option {name!r}; valid: {', '.join(PRUNING_OPTIONS)}")
+        if name not in types:
+            raise HarnessError(f"unknown pruning option {name!r}; valid: {', '.join(types)}")
         if name == "speedup":
             parsed[name] = check_speedup(value)
-        elif name in ("method", "profile"):
+        elif types[name] is str:
             parsed[name] = str(value)
-        elif name == "r_min":
+        elif types[name] is float:
             parsed[name] = _number(name, value, "a number within [0, 1]")
         else:
             number = _number(name, value, "a whole number >= 0")
@@ -122,27 +126,24 @@ class _Request(tuple):
         return (tuple, (tuple(self),))
 
 
-@register_model("acc")
-class AccLM(HFLM):
-    """lm-eval's ``HFLM`` around a model pruned with ``harness.prune`` (decoders: GPT-2, Llama)."""
+@register_model(*MODEL_TYPES)
+class PrunedLM(HFLM):
+    """lm-eval's ``HFLM`` around a model pruned with ``harness.prune`` (decoders: GPT-2, Llama), any method."""
 
     _request_log: list | None = None  # the tagged requests unpacked so far, while _loglikelihood_tokens runs
-    flops: tuple[int, int] = (0, 0)  # analytic (dense, pruned) FLOPs of the loglikelihood forwards so far
-    clamped: int = 0  # loglikelihood samples too short for the target speedup (run at their own maximum)
+    stats = None  # ForwardStats of the loglikelihood forwards so far (analytic FLOPs, clamped samples)
 
-    def __init__(self, pretrained, method=None, speedup=None, profile=None, r_min=None, protect_first=None,
-                 protect_last=None, seed=None, device=None, **kwargs):
+    def __init__(self, pretrained, device: str | None = "cpu", **kwargs):
         import harness
-        from harness.pruning.api import PrunedModelMixin
+        from harness.measure.hardware import check_device
+        from harness.pruning.pruner import ForwardStats, pruning_options
+        from harness.pruning.surface import PrunedModelMixin
 
-        options = parse_pruning_options(dict(method=method, speedup=speedup, profile=profile, r_min=r_min,
-                                             protect_first=protect_first, protect_last=protect_last,
-                                             seed=seed))
-        if device is None:  # HFLM's default is "cuda" even where there is none
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        super().__init__(pretrained=pretrained, device=device, **kwargs)
+        options = parse_pruning_options({name: kwargs.pop(name, None) for name in pruning_options()})
+        self.stats = ForwardStats()
+        super().__init__(pretrained=pretrained, device=check_device(device or "cpu"), **kwargs)
         if self.backend != "causal":
-            raise HarnessError(f"the acc model type evaluates decoder-only models; {type(self._model).__name__} "
+            raise HarnessError(f"the harness model type evaluates decoder-only models; {type(self._model).__name__} "
                                f"is {self.backend}")
         model = self._model
         settings = model.pruning.to_dict() if isinstance(model, PrunedModelMixin) else {}
@@ -195,20 +196,17 @@ class AccLM(HFLM):
             torch.no_grad(),
             torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                            enabled=self.mixed_precision_dtype is not None),
-            self.model.harness_pruner.protect_tail(tails),
+            self.model.protect_tail(tails),
         ):
             logits = self.model(input_ids=inps, attention_mask=mask, use_cache=False).logits
-        dense, pruned = self.model.harness_pruner.last_flops
-        self.flops = (self.flops[0] + dense, self.flops[1] + pruned)
-        self.clamped += self.model.harness_pruner.last_clamped
+        self.stats = self.stats + self.model.last_forward
         return logits
 
     @property
     def predicted_speedup(self) -> float | None:
         """FLOPs(dense)/FLOPs(pruned) over the loglikelihood forwards so far (the FLOP model's count;
         protected continuations and samples too short for the target make it lower than the target)."""
-        dense, pruned = self.flops
-        return dense / pruned if pruned else None
+        return self.stats.realised_speedup
 
     def _batch_layout(self, inps: torch.Tensor, rows: list) -> tuple[list[int], list[int]]:
         """Per row: the input length (the rest is padding) and how many trailing logits lm-eval reads.
@@ -230,7 +228,7 @@ class AccLM(HFLM):
             tails.append(min(len(continuation), len(expected)))
         if mismatch or max(lengths) != width:
             raise HarnessError(
-                "the acc model could not match a loglikelihood batch to its requests: lm-eval's "
+                "the harness model type could not match a loglikelihood batch to its requests: lm-eval's "
                 f"HFLM._loglikelihood_tokens batches differently from lm-eval {LM_EVAL_VERSION}, which "
                 "harness.runners.lm_eval_bridge was written for")
         return lengths, tails
@@ -254,8 +252,9 @@ def _with_include_path(argv: list[str]) -> list[str]:
     return argv
 
 
-def _check_acc_arguments(argv: list[str]) -> None:
-    """Fail fast on bad ``--model acc`` pruning options, before lm-eval indexes its ~15k task configs.
+def _check_model_arguments(argv: list[str]) -> None:
+    """Fail fast on bad ``--model harness`` pruning options and a ``pretrained=`` that cannot load, before
+    lm-eval indexes its ~15k task configs.
 
     Parsed with lm-eval's own parser (``HarnessCLI``); anything it rejects is left for the real run to
     report, and the model is validated again when it is built.
@@ -270,8 +269,10 @@ def _check_acc_arguments(argv: list[str]) -> None:
     model_args = getattr(args, "model_args", None) or {}
     if isinstance(model_args, dict) and isinstance(model_args.get("pretrained"), str):
         _check_pretrained(model_args["pretrained"], tokenizer="tokenizer" not in model_args)
-    if getattr(args, "model", None) == "acc":
-        parse_pruning_options({key: value for key, value in model_args.items() if key in PRUNING_OPTIONS})
+    if getattr(args, "model", None) in MODEL_TYPES:
+        from harness.pruning.pruner import pruning_options
+
+        parse_pruning_options({key: value for key, value in model_args.items() if key in pruning_options()})
 
 
 def _check_pretrained(value: str, tokenizer: bool) -> None:
@@ -293,14 +294,14 @@ def _check_pretrained(value: str, tokenizer: bool) -> None:
 
 def lm_eval_main(argv: list[str]) -> int:
     """``harness lm-eval ARGS``: lm-eval's own command line (``lm_eval.__main__.cli_evaluate``) with
-    ``--model acc`` registered and the harness's tasks on the include path.  Returns the exit code."""
+    ``--model harness`` (alias ``acc``) registered and the harness's tasks on the include path.  Returns the exit code."""
     import lm_eval.__main__ as lm_eval_cli
 
     argv = _with_include_path(list(argv))
     saved = sys.argv
     sys.argv = ["lm-eval", *argv]  # lm-eval's HarnessCLI parses sys.argv
     try:
-        _check_acc_arguments(argv)
+        _check_model_arguments(argv)
         lm_eval_cli.cli_evaluate()
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
@@ -328,7 +329,8 @@ def _own_tasks() -> set[str]:
 
 
 def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: int | float | None = None,
-             bootstrap_iters: int = 1000, num_fewshot: int | None = None) -> dict[str, dict[str, Any]]:
+             bootstrap_iters: int = 1000, num_fewshot: int | None = None,
+             include_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Run lm-eval ``tasks`` on ``model`` (pruned in place at speedup 1 if it is not pruned yet).
 
     Returns ``{task: {metric: value, metric + "_stderr": value or None, "n": documents scored,
@@ -336,6 +338,8 @@ def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: 
     computed with a filter other than lm-eval's ``none`` is named ``metric,filter``.
     ``bootstrap_iters`` only matters for bootstrapped metrics (lm-eval's default of 100000 takes minutes);
     accuracy has a closed-form standard error and the perplexities have none (None).
+    ``include_path``: a folder of further task YAMLs (a plugin's), searched beside the harness's own.
+    The model runs on the device it is on.
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -343,20 +347,25 @@ def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: 
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     if not tasks:
         raise HarnessError("no lm-eval tasks given")
-    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=not set(tasks) <= _own_tasks())
+    folders = [str(TASKS_DIR), *([str(include_path)] if include_path else [])]
+    own = _own_tasks() | ({p.stem for p in Path(include_path).glob("*.yaml")} if include_path else set())
+    manager = TaskManager(include_path=folders, include_defaults=not set(tasks) <= own)
     unknown = [name for name in tasks if not manager.match_tasks([name])]
     if unknown:
         raise HarnessError(f"unknown lm-eval task(s) {', '.join(unknown)}; the harness's own are "
                            f"{', '.join(sorted(_own_tasks()))}")
-    lm = AccLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    from harness.pruning.pruner import ForwardStats
+
+    lm = PrunedLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                  device=str(next(model.parameters()).device))
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:  # one at a time, so that each gets its own realised speedup
-        lm.flops, lm.clamped = (0, 0), 0
+        lm.stats = ForwardStats()
         output = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
                                          num_fewshot=num_fewshot, bootstrap_iters=bootstrap_iters,
                                          log_samples=False)
         for name, row in flatten_results(output).items():
-            results[name] = {**row, "eval_predicted_speedup": lm.predicted_speedup, "eval_clamped": lm.clamped}
+            results[name] = {**row, "eval_predicted_speedup": lm.predicted_speedup, "eval_clamped": lm.stats.clamped}
     return results
 
 
@@ -376,3 +385,7 @@ def flatten_results(output: dict) -> dict[str, dict[str, Any]]:
             row["n"] = samples.get("effective")
         flat[task] = row
     return flat
+
+
+AccLM = PrunedLM
+"""The class's first name, kept for code that imports it."""

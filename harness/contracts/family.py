@@ -1,0 +1,161 @@
+"""The family contract: what ``harness.prune`` needs to know to make one architecture latency-adjustable.
+
+A family adapts one architecture (BERT, GPT-2, Llama, ...) to the shared pruning machinery.  The
+machinery owns everything that is the same for every family: the layer loop
+(``harness.models.stack.run_stack``), scoring and selection (the method), the FLOP model and solver,
+and the bookkeeping of what each forward kept.  A family answers the questions only it can answer:
+
+* what it is (``kind``: encoder, decoder or encoder-decoder) and which checkpoints it serves
+  (``supports`` for a loaded model, ``model_types`` for a checkpoint's ``config.model_type``);
+* where its layer stacks are (``stacks``), how its stock layer is called (``run_layer``) and its drop
+  layer (``drop_layer``: the stock layer, but the method keeps ``keep[b]`` word-vectors of sample b
+  after self-attention; ``harness.pruning.attention.attend_and_score`` and the method's ``reduce`` do
+  the shared part);
+* its cost as the FLOP model sees it (``arch_spec``: an ``ArchSpec``, with decoder and cross-attention
+  terms for an encoder-decoder) and its longest input (``max_length``);
+* how a pruned forward is put in place (``install``: one of the helpers in ``harness.models.stack``)
+  and what a latency measurement feeds it (``latency_inputs``: an encoder-decoder also needs decoder
+  inputs).
+
+Families share code through this contract and the small helpers in ``harness.models.stack``, never by
+inheriting from a sibling family.  Register an instance in ``harness.models.FAMILIES`` or declare it in
+the ``harness.models`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from harness.pruning.flops import ArchSpec
+from harness.registry import HarnessError
+
+KINDS = ("encoder", "decoder", "encoder-decoder")
+DEFAULT_PROTOCOL = {"encoder": "finetune", "decoder": "zero-shot", "encoder-decoder": "finetune"}
+"""The protocol a family's models are evaluated under when ``--protocol`` is not given."""
+AUTO_CLASS = {"encoder": "AutoModelForSequenceClassification", "decoder": "AutoModelForCausalLM",
+              "encoder-decoder": "AutoModelForSeq2SeqLM"}
+"""The transformers auto class that builds a family's model from its config (the analytic checks of a
+sweep build one on the meta device)."""
+
+
+@dataclass
+class Tokens:
+    """The word-vectors entering a layer, packed per sample (kept ones first, padding slots after)."""
+
+    valid: torch.Tensor
+    """(B, n) bool: real tokens."""
+    positions: torch.Tensor
+    """(B, n) long: each token's position in the original input."""
+    protected: torch.Tensor
+    """(B, n) bool: tokens no layer may drop."""
+
+
+@dataclass
+class LayerCall:
+    """What the layers of one forward share: the pruner, and what a stock layer call takes besides
+    the hidden states.  ``run_stack`` keeps ``mask`` right for the current tokens; a family keeps its
+    own per-token inputs (rotary angles, a relative position bias) right in ``after_drop``."""
+
+    pruner: Any
+    """The model's ``harness.pruning.pruner.Pruner``: the method, the generator, the plan."""
+    causal: bool
+    implementation: str
+    """The model's attention implementation ("eager", "sdpa", ...): the form ``mask`` takes."""
+    training: bool = False
+    mask: Any = None
+    rotary: Any = None
+    original_rotary: Any = None
+    bias: torch.Tensor | None = None
+    """An additive attention bias (B|1, H, n, n) for the current tokens (T5's relative positions)."""
+    cache: Any = None
+    layer_kwargs: dict = field(default_factory=dict)
+    """Further keywords the model's own forward hands its stock layers."""
+
+
+class Family(abc.ABC):
+    """One architecture family; registered instances are looked up by ``name`` and by ``supports``."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    """One of ``KINDS``."""
+    description: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    """``config.model_type`` values whose checkpoints this family prunes (local folders are matched by it)."""
+    default_options: ClassVar[dict] = {}
+    """Pruning options this family defaults to (``protect_first``, ``protect_last``, ...)."""
+
+    # --- what it is ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def supports(self, model: nn.Module) -> bool:
+        """True for the model classes this family can prune."""
+
+    def check(self, model: nn.Module, settings) -> None:
+        """Refuse configurations the pruned forward would compute differently from stock.
+
+        The default enforces what every decoder needs: the last token's logits are the output."""
+        if self.kind == "decoder" and settings.protect_last < 1:
+            raise HarnessError("protect_last must be >= 1 for decoders: the last token's logits are the output")
+
+    @property
+    def default_protocol(self) -> str:
+        return DEFAULT_PROTOCOL[self.kind]
+
+    @property
+    def auto_class(self):
+        import transformers
+
+        return getattr(transformers, AUTO_CLASS[self.kind])
+
+    # --- cost -----------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def arch_spec(self, model: nn.Module) -> ArchSpec:
+        """The architecture as the FLOP model sees it."""
+
+    @abc.abstractmethod
+    def max_length(self, model: nn.Module) -> int:
+        """The longest input the model takes (reachability of a speedup is judged at this length)."""
+
+    # --- the layers -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def stacks(self, model: nn.Module) -> dict[str, Sequence[nn.Module]]:
+        """The layer stacks by role ("encoder", "decoder"); pruning acts on the first one."""
+
+    @abc.abstractmethod
+    def run_layer(self, layer: nn.Module, hidden: torch.Tensor, call: LayerCall) -> torch.Tensor:
+        """The stock layer on every entering token (no token is dropped in this layer)."""
+
+    @abc.abstractmethod
+    def drop_layer(self, layer: nn.Module, hidden: torch.Tensor, tokens: Tokens, keep: torch.Tensor,
+                   call: LayerCall) -> tuple[torch.Tensor, Tokens]:
+        """The layer, keeping ``keep[b]`` word-vectors of sample b after its self-attention.
+
+        Project the heads, call ``attend_and_score`` (``call.bias`` as its bias), let
+        ``call.pruner.method.reduce`` pick the kept word-vectors, then run the output projection and
+        the feed-forward network on them only.  Returns their hidden states and ``Tokens``."""
+
+    def single_token_layer(self, layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The layer on one word-vector per sample, where a cheaper form exists (None: the stock call)."""
+        return None
+
+    def after_drop(self, call: LayerCall, tokens: Tokens) -> None:
+        """Bring per-token layer inputs other than the mask (rotary angles, a bias) to the kept tokens."""
+
+    # --- putting it in place ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def install(self, model: nn.Module, pruner) -> None:
+        """Route the model's forward through the pruned one (``harness.models.stack.install``)."""
+
+    def output_head(self, model: nn.Module) -> nn.Module | None:
+        """A head applied to every output row, to run on the kept rows only (a decoder's LM head)."""
+        return None
+
+    def latency_inputs(self, model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The forward's inputs for a latency measurement on ``input_ids`` (no padding).
+
+        An encoder-decoder adds its decoder inputs here (e.g. one decoder start token per row)."""
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}

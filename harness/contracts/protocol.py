@@ -1,0 +1,46 @@
+"""The protocol contract: how the sweep gets a model ready for a task and measures its quality.
+
+``finetune`` (fine-tune once with the method's recipe, evaluate every speedup) and ``zero-shot``
+(lm-eval on the task's YAML) are the built-in protocols (``harness.runners.protocols.PROTOCOLS``); a
+seq2seq or instruction protocol slots in beside them.  The sweep calls ``check`` for every
+(model, task) before it spends time, then ``prepare`` once per (model, task, method), and the
+returned ``Prepared.quality`` once per speedup.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+NO_QUALITY = {"metrics": {}, "main_metric": None, "score": None, "eval_predicted_speedup": None, "eval_clamped": None}
+"""The quality columns of a row that measures speed only (random weights)."""
+
+
+@dataclass
+class Prepared:
+    """A model ready for the cells of one (model, task, method)."""
+
+    loaded: Any
+    """``harness.models.catalog.LoadedModel``."""
+    quality: Callable[[Any], dict] = field(default=lambda loaded: dict(NO_QUALITY))
+    """loaded -> the row's quality columns at the model's current speedup."""
+    texts: Any = None
+    """Evaluation text for the latency batch (None: random ids)."""
+    context: dict = field(default_factory=dict)
+    """``data`` and ``train`` provenance copied into every row."""
+
+
+class Protocol(abc.ABC):
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    kinds: ClassVar[tuple[str, ...]]
+    """The family kinds whose models it evaluates."""
+
+    @abc.abstractmethod
+    def check(self, family, task) -> None:
+        """Raise a HarnessError when this protocol cannot evaluate ``family``'s models on ``task``."""
+
+    @abc.abstractmethod
+    def prepare(self, config, model_name: str, task, method) -> Prepared:
+        """Load (and train, if the protocol trains) the model for every cell of (model, task, method)."""

@@ -1,0 +1,101 @@
+"""What every family's pruned forward shares: the layer loop, and how a pruned forward is put in place.
+
+``run_stack`` is the one layer loop (BERT's encoder, the decoders, and a T5 encoder next): it asks the
+pruner for the plan, runs each layer stock where no sample drops a token, the family's drop layer
+where some do, keeps the attention mask (and, through ``Family.after_drop``, rotary angles or a bias)
+right for the packed kept tokens, and records what each layer kept.
+
+``install`` is the one way a family puts its pruned forward in place: an instance attribute
+``forward`` on one module of the model (BERT: its encoder; decoders: the base model), so the class,
+the state-dict keys and ``save_pretrained`` stay stock; plus, where the family names an output head
+that reads every row, hooks that run it on the kept rows only.  The module's pruner, family and row
+state are attributes of the module, so a deep copy of the model stays consistent.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Callable
+
+import torch
+from torch import nn
+
+from harness.contracts.family import Family, LayerCall, Tokens
+from harness.pruning.attention import allowed_keys, for_implementation
+
+
+def first_tokens(valid: torch.Tensor, pruner) -> Tokens:
+    """The tokens entering the first layer: every position, the protected ones marked."""
+    positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+    return Tokens(valid, positions, pruner.protected_mask(valid))
+
+
+def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call: LayerCall):
+    """Run ``layers`` with pruning; returns ``(hidden, tokens out of the last layer, dropped any)``."""
+    pruner = call.pruner
+    counts = pruner.plan(tokens.valid.sum(dim=1))
+    dropped = False
+    for index, layer in enumerate(layers):
+        keep = counts[:, index]
+        single = family.single_token_layer(layer, hidden) if (
+            dropped and hidden.shape[1] == 1 and not call.training) else None
+        if single is not None:
+            hidden = single
+        elif bool((keep == tokens.valid.sum(dim=1)).all()):
+            hidden = family.run_layer(layer, hidden, call)
+        else:
+            hidden, tokens = family.drop_layer(layer, hidden, tokens, keep, call)
+            call.mask = for_implementation(allowed_keys(tokens.valid, call.causal), hidden, call.implementation)
+            family.after_drop(call, tokens)
+            dropped = True
+        pruner.record(tokens.positions, tokens.valid)
+    return hidden, tokens, dropped
+
+
+class Rows:
+    """State between a forward and what follows it: where the output rows came from (for the head
+    hooks; None when nothing was dropped), and which entries of each layer's KV cache are real tokens."""
+
+    def __init__(self):
+        self.kept: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self.active = False
+        self.cache_valid: list[torch.Tensor] = []
+
+
+def scatter_rows(compact: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, K, D) rows of kept tokens back to their positions in a NaN-filled (B, length, D)."""
+    full = compact.new_full((compact.shape[0], length, *compact.shape[2:]), float("nan"))
+    batch = torch.arange(compact.shape[0], device=compact.device).unsqueeze(1).expand_as(positions)
+    full[batch[valid], positions[valid]] = compact[valid]
+    return full
+
+
+def _compact_head_input(rows: Rows, module, args):
+    hidden = args[0]
+    rows.active = rows.kept is not None and hidden.shape[1] == rows.kept[2]
+    if rows.active:
+        positions, _, _ = rows.kept
+        return (hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])), *args[1:])
+    return None
+
+
+def _scatter_head_output(rows: Rows, module, args, output):
+    if rows.active:
+        rows.active = False
+        positions, valid, length = rows.kept
+        return scatter_rows(output, positions, valid, length)
+    return None
+
+
+def install(model: nn.Module, family: Family, pruner, target: nn.Module, forward: Callable) -> None:
+    """Make ``forward(target, *args, **kwargs)`` the forward of ``target``, a module of ``model``.
+
+    ``forward`` reads ``self.harness_pruner``, ``self.harness_family`` and ``self.harness_rows``.
+    """
+    target.harness_pruner, target.harness_family, target.harness_rows = pruner, family, Rows()
+    target.forward = types.MethodType(forward, target)
+    head = family.output_head(model)
+    if head is not None:
+        head.register_forward_pre_hook(functools.partial(_compact_head_input, target.harness_rows))
+        head.register_forward_hook(functools.partial(_scatter_head_output, target.harness_rows))

@@ -1,0 +1,108 @@
+"""The public surface of a pruned model: what runners, benches and users read and change.
+
+``harness.prune`` turns a model's class into a subclass of itself with this mixin; the state lives in
+``model.harness_pruner``, which only ``harness.models`` and ``harness.pruning`` touch.  Everything
+else goes through these names:
+
+* ``pruning`` (the settings), ``set_speedup`` (offline tuning: no retraining);
+* ``last_kept`` (per layer, per sample, the original positions the last forward kept) and
+  ``last_forward`` (its analytic FLOPs, realised speedup and clamped samples, a ``ForwardStats``
+  that adds up over forwards);
+* ``predicted_speedup(length)`` and ``max_speedup(length)``: what the FLOP model predicts for a
+  sample of that many tokens at the current target, and the largest speedup reachable at that length;
+* ``arch_spec`` (the architecture as the FLOP model sees it), ``max_length``;
+* ``protect_tail(lengths)``: keep each sample's last tokens in every layer (lm-eval continuations).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+
+import torch
+
+from harness.pruning.flops import ArchSpec, forward_flops
+from harness.pruning.pruner import ForwardStats, Pruner, PruningSettings
+
+
+class PrunedModelMixin:
+    """Methods every pruned model gains."""
+
+    harness_pruner: Pruner
+
+    def set_speedup(self, speedup: float) -> None:
+        """Run the next forwards at ``speedup`` (FLOPs(dense)/FLOPs(pruned)); no retraining."""
+        self.harness_pruner.set_speedup(speedup)
+        self.config.harness_pruning = self.harness_pruner.settings.to_dict()
+
+    @property
+    def pruning(self) -> PruningSettings:
+        return self.harness_pruner.settings
+
+    @property
+    def last_kept(self) -> list[list[list[int]]]:
+        """Per layer, per sample: the original token positions the last forward kept (sorted)."""
+        return self.harness_pruner.last_kept
+
+    @property
+    def last_forward(self) -> ForwardStats:
+        """The last forward's analytic FLOPs (dense and pruned), realised speedup and clamped samples."""
+        return self.harness_pruner.last_forward
+
+    @property
+    def arch_spec(self) -> ArchSpec:
+        return self.harness_pruner.spec
+
+    @property
+    def max_length(self) -> int:
+        return self.harness_pruner.max_length
+
+    def max_speedup(self, length: int | None = None) -> float:
+        """The largest speedup reachable for a sample of ``length`` tokens (default: the longest input)."""
+        return self.harness_pruner.max_speedup(length)
+
+    def predicted_speedup(self, length: int) -> float:
+        """The FLOP model's speedup for one sample of ``length`` tokens at the current target (a sample
+        too short for the target runs at its own maximum, which this then is)."""
+        pruner = self.harness_pruner
+        settings = pruner.settings
+        counts = pruner.method.keep_counts(pruner.spec, length, settings.speedup, settings.schedule)
+        pruned = forward_flops(pruner.spec, length, list(counts)) + pruner.method.predictor_flops(pruner.spec, length)
+        return forward_flops(pruner.spec, length) / pruned
+
+    def protect_tail(self, lengths: list[int]):
+        """Context manager: within it, every layer also keeps the last ``lengths[b]`` tokens of sample b."""
+        return self.harness_pruner.protect_tail(lengths)
+
+
+def attach(model: torch.nn.Module, family, settings: PruningSettings) -> None:
+    """Give ``model`` its pruner (or new settings, if it has one), its pruned forward and the public surface."""
+    if isinstance(model, PrunedModelMixin):
+        model.harness_pruner.settings = settings
+        return
+    model.harness_pruner = Pruner(family.arch_spec(model), settings, family.max_length(model))
+    family.install(model, model.harness_pruner)
+    model.__class__ = pruned_class(type(model))
+
+
+@lru_cache(maxsize=None)
+def pruned_class(cls: type) -> type:
+    """``cls`` with the public surface.  Same name as the stock class, so save_pretrained's
+    "architectures" stays loadable by plain transformers."""
+    return type(cls.__name__, (PrunedModelMixin, cls), {"__module__": __name__, "__qualname__": cls.__name__})
+
+
+def stock_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A stock transformers model with the same weights, on the same device, with its class's default
+    attention.
+
+    The dense reference for measured speedups: pruned or not, ``model`` is copied into its original
+    class built afresh from its config, so nothing of the wrapper is timed.
+    """
+    cls = type(model).__bases__[1] if isinstance(model, PrunedModelMixin) else type(model)
+    config = copy.deepcopy(model.config)
+    config.__dict__.pop("harness_pruning", None)
+    config._attn_implementation = None
+    stock = cls(config)
+    stock.load_state_dict(model.state_dict())
+    return stock.to(next(model.parameters()).device).eval()

@@ -1,0 +1,104 @@
+"""The built-in protocols (the contract: ``harness.contracts.protocol``): how a sweep measures quality.
+
+* ``finetune``: fine-tune once per (model, task, method) with the method's recipe (offline tuning by
+  default; cached), then evaluate every speedup on the task's evaluation split(s).  Encoders' default,
+  and decoders' classification heads.
+* ``zero-shot``: run the task's lm-eval configuration through the pruned decoder and record lm-eval's
+  metrics and standard errors.  Decoders' default.
+
+A seq2seq or instruction-prompt protocol registers beside them in ``PROTOCOLS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import torch
+
+from harness.contracts.protocol import NO_QUALITY, Prepared, Protocol
+from harness.contracts.task import main_score
+from harness.data.metrics import compute_metrics
+from harness.data.tasks import load_task
+from harness.models.catalog import load_causal_lm, load_classifier
+from harness.pruning.pruner import ForwardStats
+from harness.registry import HarnessError, Registry
+from harness.runners.glue import load_or_fine_tune, predict
+
+
+def _on(device: str, loaded):
+    loaded.model.to(device)
+    return loaded
+
+
+class FineTune(Protocol):
+    name, kinds = "finetune", ("encoder", "decoder", "encoder-decoder")
+    description = "fine-tune once per method with its recipe (offline tuning), evaluate every speedup"
+
+    def check(self, family, task) -> None:
+        task.check_protocol(self.name)
+
+    def prepare(self, config, model_name, task, method) -> Prepared:
+        if config.weights == "random":
+            return Prepared(_on(config.device, load_classifier(model_name, "random", task.num_labels)))
+        train = replace(config.train, method=method.name)
+        # data first: a bad --data-dir fails before any model loads
+        task_data = load_task(task, data_dir=config.data_dir, seed=train.seed, limit=config.limits(task))
+        # The new head's initial weights come from the training seed, not from whatever drew random numbers
+        # before: the fine-tuned model is then a function of what its cache key names.
+        torch.manual_seed(train.seed)
+        loaded = _on(config.device, load_classifier(model_name, "pretrained", task.num_labels))
+        loaded, folder, reused = load_or_fine_tune(loaded, task_data, train, config.progress)
+        texts = task_data.splits[task.eval_splits[0]][task.text_fields[0]].astype(str)
+        context = {"data": task_data.provenance, "train": {"cache": str(folder), "reused": reused, **asdict(train)}}
+        return Prepared(loaded, lambda loaded: self.quality(loaded, task_data, config), texts, context)
+
+    @staticmethod
+    def quality(loaded, task_data, config) -> dict:
+        metrics, stats = {}, ForwardStats()
+        for split in task_data.spec.eval_splits:
+            frame = task_data.splits[split]
+            predictions, split_stats = predict(loaded, frame, task_data.spec, config.batch_size, config.max_length)
+            prefix = "mm_" if split == "validation_mismatched" else ""
+            for name, value in compute_metrics(task_data.spec, predictions, frame["label"].to_numpy()).items():
+                metrics[prefix + name] = value
+            stats = stats + split_stats
+        main = task_data.spec.main_metric
+        return {"metrics": metrics, "main_metric": main, "score": main_score(metrics, main, task_data.spec.name),
+                "eval_predicted_speedup": stats.realised_speedup, "eval_clamped": stats.clamped}
+
+
+class ZeroShot(Protocol):
+    name, kinds = "zero-shot", ("decoder",)
+    description = "decoders: the task's lm-eval configuration through the pruned model, no training"
+
+    def check(self, family, task) -> None:
+        if family.kind not in self.kinds:
+            raise HarnessError(f"--protocol zero-shot needs a decoder; {family.name!r} models are {family.kind}s")
+        task.check_protocol(self.name)
+
+    def prepare(self, config, model_name, task, method) -> Prepared:
+        loaded = _on(config.device, load_causal_lm(model_name, config.weights))
+        if config.weights == "random":
+            return Prepared(loaded)
+        lm_task = task.lm_eval
+
+        def quality(loaded):
+            from harness.runners.lm_eval_bridge import evaluate
+
+            metrics = evaluate(loaded.model, loaded.tokenizer, [lm_task.name], batch_size=config.batch_size,
+                               limit=config.max_eval, include_path=lm_task.include_path,
+                               num_fewshot=lm_task.num_fewshot)[lm_task.name]
+            realised = metrics.pop("eval_predicted_speedup", None)
+            documents, clamped = metrics.pop("n", None), metrics.pop("eval_clamped", None)
+            return {"metrics": metrics, "main_metric": lm_task.main_metric,
+                    "score": main_score(metrics, lm_task.main_metric, task.name),
+                    "eval_predicted_speedup": realised, "eval_documents": documents, "eval_clamped": clamped}
+
+        return Prepared(loaded, quality, None, {"data": {"lm_eval_task": lm_task.name, "limit": config.max_eval}})
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+for _protocol in (FineTune(), ZeroShot()):
+    PROTOCOLS.register(_protocol.name, _protocol)
+
+__all__ = ["NO_QUALITY", "PROTOCOLS", "FineTune", "ZeroShot"]
