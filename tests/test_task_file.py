@@ -83,7 +83,7 @@ def test_run_on_a_task_file(task_dir, encoder_checkpoint):
     for row in rows:
         assert row["main_metric"] == "macro_f1" and set(row["metrics"]) == {"macro_f1", "accuracy"}
         assert row["score"] == row["metrics"]["macro_f1"] and row["data"]["sizes"]["test"] == 30
-    assert (task_dir / "leaderboards" / "stars.md").read_text().count("| stars | finetune | acc |") == 2
+    assert (out / "leaderboards" / "stars.md").read_text().count("| stars | finetune | acc |") == 2
 
 
 @pytest.mark.parametrize("change, message", [
@@ -92,7 +92,7 @@ def test_run_on_a_task_file(task_dir, encoder_checkpoint):
     (lambda d: pd.DataFrame({"review": ["a b"], "stars": ["superb"]}).to_csv(d / "data" / "train.csv", index=False),
      "1 bad values in column stars (first: 'superb' in data row 1); expected 0..2 or bad, okay, good"),
     (lambda d: pd.DataFrame({"review": [], "stars": []}).to_parquet(d / "data" / "test.parquet"),
-     "the test split is empty"),
+     "test.parquet has no data rows; every split needs at least one"),
     (lambda d: d.joinpath("data", "dev.jsonl").write_text("{not json\n"), "could not parse"),
     (lambda d: d.joinpath("data", "train.csv").unlink(), "train file"),
     (lambda d: d.joinpath("stars.yaml").write_text(TASK_FILE.replace("metrics: [macro_f1, accuracy]", "metrics: [f1]")),

@@ -186,7 +186,7 @@ def _normalise(spec: Task, df: pd.DataFrame, path: Path) -> pd.DataFrame:
         raise DataError(f"expected columns {', '.join(required)} in {path}; found "
                         f"{', '.join(map(str, df.columns)) or 'none'} (missing {', '.join(missing)})")
     if df.empty:
-        raise DataError(f"{path} has no data rows, only a header; every split needs at least one row")
+        raise DataError(f"{path} has no data rows; every split needs at least one")
     for col in spec.text_fields:
         if (n := int(df[col].isna().sum())):
             raise DataError(f"{path}: {n} rows have no {col}")
