@@ -32,8 +32,6 @@ from typing import Callable
 from harness.registry import HarnessError
 
 MARKER = ".harness-built.json"
-KINDS = ("assets", "converted", "finetuned")
-"""The cache's top-level folders: pinned assets, converted checkpoints, fine-tuned models."""
 VERIFY_MODES = ("changed", "always")
 
 
@@ -176,11 +174,14 @@ def build_once(target: Path, build: Callable[[Path], dict], what: str, again: st
     return target
 
 
+def _entry_folders() -> list[Path]:
+    """``<cache>/<kind>/<entry>`` folders: kinds are assets, converted, finetuned, and what plugins add."""
+    return sorted(path for path in cache_dir().glob("*/*") if path.is_dir())
+
+
 def entries() -> list[Path]:
-    """Every complete-looking entry folder of the cache (staging debris excluded), in a stable order."""
-    root = cache_dir()
-    return sorted(path for kind in KINDS for path in (root / kind).glob("*")
-                  if path.is_dir() and not path.name.startswith(".tmp-"))
+    """Every entry of the cache (staging debris excluded), in a stable order."""
+    return [path for path in _entry_folders() if not path.name.startswith(".tmp-")]
 
 
 def entry_name(path: Path) -> str:
@@ -189,11 +190,10 @@ def entry_name(path: Path) -> str:
 
 
 def select_entries(name: str | None) -> list[Path]:
-    """Entries matching ``name``: a kind (assets, converted, finetuned), ``kind/folder``, a folder, or an
-    asset name (``minilm`` matches ``assets/minilm-0.1.0``); all of them, staging debris included, for None."""
+    """Entries matching ``name``: a kind (``assets``), ``kind/folder``, a folder, or an asset name (``minilm``
+    matches ``assets/minilm-0.1.0``); for None all of them, staging debris included."""
     if name is None:
-        root = cache_dir()
-        return sorted(path for kind in KINDS for path in (root / kind).glob("*") if path.is_dir())
+        return _entry_folders()
     found = [path for path in entries()
              if name in (path.parent.name, path.name, entry_name(path)) or path.name.startswith(name + "-")]
     if not found:

@@ -43,7 +43,7 @@ def _architecture() -> BertConfig:
 def _build(folder: Path) -> dict:
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)  # vocab_file= is ignored by transformers 5
     torch.manual_seed(0)
     BertForSequenceClassification(_architecture()).save_pretrained(folder)
     return {"seed": 0}
