@@ -8,8 +8,8 @@ from the same config without ``quantization_config``, save that with its tokeniz
 folder reproduces the GGUF model's logits before it enters the cache.  Afterwards every load is an
 ordinary safetensors ``from_pretrained`` that takes a fraction of a second.
 
-Cache entries follow ``harness.assets.fetch``: built in a temporary folder and renamed into place, so a
-folder under its final name is always complete.
+Cache entries follow ``harness.assets.cache``: built in a temporary folder and renamed into place, so a
+folder under its final name is always complete, and checked against their manifest on every use.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.assets import ASSETS, Asset, asset_path, cache_dir
-from harness.assets.fetch import build_once
+from harness.assets.cache import build_once
 from harness.registry import HarnessError
 
 log = logging.getLogger(__name__)
