@@ -31,7 +31,11 @@ class PrunedModelMixin:
     harness_pruner: Pruner
 
     def set_speedup(self, speedup: float) -> None:
-        """Run the next forwards at ``speedup`` (FLOPs(dense)/FLOPs(pruned)); no retraining."""
+        """Run the next forwards at ``speedup`` (FLOPs(dense)/FLOPs(pruned), or predicted wall-clock
+        latency(dense)/latency(pruned) with ``speedup_model="latency"``); no retraining."""
+        parameter = next(self.parameters(), None)
+        if parameter is not None:  # the latency model's calibration key
+            self.harness_pruner.device, self.harness_pruner.dtype = str(parameter.device), parameter.dtype
         self.harness_pruner.set_speedup(speedup)
         self.config.harness_pruning = self.harness_pruner.settings.to_dict()
 
@@ -70,6 +74,22 @@ class PrunedModelMixin:
         pruned = forward_flops(pruner.spec, length, list(counts)) + pruner.method.predictor_flops(pruner.spec, length)
         return forward_flops(pruner.spec, length) / pruned
 
+    def predicted_latency(self) -> tuple[float, float] | None:
+        """``(dense ms, pruned ms)`` the latency model predicts for the last forward's shape (batch ×
+        its longest sample) and the counts it kept, on this machine; None without a calibration."""
+        from harness.pruning.latency_model import calibration_key, find_calibration
+
+        pruner = self.harness_pruner
+        batch, length = pruner.last_shape
+        if not batch or not pruner.last_positions:
+            return None
+        key = calibration_key(pruner.family_name, pruner.spec, pruner.last_positions[0][0].device, pruner.dtype)
+        latency = find_calibration(key)
+        if latency is None or length > latency.max_length:
+            return None
+        counts = [int(valid.sum(dim=1).max()) for _, valid in pruner.last_positions]
+        return latency.dense_ms(batch, length), latency.pruned_ms(batch, length, counts)
+
     def protect_tail(self, lengths: list[int]):
         """Context manager: within it, every layer also keeps the last ``lengths[b]`` tokens of sample b."""
         return self.harness_pruner.protect_tail(lengths)
@@ -81,6 +101,7 @@ def attach(model: torch.nn.Module, family, settings: PruningSettings) -> None:
         model.harness_pruner.settings = settings
         return
     model.harness_pruner = Pruner(family.arch_spec(model), settings, family.max_length(model))
+    model.harness_pruner.family_name = family.name
     family.install(model, model.harness_pruner)
     model.__class__ = pruned_class(type(model))
 
