@@ -51,6 +51,12 @@ a low percentile of many calls is steadier than their median on a shared machine
 one)."""
 
 
+SPREADS: list[float] = []
+"""Upper over lower quartile of every point timed in this process: how busy the machine was."""
+BUSY_SPREAD = 1.15
+"""A median spread above this: the calibration warns that the machine looked busy."""
+
+
 def length_grid(max_length: int) -> list[int]:
     return sorted({n for n in LENGTHS if n < max_length} | {max_length})
 
@@ -73,7 +79,9 @@ def time_calls(call, items: list, device: str, budget_s: float, min_calls: int =
         _sync(device)
         samples.append(time.perf_counter() - start)
         spent += samples[-1]
-    return float(np.percentile(samples, QUANTILE) * 1000)
+    low, high = np.percentile(samples, [QUANTILE, 100 - QUANTILE])
+    SPREADS.append(float(high / low) if low > 0 else 1.0)
+    return float(low * 1000)
 
 
 @contextmanager
@@ -264,6 +272,7 @@ def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int 
     log(f"calibrating {name} ({describe_key(key)}): batch sizes {', '.join(map(str, sizes))}, "
         f"{len(lengths)} lengths up to {longest} tokens")
     start = time.perf_counter()
+    SPREADS.clear()
     tables, protected = {}, 1
     for batch in sizes:
         tables[batch], protected = time_batch(model, batch, lengths, device, budget_s, progress)
@@ -273,6 +282,11 @@ def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int 
                                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                  "method": model.pruning.method})
     latency.info["fit_seconds"] = round(time.perf_counter() - start, 1)
+    spread = float(np.median(SPREADS)) if SPREADS else 1.0
+    latency.info["timing_spread"] = round(spread, 3)
+    if spread > BUSY_SPREAD:
+        log(f"warning: the calls of a grid point varied by {100 * (spread - 1):.0f}% (median upper/lower quartile): "
+            f"this machine looks busy, and the calibration will be as noisy; rerun with --force when it is quiet")
     if validate_s > 0:
         latency.validation = validate(model, latency, device, budget_s=validate_s, progress=progress)
     latency.info["seconds"] = round(time.perf_counter() - start, 1)
