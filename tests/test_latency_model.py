@@ -103,6 +103,14 @@ def test_latency_solver_drives_the_forward(tiny_pruned):
     dense, pruned = model.predicted_latency()
     assert dense / pruned == pytest.approx(value) and dense / pruned >= 2 - 1e-9
     assert model.config.harness_pruning["speedup_model"] == "latency"
+    assert model.max_wallclock_speedup(4, 64) == pytest.approx(latency.max_speedup(
+        model.arch_spec, 4, 64, model.pruning.schedule))
+
+    # a shape that cannot reach the request runs at its best and is counted as clamped
+    assert model.max_wallclock_speedup(1, 3) < 2
+    with torch.no_grad():
+        model(input_ids=ids[:1, :3])
+    assert model.last_forward.clamped == 1
 
     with pytest.raises(UnreachableSpeedupError, match=r"wall-clock speedup 50 is unreachable .* the largest "
                                                       r"reachable there is \d"):

@@ -10,6 +10,8 @@ else goes through these names:
   that adds up over forwards);
 * ``predicted_speedup(length)`` and ``max_speedup(length)``: what the FLOP model predicts for a
   sample of that many tokens at the current target, and the largest speedup reachable at that length;
+  ``max_wallclock_speedup(batch, length)`` and ``predicted_latency()``: the same from this machine's
+  latency calibration (``speedup_model="latency"``), for a batch shape and for the last forward;
 * ``arch_spec`` (the architecture as the FLOP model sees it), ``max_length``;
 * ``protect_tail(lengths)``: keep each sample's last tokens in every layer (lm-eval continuations).
 """
@@ -73,6 +75,14 @@ class PrunedModelMixin:
         counts = pruner.method.keep_counts(pruner.spec, length, settings.speedup, settings.schedule)
         pruned = forward_flops(pruner.spec, length, list(counts)) + pruner.method.predictor_flops(pruner.spec, length)
         return forward_flops(pruner.spec, length) / pruned
+
+    def max_wallclock_speedup(self, batch: int, length: int) -> float:
+        """The largest wall-clock speedup this machine's latency calibration predicts for ``batch``
+        samples of ``length`` tokens (an error saying how to calibrate if there is no calibration)."""
+        from harness.pruning.latency_model import calibration_for
+
+        pruner = self.harness_pruner
+        return calibration_for(pruner, pruner.device).max_speedup(pruner.spec, batch, length, pruner.settings.schedule)
 
     def predicted_latency(self) -> tuple[float, float] | None:
         """``(dense ms, pruned ms)`` the latency model predicts for the last forward's shape (batch ×
