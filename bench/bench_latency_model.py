@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--recalibrate", action="store_true", help="calibrate again even where one is stored")
     parser.add_argument("--out", default=None, help="also write the report (Markdown) here")
     args = parser.parse_args()
     device = check_device(args.device)
@@ -151,7 +152,7 @@ def main() -> None:
     for name in args.models.split(","):
         shapes = [tuple(map(int, s.split("x"))) for s in (args.shapes.split(",") if args.shapes else SHAPES[name])]
         latency, reused = calibrate(name, sorted({b for b, _ in shapes}), device=device,
-                                    max_length=max(n for _, n in shapes),
+                                    max_length=max(n for _, n in shapes), force=args.recalibrate,
                                     log=lambda line: print(line, file=sys.stderr, flush=True))
         line = validation_line(latency.validation)
         print(f"{name}: {line}", file=sys.stderr, flush=True)
@@ -161,9 +162,10 @@ def main() -> None:
         rows = []
         for batch, length in shapes:
             rows += measure_shape(name, model, stock, batch, length, speedups, args.repeats, device)
+        spread = latency.info.get("timing_spread")
         sections.append(f"### {name}\n\nCalibration ({'reused' if reused else 'made'}; "
                         f"{latency.info.get('seconds', '?')} s, batch sizes {latency.batch_sizes}, up to "
-                        f"{latency.max_length} tokens): {line}.\n\n{table(rows)}\n")
+                        f"{latency.max_length} tokens, timing spread {spread}): {line}.\n\n{table(rows)}\n")
         del model, stock
     hw = hardware_fingerprint(device)
     report = (f"Measured {dt.date.today()} on {hw['id']} ({hw.get('gpu') or hw['cpu']}, torch {hw['torch']}, "
