@@ -178,3 +178,19 @@ def test_bad_latency_input_is_one_line_and_exit_2(tmp_path, cache, monkeypatch, 
     assert message in err and err.startswith("harness: error:") and err.count("\n") == 1
     if "calibration" in message:
         assert "make one with: harness calibrate --models bert" in err
+
+
+def test_decoder_calibration_times_the_masked_stock_layer_after_a_drop(tiny_gpt2_checkpoint, cache):
+    latency, _ = calibration.calibrate(str(tiny_gpt2_checkpoint), [2], max_length=12, budget_s=0.0, validate_s=0,
+                                       progress=False, log=lambda line: None)
+    table = latency.tables[2]
+    assert latency.protected == 2 and latency.key["architecture"].startswith("gpt2-L6")
+    assert table["stock_after"] is not None and table["single"] is None  # causal: an explicit mask after a drop
+    from harness.measure.calibrate import load_for_timing
+
+    model = harness.prune(load_for_timing(str(tiny_gpt2_checkpoint), "cpu"), speedup_model="latency")
+    assert model.max_wallclock_speedup(2, 12) > 0  # how much, a tiny model's timings decide
+    with torch.no_grad():
+        model(input_ids=torch.randint(1, model.config.vocab_size, (2, 12)))
+    dense, pruned = model.predicted_latency()
+    assert dense == pytest.approx(pruned)
