@@ -9,8 +9,9 @@ median dense ms / median pruned ms over ``--repeats`` rounds (after one warm-up 
 the variants rotates every round, and switching a variant's settings happens outside the timed call.
 
 Random weights (speed does not depend on them): bert is BertConfig() (bert-base), smollm2 its Llama
-architecture (``harness.models.catalog``); the forward is the one ``harness run --weights random``
-times (a decoder computes logits for the tokens its last layer kept, as the FLOP model counts).
+architecture (``harness.models.catalog``).  smollm2 is timed as a prefill, as ``bench_decoder.py`` does:
+logits for the last token only (``logits_to_keep=1``), which the latency model sees and counts; its
+"FLOP speedup" column is the FLOP model's, which counts the LM head on every kept token.
 
     python bench/bench_latency_model.py                      # the tables: bert 1,16 x 128,512; smollm2 1 x 1024
     python bench/bench_latency_model.py --models bert --shapes 1x128 --repeats 3 --speedups 2   # a quick look
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import sys
 import time
 
@@ -63,6 +65,9 @@ def measure_shape(name: str, model, stock, batch: int, length: int, speedups: li
                   device: str) -> list[dict]:
     ids = torch.randint(1, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
     inputs = {k: v.to(device) for k, v in family_for(model).latency_inputs(model, ids).items()}
+    prefill = "logits_to_keep" in inspect.signature(model.forward).parameters
+    if prefill:  # a decoder's prefill: logits for the last token only, as bench_decoder.py times it
+        inputs["logits_to_keep"] = 1
     method = model.pruning.method
     variants = {"dense": (lambda: None, lambda: stock(**inputs))}
     settings, unreachable = {}, {}
@@ -77,7 +82,7 @@ def measure_shape(name: str, model, stock, batch: int, length: int, speedups: li
             if speedup_model == "latency":
                 from harness.pruning.latency_model import require_reachable_latency, calibration_for
 
-                latency = calibration_for(model.harness_pruner, device)
+                latency = calibration_for(model.harness_pruner, device).head(prefill)
                 require_reachable_latency(latency, model.arch_spec, batch, length, model.pruning.schedule, speedup,
                                           f"at batch {batch} x {length} tokens")
         except UnreachableSpeedupError as error:

@@ -53,6 +53,18 @@ def test_prediction_is_the_tables_arithmetic():
         model.dense_ms(1, 200)
 
 
+def test_last_token_head_has_its_own_series():
+    tables = {**linear_tables(), "outside_dense_last": [0.2] * len(LENGTHS), "outside_last": [0.1] * len(LENGTHS)}
+    model = LatencyModel(calibration_key("llama", SPEC), 4, 1, LENGTHS, {1: tables})
+    last = model.head(True)
+    assert last is model.head(True) and model.head(False) is model and last.head(True) is last
+    assert last.dense_ms(1, 37) == pytest.approx(0.2 + 4 * (1.0 + 0.10 * 37))
+    counts = [37, 20, 1, 1]
+    assert last.pruned_ms(1, 37, counts) == pytest.approx(model.pruned_ms(1, 37, counts) - (0.5 + 0.01 * 37) + 0.1)
+    assert synthetic(calibration_key("bert", SPEC)).head(True).dense_ms(1, 37) == pytest.approx(
+        synthetic(calibration_key("bert", SPEC)).dense_ms(1, 37))  # no last-token series: the head as timed
+
+
 @pytest.mark.parametrize("batch, n, target", [(1, 40, 1.3), (1, 100, 2.0), (4, 100, 1.7), (2, 77, 1.5)])
 def test_solver_inverts_the_synthetic_model(batch, n, target):
     model, schedule = synthetic(calibration_key("bert", SPEC)), Schedule()
@@ -186,6 +198,7 @@ def test_decoder_calibration_times_the_masked_stock_layer_after_a_drop(tiny_gpt2
     table = latency.tables[2]
     assert latency.protected == 2 and latency.key["architecture"].startswith("gpt2-L6")
     assert table["stock_after"] is not None and table["single"] is None  # causal: an explicit mask after a drop
+    assert len(table["outside_last"]) == len(table["outside_dense_last"]) == len(latency.lengths)  # prefill head
     from harness.measure.calibrate import load_for_timing
 
     model = harness.prune(load_for_timing(str(tiny_gpt2_checkpoint), "cpu"), speedup_model="latency")
@@ -193,4 +206,8 @@ def test_decoder_calibration_times_the_masked_stock_layer_after_a_drop(tiny_gpt2
     with torch.no_grad():
         model(input_ids=torch.randint(1, model.config.vocab_size, (2, 12)))
     dense, pruned = model.predicted_latency()
-    assert dense == pytest.approx(pruned)
+    assert dense == pytest.approx(pruned) and not model.harness_pruner.last_token_logits
+    with torch.no_grad():
+        model(input_ids=torch.randint(1, model.config.vocab_size, (2, 12)), logits_to_keep=1)
+    assert model.harness_pruner.last_token_logits  # noted from the keywords: the head on one row
+    assert model.predicted_latency()[0] == pytest.approx(latency.head(True).dense_ms(2, 12))

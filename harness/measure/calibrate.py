@@ -7,7 +7,8 @@ model (random weights: speed does not depend on them) is pruned, its real forwar
 hidden states, tokens and layer-call state are handed to the family's own ``run_layer``,
 ``drop_layer`` and ``single_token_layer``, cycling over all layers so that weights come from memory
 as they do in a forward.  Everything but the layers (embeddings, masks, final norm, head) is timed as
-the real forward with the layer loop replaced by the identity.  A point is the lower quartile of at least 3
+the real forward with the layer loop replaced by the identity, and again with ``logits_to_keep=1``
+where the forward takes it (a decoder's prefill).  A point is the lower quartile of at least 3
 calls (at least two passes over the layers where a call is cheap, within ``budget_s``).
 
 Validation, on shapes outside the grid: lengths between the grid points and batch sizes between the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import inspect
 import math
 import sys
 import time
@@ -138,6 +140,9 @@ def time_batch(model, batch: int, lengths: list[int], device: str, budget_s: flo
     series: dict = {name: [] for name in ("stock", "stock_after", "drop_min", "drop_all", "outside_dense",
                                           "outside_min", "outside_all")}
     series["single"] = None
+    last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else None
+    if last:  # a decoder's prefill: logits for the last token only
+        series.update(outside_dense_last=[], outside_last=[])
     protected, separate_after = 1, True
     bar = tqdm(lengths, desc=f"batch {batch}", unit="length", disable=not progress, file=sys.stderr)
     for n in bar:
@@ -169,9 +174,11 @@ def time_batch(model, batch: int, lengths: list[int], device: str, budget_s: flo
                                               budget_s)
             else:
                 series["single"] = False
-        for name, out in (("outside_dense", None), ("outside_min", low), ("outside_all", n)):
-            with _recording_stack(out=out):
-                series[name].append(time_calls(lambda _: model(**inputs), [None], device, budget_s))
+        for name, out, extra in (("outside_dense", None, {}), ("outside_min", low, {}), ("outside_all", n, {}),
+                                 ("outside_dense_last", None, last), ("outside_last", low, last)):
+            if name in series:
+                with _recording_stack(out=out):
+                    series[name].append(time_calls(lambda _: model(**inputs, **extra), [None], device, budget_s))
     series["single"] = series["single"] or None
     if not separate_after:
         series["stock_after"] = None

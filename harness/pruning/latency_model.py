@@ -56,6 +56,12 @@ SPEEDUP_MODELS = ("flops", "latency")
 latency(dense)/latency(pruned) on this machine for the batch shape being run."""
 FORMAT = 1
 SERIES = ("stock", "stock_after", "drop_min", "drop_all", "outside_dense", "outside_min", "outside_all")
+FALLBACK = {"stock_after": "stock", "outside_dense_last": "outside_dense", "outside_last": "outside_min"}
+"""Series a calibration may lack (an encoder's stock layer after a drop is its stock layer; a model
+without a last-token head has no last-token series) and what stands in for them."""
+LAST_TOKEN = {"outside_dense": "outside_dense_last", "outside_min": "outside_last", "outside_all": "outside_last"}
+"""With logits for the last token only (a decoder's prefill, ``logits_to_keep=1``), the head reads one
+row whatever was kept."""
 TAU_STEPS = 256
 """τ grid points scanned before bisection: predicted latency need not fall monotonically in τ (the
 first drop layer replaces the fused attention kernel by the explicit one), so the solver scans for the
@@ -209,10 +215,23 @@ class LatencyModel:
     """batch size -> series name -> per-length values (``single``: one value or None)."""
     validation: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    last_token: bool = False
+    """This view predicts forwards whose head computes logits for the last token only (``head``)."""
 
     def __post_init__(self):
         self._arrays: dict[int, dict] = {}
         self._x = np.asarray(self.lengths, dtype=float)
+        self._last_view: LatencyModel | None = None
+
+    def head(self, last_token: bool) -> "LatencyModel":
+        """This calibration for forwards whose head reads every kept row (False) or only the last
+        token's (True: ``logits_to_keep=1``, a decoder's prefill)."""
+        if not last_token or self.last_token:
+            return self
+        if self._last_view is None:
+            self._last_view = LatencyModel(self.key, self.num_layers, self.protected, self.lengths, self.tables,
+                                           self.validation, self.info, last_token=True)
+        return self._last_view
 
     # -- storage --
     def to_dict(self) -> dict:
@@ -241,10 +260,16 @@ class LatencyModel:
             return self._arrays[batch]
         sizes = self.batch_sizes
 
+        def series(table, name):
+            if self.last_token and name in LAST_TOKEN:
+                name = LAST_TOKEN[name]
+            while table.get(name) is None and name in FALLBACK:
+                name = FALLBACK[name]
+            return _monotone(table[name])
+
         def at(size):
             table = self.tables[size]
-            out = {name: _monotone(table[name] if table.get(name) is not None else table["stock"])
-                   for name in SERIES}
+            out = {name: series(table, name) for name in SERIES}
             out["single"] = table.get("single")
             return out
 

@@ -112,6 +112,9 @@ class Pruner:
         self.family_name, self.dtype, self.device = "unknown", torch.float32, "cpu"
         """What the latency model's calibration key needs besides ``spec`` (set by ``surface.attach``
         and ``set_speedup``; a forward uses its inputs' device)."""
+        self.last_token_logits = False
+        """The running forward computes logits for the last token only (``logits_to_keep=1``; noted by
+        a hook ``surface.attach`` puts on models whose forward takes it): the latency model's head."""
 
     @property
     def method(self) -> Method:
@@ -182,7 +185,7 @@ class Pruner:
         """(B, L) tokens kept per sample and layer; samples too short for the speedup run at their max."""
         schedule, speedup, method = self.settings.schedule, self.settings.speedup, self.method
         first = self.settings.protect_first
-        latency = (calibration_for(self, n_valid.device)
+        latency = (calibration_for(self, n_valid.device).head(self.last_token_logits)
                    if self.settings.speedup_model == "latency" and speedup > 1 else None)
         rows, stats = [], ForwardStats()
         for n, tail in zip(n_valid.tolist(), self._tails(len(n_valid))):

@@ -19,6 +19,7 @@ else goes through these names:
 from __future__ import annotations
 
 import copy
+import inspect
 from functools import lru_cache
 
 import torch
@@ -76,13 +77,15 @@ class PrunedModelMixin:
         pruned = forward_flops(pruner.spec, length, list(counts)) + pruner.method.predictor_flops(pruner.spec, length)
         return forward_flops(pruner.spec, length) / pruned
 
-    def max_wallclock_speedup(self, batch: int, length: int) -> float:
+    def max_wallclock_speedup(self, batch: int, length: int, last_token_logits: bool = False) -> float:
         """The largest wall-clock speedup this machine's latency calibration predicts for ``batch``
-        samples of ``length`` tokens (an error saying how to calibrate if there is no calibration)."""
+        samples of ``length`` tokens (with logits for the last token only: ``last_token_logits``); an
+        error saying how to calibrate if there is no calibration."""
         from harness.pruning.latency_model import calibration_for
 
         pruner = self.harness_pruner
-        return calibration_for(pruner, pruner.device).max_speedup(pruner.spec, batch, length, pruner.settings.schedule)
+        latency = calibration_for(pruner, pruner.device).head(last_token_logits)
+        return latency.max_speedup(pruner.spec, batch, length, pruner.settings.schedule)
 
     def predicted_latency(self) -> tuple[float, float] | None:
         """``(dense ms, pruned ms)`` the latency model predicts for the last forward's shape (batch ×
@@ -97,6 +100,7 @@ class PrunedModelMixin:
         latency = find_calibration(key)
         if latency is None or length > latency.max_length:
             return None
+        latency = latency.head(pruner.last_token_logits)
         counts = [int(valid.sum(dim=1).max()) for _, valid in pruner.last_positions]
         return latency.dense_ms(batch, length), latency.pruned_ms(batch, length, counts)
 
@@ -113,7 +117,16 @@ def attach(model: torch.nn.Module, family, settings: PruningSettings) -> None:
     model.harness_pruner = Pruner(family.arch_spec(model), settings, family.max_length(model))
     model.harness_pruner.family_name = family.name
     family.install(model, model.harness_pruner)
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        model.register_forward_pre_hook(_note_logits_to_keep, with_kwargs=True)
     model.__class__ = pruned_class(type(model))
+
+
+def _note_logits_to_keep(model, args, kwargs):
+    """Tell the pruner whether this forward wants logits for the last token only (a prefill): the
+    latency model then counts the head on one row, as the forward runs it."""
+    keep = kwargs.get("logits_to_keep", 0)
+    model.harness_pruner.last_token_logits = isinstance(keep, int) and keep == 1
 
 
 @lru_cache(maxsize=None)
