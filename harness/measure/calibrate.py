@@ -8,7 +8,7 @@ hidden states, tokens and layer-call state are handed to the family's own ``run_
 ``drop_layer`` and ``single_token_layer``, cycling over all layers so that weights come from memory
 as they do in a forward.  Everything but the layers (embeddings, masks, final norm, head) is timed as
 the real forward with the layer loop replaced by the identity, and again with ``logits_to_keep=1``
-where the forward takes it (a decoder's prefill).  A point is the lower quartile of at least 3
+where the forward takes it (a decoder's prefill).  A point is the median of at least 3
 calls (at least two passes over the layers where a call is cheap, within ``budget_s``).
 
 Validation, on shapes outside the grid: lengths between the grid points and batch sizes between the
@@ -47,10 +47,9 @@ LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256,
 """The length grid, cut at the calibrated maximum (which is added)."""
 
 
-QUANTILE = 25
-"""The percentile of a point's calls that the table keeps: noise from other processes only adds time, so
-a low percentile of many calls is steadier than their median on a shared machine (and equal on a quiet
-one)."""
+QUANTILE = 50
+"""The percentile of a point's calls that the table keeps: the median, as the bench and the rows report
+medians (on a quiet machine a lower quartile is the same; on a busy one neither is reliable)."""
 
 
 SPREADS: list[float] = []
@@ -69,7 +68,7 @@ def _sync(device: str) -> None:
 
 
 def time_calls(call, items: list, device: str, budget_s: float, min_calls: int = 3) -> float:
-    """Lower-quartile milliseconds of ``call(item)``, cycling over ``items`` after one untimed call: at least
+    """Median milliseconds of ``call(item)``, cycling over ``items`` after one untimed call: at least
     ``min_calls`` calls, and up to two passes over the items while within ``budget_s``."""
     call(items[0])
     _sync(device)

@@ -24,8 +24,8 @@ this machine's stock modules and kernels through the family's own methods:
   forward; ``outside_min[n]``/``outside_all[n]``: the same after drops, with the head (a decoder's LM
   head on the kept rows) reading the protected minimum or all n rows; linear in the rows in between.
 
-Tables are per layer (each point is the lower quartile of calls cycled over all layers, so weights
-stream from memory as they do in a forward; noise only adds time), made non-decreasing in n.  Between calibrated lengths time is linear in n; between calibrated
+Tables are per layer (each point is the median of calls cycled over all layers, so weights stream
+from memory as they do in a forward), made non-decreasing in n.  Between calibrated lengths time is linear in n; between calibrated
 batch sizes, linear in the batch size at the same n; above the largest, proportional to it.  Lengths
 beyond the calibrated range are an error that says how to calibrate further.  Predicted dense latency
 is ``outside_dense + L·stock``; the prediction is for a batch of equal-length samples (the latency
