@@ -1,4 +1,4 @@
-"""The ``harness`` command line: run, leaderboard, plot, list, cache.
+"""The ``harness`` command line: run, leaderboard, plot, list, cache, calibrate.
 
 User errors (unknown names, bad numbers, unreachable speedups, missing data, unwritable folders) print
 one line, ``harness: error: ...``, and exit with code 2; no traceback.  ``harness run`` with no
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", default=None,
                      help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)")
     run.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    run.add_argument("--speedup-model", default="flops",
+                     help="flops | latency: what a speedup means, FLOPs(dense)/FLOPs(pruned) (default) or predicted "
+                          "wall-clock latency on this machine (needs 'harness calibrate')")
+    run.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-length", type=int, default=128)
     run.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (default: 2)")
@@ -67,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", help="run folders")
     plot.add_argument("--out", default=None, help="folder (default: plots/<first run folder's name>)")
 
+    cal = commands.add_parser("calibrate", help="time an architecture's layers on this machine for --speedup-model latency")
+    cal.add_argument("--models", default="bert", help="comma-separated aliases or local folders (default: bert)")
+    cal.add_argument("--batch-sizes", default="1,16", help="comma-separated batch sizes to time (default: 1,16)")
+    cal.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    cal.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    cal.add_argument("--max-length", type=int, default=None,
+                     help="longest input to calibrate (default: 512 for encoders, 1024 for decoders)")
+    cal.add_argument("--budget", type=float, default=0.25, help="seconds of timing per grid point (default: 0.25)")
+    cal.add_argument("--validate-seconds", type=float, default=60.0,
+                     help="seconds of held-out validation (default: 60; 0: none)")
+    cal.add_argument("--force", action="store_true", help="time again even if a calibration is stored")
+    cal.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     commands.add_parser("list", help="models, families, tasks, methods, protocols and profiles, with their sources")
 
     cache = commands.add_parser("cache", help="check (hashing every file) or remove entries of $HARNESS_CACHE")
@@ -86,16 +103,48 @@ def _run(args) -> None:
         models=_names(args.models, "--models"), tasks=_names(args.tasks, "--tasks"),
         speedups=_names(args.speedups, "--speedups", "numbers >= 1 such as 1,2,4"),
         methods=_names(args.methods, "--methods"), weights=args.weights, protocol=args.protocol,
+        speedup_model=args.speedup_model,
         device=args.device, batch_size=args.batch_size, max_length=args.max_length, out=args.out,
         data_dir=args.data_dir, max_train=args.max_train, max_eval=args.max_eval, repeats=args.repeats,
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
         progress=not args.no_progress,
     )
     place = report_place(config.run_dir(), args.report_dir)  # a name taken by another run fails before the sweep
+    _threads(args.threads)
     run_dir = run_sweep(config)
     place.check_free()
     _figures(_board([run_dir], place.leaderboards, place.name), place.plots)
     place.record_owner()
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise HarnessError(f"--threads must be a positive integer, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _calibrate(args) -> None:
+    from harness.measure.calibrate import calibrate, validation_line
+
+    _threads(args.threads)
+    try:
+        sizes = [int(part) for part in _names(args.batch_sizes, "--batch-sizes", "such as 1,16")]
+    except ValueError:
+        raise HarnessError(f"--batch-sizes must be comma-separated positive integers, got {args.batch_sizes!r}") from None
+    for name in _names(args.models, "--models"):
+        latency, reused = calibrate(name, sizes, device=args.device, max_length=args.max_length, budget_s=args.budget,
+                                    validate_s=args.validate_seconds, force=args.force,
+                                    progress=not args.no_progress)
+        from harness.pruning.latency_model import calibration_path, describe_key
+
+        state = "reused" if reused else f"made in {latency.info.get('seconds', 0):.0f} s"
+        print(f"{name}: calibration of {describe_key(latency.key)}, batch sizes "
+              f"{', '.join(map(str, latency.batch_sizes))}, up to {latency.max_length} tokens ({state}): "
+              f"{calibration_path(latency.key)}")
+        print(f"{name}: {validation_line(latency.validation)}")
 
 
 def _board(runs: list[Path], out: Path, name: str):
@@ -212,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             _list()
         elif args.command == "cache":
             return _cache(args.action, args.name)
+        elif args.command == "calibrate":
+            _calibrate(args)
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,8 @@ import torch
 from harness.contracts.method import Method
 from harness.pruning.flops import (ArchSpec, Schedule, check_speedup, forward_flops, max_speedup, reaches,
                                    require_reachable)
+from harness.pruning.latency_model import (calibration_for, check_speedup_model, flop_target,
+                                           require_reachable_latency)
 from harness.pruning.methods import METHODS
 from harness.pruning.profile import PROFILES
 from harness.registry import HarnessError
@@ -49,11 +51,16 @@ class PruningSettings:
     """Every layer keeps at least this many tokens (a sample no longer than that runs dense)."""
     seed: int = 0
     """Seed of the random baseline."""
+    speedup_model: str = "flops"
+    """What ``speedup`` means: "flops", FLOPs(dense)/FLOPs(pruned) (the default, and the reference for
+    FLOP-equal comparisons), or "latency", predicted wall-clock latency(dense)/latency(pruned) on this
+    machine for the batch shape being run (``harness.pruning.latency_model``; needs ``harness calibrate``)."""
 
     def __post_init__(self):
         METHODS.get(self.method)
         PROFILES.get(self.profile)
         check_speedup(self.speedup)
+        check_speedup_model(self.speedup_model)
         if not 0.0 <= self.r_min <= 1.0:
             raise HarnessError(f"r_min must be within [0, 1], got {self.r_min:g}")
         for name in ("protect_first", "protect_last", "min_keep"):
@@ -101,7 +108,15 @@ class Pruner:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.last_positions: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.last_forward = ForwardStats()
+        self.last_shape: tuple[int, int] = (0, 0)
+        """(samples, longest sample) of the last forward."""
         self.tail: list[int] | None = None
+        self.family_name, self.dtype, self.device = "unknown", torch.float32, "cpu"
+        """What the latency model's calibration key needs besides ``spec`` (set by ``surface.attach``
+        and ``set_speedup``; a forward uses its inputs' device)."""
+        self.last_token_logits = False
+        """The running forward computes logits for the last token only (``logits_to_keep=1``; noted by
+        a hook ``surface.attach`` puts on models whose forward takes it): the latency model's head."""
 
     @property
     def method(self) -> Method:
@@ -122,9 +137,23 @@ class Pruner:
     def set_speedup(self, speedup) -> None:
         """Change the target speedup; an error if even the longest input could not reach it."""
         settings = replace(self.settings, speedup=speedup)  # validated by PruningSettings
-        require_reachable(self.spec, self.max_length, settings.schedule, settings.speedup,
-                          f"for this model even at its maximum length {self.max_length}")
+        if settings.speedup_model == "latency":
+            self._require_reachable_latency(settings)
+        else:
+            require_reachable(self.spec, self.max_length, settings.schedule, settings.speedup,
+                              f"for this model even at its maximum length {self.max_length}")
         self.settings = settings
+
+    def _require_reachable_latency(self, settings: PruningSettings) -> None:
+        """A calibration exists, and some calibrated batch size reaches the wall-clock target at the
+        longest input it covers (each forward then solves for its own shape)."""
+        if settings.speedup == 1:
+            return
+        latency = calibration_for(self, self.device)
+        length = min(self.max_length, latency.max_length)
+        best = max(latency.batch_sizes, key=lambda b: latency.max_speedup(self.spec, b, length, settings.schedule))
+        require_reachable_latency(latency, self.spec, best, length, settings.schedule, settings.speedup,
+                                  f"for this model even at batch {best} x {length} tokens")
 
     @contextmanager
     def protect_tail(self, lengths: list[int]):
@@ -158,14 +187,20 @@ class Pruner:
         """(B, L) tokens kept per sample and layer; samples too short for the speedup run at their max."""
         schedule, speedup, method = self.settings.schedule, self.settings.speedup, self.method
         first = self.settings.protect_first
+        latency = (calibration_for(self, n_valid.device).head(self.last_token_logits)
+                   if self.settings.speedup_model == "latency" and speedup > 1 else None)
         rows, stats = [], ForwardStats()
         for n, tail in zip(n_valid.tolist(), self._tails(len(n_valid))):
-            counts = method.keep_counts(self.spec, n, speedup, replace(schedule, protected=first + tail))
+            sample_schedule, target, reached = replace(schedule, protected=first + tail), speedup, True
+            if latency is not None:  # the FLOP target whose counts meet the wall-clock one at this shape
+                target, reached = flop_target(latency, self.spec, len(n_valid), n, speedup, sample_schedule)
+            counts = method.keep_counts(self.spec, n, target, sample_schedule)
             rows.append(counts)
             full, cost = forward_flops(self.spec, n), forward_flops(self.spec, n, list(counts))
-            clamped = not reaches(full / cost, speedup)
+            clamped = not reached or not reaches(full / cost, target)
             stats = stats + ForwardStats(full, cost + method.predictor_flops(self.spec, n), int(clamped), 1)
         self.last_forward = stats
+        self.last_shape = (len(n_valid), int(n_valid.max()) if len(n_valid) else 0)
         self.last_positions = []
         return torch.tensor(rows, dtype=torch.long, device=n_valid.device)
 

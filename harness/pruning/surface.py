@@ -10,6 +10,8 @@ else goes through these names:
   that adds up over forwards);
 * ``predicted_speedup(length)`` and ``max_speedup(length)``: what the FLOP model predicts for a
   sample of that many tokens at the current target, and the largest speedup reachable at that length;
+  ``max_wallclock_speedup(batch, length)`` and ``predicted_latency()``: the same from this machine's
+  latency calibration (``speedup_model="latency"``), for a batch shape and for the last forward;
 * ``arch_spec`` (the architecture as the FLOP model sees it), ``max_length``;
 * ``protect_tail(lengths)``: keep each sample's last tokens in every layer (lm-eval continuations).
 """
@@ -17,6 +19,7 @@ else goes through these names:
 from __future__ import annotations
 
 import copy
+import inspect
 from functools import lru_cache
 
 import torch
@@ -31,7 +34,11 @@ class PrunedModelMixin:
     harness_pruner: Pruner
 
     def set_speedup(self, speedup: float) -> None:
-        """Run the next forwards at ``speedup`` (FLOPs(dense)/FLOPs(pruned)); no retraining."""
+        """Run the next forwards at ``speedup`` (FLOPs(dense)/FLOPs(pruned), or predicted wall-clock
+        latency(dense)/latency(pruned) with ``speedup_model="latency"``); no retraining."""
+        parameter = next(self.parameters(), None)
+        if parameter is not None:  # the latency model's calibration key
+            self.harness_pruner.device, self.harness_pruner.dtype = str(parameter.device), parameter.dtype
         self.harness_pruner.set_speedup(speedup)
         self.config.harness_pruning = self.harness_pruner.settings.to_dict()
 
@@ -70,6 +77,33 @@ class PrunedModelMixin:
         pruned = forward_flops(pruner.spec, length, list(counts)) + pruner.method.predictor_flops(pruner.spec, length)
         return forward_flops(pruner.spec, length) / pruned
 
+    def max_wallclock_speedup(self, batch: int, length: int, last_token_logits: bool = False) -> float:
+        """The largest wall-clock speedup this machine's latency calibration predicts for ``batch``
+        samples of ``length`` tokens (with logits for the last token only: ``last_token_logits``); an
+        error saying how to calibrate if there is no calibration."""
+        from harness.pruning.latency_model import calibration_for
+
+        pruner = self.harness_pruner
+        latency = calibration_for(pruner, pruner.device).head(last_token_logits)
+        return latency.max_speedup(pruner.spec, batch, length, pruner.settings.schedule)
+
+    def predicted_latency(self) -> tuple[float, float] | None:
+        """``(dense ms, pruned ms)`` the latency model predicts for the last forward's shape (batch ×
+        its longest sample) and the counts it kept, on this machine; None without a calibration."""
+        from harness.pruning.latency_model import calibration_key, find_calibration
+
+        pruner = self.harness_pruner
+        batch, length = pruner.last_shape
+        if not batch or not pruner.last_positions:
+            return None
+        key = calibration_key(pruner.family_name, pruner.spec, pruner.last_positions[0][0].device, pruner.dtype)
+        latency = find_calibration(key)
+        if latency is None or length > latency.max_length:
+            return None
+        latency = latency.head(pruner.last_token_logits)
+        counts = [int(valid.sum(dim=1).max()) for _, valid in pruner.last_positions]
+        return latency.dense_ms(batch, length), latency.pruned_ms(batch, length, counts)
+
     def protect_tail(self, lengths: list[int]):
         """Context manager: within it, every layer also keeps the last ``lengths[b]`` tokens of sample b."""
         return self.harness_pruner.protect_tail(lengths)
@@ -81,8 +115,18 @@ def attach(model: torch.nn.Module, family, settings: PruningSettings) -> None:
         model.harness_pruner.settings = settings
         return
     model.harness_pruner = Pruner(family.arch_spec(model), settings, family.max_length(model))
+    model.harness_pruner.family_name = family.name
     family.install(model, model.harness_pruner)
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        model.register_forward_pre_hook(_note_logits_to_keep, with_kwargs=True)
     model.__class__ = pruned_class(type(model))
+
+
+def _note_logits_to_keep(model, args, kwargs):
+    """Tell the pruner whether this forward wants logits for the last token only (a prefill): the
+    latency model then counts the head on one row, as the forward runs it."""
+    keep = kwargs.get("logits_to_keep", 0)
+    model.harness_pruner.last_token_logits = isinstance(keep, int) and keep == 1
 
 
 @lru_cache(maxsize=None)

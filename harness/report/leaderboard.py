@@ -19,17 +19,18 @@ from harness.report.store import RESULTS_FILE, read_results, write_text_atomic
 RANDOM_WEIGHTS = "random weights"
 
 BOARD_COLUMNS = [
-    "model", "weights", "checkpoint", "task", "protocol", "method", "speedup", "main_metric", "score",
-    "predicted_speedup", "measured_speedup", "eval_predicted_speedup",
-    "gflops_measured", "gflops_analytic", "latency_ms", "dense_latency_ms",
+    "model", "weights", "checkpoint", "task", "protocol", "method", "speedup", "speedup_model", "main_metric",
+    "score", "predicted_speedup", "measured_speedup", "predicted_wallclock_speedup", "eval_predicted_speedup",
+    "gflops_measured", "gflops_analytic", "latency_ms", "predicted_latency_ms", "dense_latency_ms",
     "batch_size", "seq_len", "threads", "device", "hardware",
 ]
 # Kept in the frame for the plots, not shown on the board.
 EXTRA_COLUMNS = ["cell_key", "kept_tokens", "latency_p10_ms", "latency_p90_ms"]
-SORT_COLUMNS = ["model", "task", "method", "speedup"]
+SORT_COLUMNS = ["model", "task", "method", "speedup_model", "speedup"]
 
-_RATIO_COLUMNS = {"speedup", "predicted_speedup", "measured_speedup", "eval_predicted_speedup"}
-_MS_COLUMNS = {"latency_ms", "dense_latency_ms"}
+_RATIO_COLUMNS = {"speedup", "predicted_speedup", "measured_speedup", "predicted_wallclock_speedup",
+                  "eval_predicted_speedup"}
+_MS_COLUMNS = {"latency_ms", "predicted_latency_ms", "dense_latency_ms"}
 _GFLOPS_COLUMNS = {"gflops_measured", "gflops_analytic"}
 _NUMERIC_COLUMNS = _RATIO_COLUMNS | _MS_COLUMNS | _GFLOPS_COLUMNS | {
     "score", "batch_size", "seq_len", "threads"}
@@ -40,6 +41,7 @@ def _flatten(row: dict[str, Any], run: str) -> dict[str, Any]:
     for column in _GFLOPS_COLUMNS:
         flops = row.get("flops_" + column.removeprefix("gflops_"))
         flat[column] = None if flops is None else flops / 1e9
+    flat["speedup_model"] = row.get("speedup_model") or "flops"  # rows from before the latency model
     hardware = row.get("hardware")
     flat["hardware"] = hardware.get("id") if isinstance(hardware, dict) else hardware
     if row.get("weights") == RANDOM_WEIGHTS:  # a score of random weights is chance, not quality

@@ -100,10 +100,11 @@ def plot_quality_vs_speedup(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
             for stem, rows in _by_hardware(task_rows, _slug("quality_vs_speedup", task)):
                 fig = Figure(figsize=(6.4, 2.8), layout="constrained")
                 measured_ax, predicted_ax = fig.subplots(1, 2, sharey=True)
-                lines = _groups(rows, ["model", "weights", "method"])
-                for index, ((model, weights, method), line) in enumerate(lines):
+                lines = _groups(rows, ["model", "weights", "method", "speedup_model"])
+                for index, ((model, weights, method, speedup_model), line) in enumerate(lines):
                     line = line.sort_values("speedup")
-                    style = dict(marker=MARKERS[index % len(MARKERS)], label=_label(model, weights, method))
+                    label = _label(model, weights, method) + (" · latency-solved" if speedup_model == "latency" else "")
+                    style = dict(marker=MARKERS[index % len(MARKERS)], label=label)
                     measured_ax.plot(line["measured_speedup"], 100 * line["score"], **style)
                     predicted_ax.plot(line["predicted_speedup"], 100 * line["score"], **style)
                 metric = _values(rows["main_metric"]) if rows["main_metric"].notna().any() else "score"

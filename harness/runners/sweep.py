@@ -18,6 +18,9 @@ the evaluation split, chunked, under ``finetune``; random ids otherwise: speed d
 which tokens they are), so the analytic prediction and the measurement describe the same work.  The
 reference is stock transformers' dense forward of the same weights with its default attention, timed
 interleaved with the pruned model in the same process, on the device the sweep names (``--device``).
+With ``speedup_model="latency"`` the speedups are wall-clock targets solved on this machine's calibration
+for the latency batch's shape; every row names its speedup model and carries the latency the
+calibration predicts (where one exists) beside the measured one.
 Only the pruned model's public surface is read (``harness.pruning.surface``).
 """
 
@@ -39,6 +42,8 @@ from harness.measure.latency import interleaved_latency
 from harness.models import family_for
 from harness.models.catalog import check_weights, model_spec
 from harness.pruning.flops import check_speedup, require_reachable
+from harness.pruning.latency_model import (calibration_key, check_speedup_model, require_calibration,
+                                           require_reachable_latency)
 from harness.pruning.methods import METHODS
 from harness.pruning.surface import stock_copy
 from harness.registry import HarnessError
@@ -67,6 +72,9 @@ class SweepConfig:
     """A registered protocol ("finetune", "zero-shot"); None: each model family's default."""
     device: str = "cpu"
     """cpu, cuda or cuda:N: where models train, evaluate and are timed."""
+    speedup_model: str = "flops"
+    """What a speedup means: "flops" (FLOPs(dense)/FLOPs(pruned)) or "latency" (predicted wall-clock on this
+    machine for the latency batch's shape; needs ``harness calibrate``)."""
     warmup: int = 2
     repeats: int = 10
     progress: bool = True
@@ -91,6 +99,7 @@ class SweepConfig:
         for name in self.methods:
             METHODS.get(name)
         check_weights(self.weights)
+        check_speedup_model(self.speedup_model)
         self.device = check_device(self.device)
         self.speedups = [check_speedup(s) for s in self.speedups]
         self._check_numbers()
@@ -114,6 +123,14 @@ class SweepConfig:
         if self.max_length > model.max_length:
             raise HarnessError(f"--max-length {self.max_length} exceeds {name}'s maximum input length of "
                                f"{model.max_length} tokens")
+        if self.speedup_model == "latency":
+            key = calibration_key(spec.family_contract.name, model.arch_spec, self.device, torch.float32)
+            latency = require_calibration(key, name)
+            for speedup in self.speedups:
+                require_reachable_latency(latency, model.arch_spec, self.batch_size, self.max_length,
+                                          model.pruning.schedule, speedup,
+                                          f"for {name} at --batch-size {self.batch_size} x --max-length {self.max_length}")
+            return
         for speedup in self.speedups:
             require_reachable(model.arch_spec, self.max_length, model.pruning.schedule, speedup,
                               f"for {name} at --max-length {self.max_length}")
@@ -131,8 +148,10 @@ class SweepConfig:
         return Path("runs") / "_".join(["+".join(self.models), "+".join(tasks), self.weights]).replace("/", "-")
 
 
-def cell_key(model: str, weights: str, task: str, protocol: str, method: str, speedup: float) -> str:
-    return f"{model}|{weights}|{task}|{protocol}|{method}|{speedup:g}"
+def cell_key(model: str, weights: str, task: str, protocol: str, method: str, speedup: float,
+             speedup_model: str = "flops") -> str:
+    key = f"{model}|{weights}|{task}|{protocol}|{method}|{speedup:g}"
+    return key if speedup_model == "flops" else f"{key}|{speedup_model}"  # FLOP keys as before (resume)
 
 
 def latency_batch(tokenizer, texts, batch_size: int, seq_len: int, vocab_size: int) -> torch.Tensor:
@@ -172,7 +191,8 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
         protocol = PROTOCOLS.get(config.protocol_for(spec))
         for task in resolved["tasks"].values():
             for method in config.methods:
-                keys = {speedup: cell_key(model_name, config.weights, task.name, protocol.name, method, speedup)
+                keys = {speedup: cell_key(model_name, config.weights, task.name, protocol.name, method, speedup,
+                                          config.speedup_model)
                         for speedup in config.speedups}
                 todo = {speedup: key for speedup, key in keys.items() if key not in done}
                 if todo:
@@ -192,9 +212,11 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared) -> No
         flops_dense = count_flops(lambda: stock(**batch))  # the same for every cell
     label = f"{cells['model']} × {cells['task']} × {cells['method']}"
     for speedup, key in tqdm(todo.items(), desc=label, disable=not config.progress, unit="cell"):
-        model = harness.prune(loaded.model, method=cells["method"], speedup=speedup).eval()
+        model = harness.prune(loaded.model, method=cells["method"], speedup=speedup,
+                              speedup_model=config.speedup_model).eval()
         row = {"cell_key": key, "model": cells["model"], "checkpoint": loaded.checkpoint, "weights": loaded.weights,
-               "task": cells["task"], "protocol": cells["protocol"], "method": cells["method"], "speedup": speedup}
+               "task": cells["task"], "protocol": cells["protocol"], "method": cells["method"], "speedup": speedup,
+               "speedup_model": config.speedup_model}
         row.update(prepared.quality(loaded))
         row.update(_speed(model, stock, batch, config), flops_dense=flops_dense)
         row.update(hardware=hardware, data=prepared.context.get("data", {}), train=prepared.context.get("train", {}),
@@ -209,6 +231,7 @@ def _speed(model, stock, batch, config) -> dict:
                                   warmup=config.warmup, repeats=config.repeats, device=config.device)
     flops_measured = count_flops(lambda: model(**batch))
     forward = model.last_forward
+    predicted = model.predicted_latency()  # of the latency batch, on this machine's calibration (if any)
     kept = [sum(len(sample) for sample in layer) / len(layer) for layer in model.last_kept]
     pruned_t, dense_t = timings["pruned"], timings["dense"]
     return {
@@ -217,6 +240,8 @@ def _speed(model, stock, batch, config) -> dict:
         "flops_measured": flops_measured, "flops_analytic": forward.pruned_flops,
         "latency_ms": pruned_t.median_ms, "latency_p10_ms": pruned_t.p10_ms, "latency_p90_ms": pruned_t.p90_ms,
         "dense_latency_ms": dense_t.median_ms,
+        "predicted_latency_ms": predicted and predicted[1], "predicted_dense_latency_ms": predicted and predicted[0],
+        "predicted_wallclock_speedup": predicted and predicted[0] / predicted[1],
         "batch_size": config.batch_size, "seq_len": batch["input_ids"].shape[1],
         "threads": torch.get_num_threads(), "device": config.device, "kept_tokens": kept,
     }

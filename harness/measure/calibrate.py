@@ -1,0 +1,300 @@
+"""``harness calibrate``: time an architecture's layer calls on this machine, fit the latency model, and
+check it on shapes it was not fitted on.
+
+What is timed is what the pruned forward runs (``harness.pruning.latency_model`` names the series): the
+model (random weights: speed does not depend on them) is pruned, its real forward is run once per
+(batch, length) with the layer loop replaced by a recorder (``_recording_stack``), and the recorded
+hidden states, tokens and layer-call state are handed to the family's own ``run_layer``,
+``drop_layer`` and ``single_token_layer``, cycling over all layers so that weights come from memory
+as they do in a forward.  Everything but the layers (embeddings, masks, final norm, head) is timed as
+the real forward with the layer loop replaced by the identity, and again with ``logits_to_keep=1``
+where the forward takes it (a decoder's prefill).  A point is the median of at least 3
+calls (at least two passes over the layers where a call is cheap, within ``budget_s``).
+
+Validation, on shapes outside the grid: lengths between the grid points and batch sizes between the
+calibrated ones, stock dense forwards and pruned forwards at FLOP targets 2 and 3.5 (real kept counts),
+interleaved, medians of ``repeats``; the mean absolute percentage error of predicted vs measured
+latency, the share within ±10% and ±5%, and the same for the predicted speedup.  Shapes are taken
+cheapest first until ``validate_s`` seconds are spent.  Stored with the calibration and printed.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import inspect
+import math
+import sys
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+import harness
+from harness.contracts.family import Tokens
+from harness.measure.hardware import check_device, hardware_fingerprint
+from harness.measure.latency import interleaved_latency
+from harness.models import family_for, stack
+from harness.pruning.attention import allowed_keys, for_implementation
+from harness.pruning.latency_model import (LatencyModel, calibration_key, describe_key, find_calibration,
+                                           save_calibration)
+from harness.pruning.surface import stock_copy
+from harness.registry import HarnessError
+
+LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768,
+           896, 1024, 1280, 1536, 2048, 3072, 4096, 6144, 8192)
+"""The length grid, cut at the calibrated maximum (which is added)."""
+
+
+QUANTILE = 50
+"""The percentile of a point's calls that the table keeps: the median, as the bench and the rows report
+medians (on a quiet machine a lower quartile is the same; on a busy one neither is reliable)."""
+
+
+SPREADS: list[float] = []
+"""Upper over lower quartile of every point timed in this process: how busy the machine was."""
+BUSY_SPREAD = 1.15
+"""A median spread above this: the calibration warns that the machine looked busy."""
+
+
+def length_grid(max_length: int) -> list[int]:
+    return sorted({n for n in LENGTHS if n < max_length} | {max_length})
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def time_calls(call, items: list, device: str, budget_s: float, min_calls: int = 3) -> float:
+    """Median milliseconds of ``call(item)``, cycling over ``items`` after one untimed call: at least
+    ``min_calls`` calls, and up to two passes over the items while within ``budget_s``."""
+    call(items[0])
+    _sync(device)
+    samples, spent = [], 0.0
+    while len(samples) < min_calls or (len(samples) < 2 * len(items) and spent < budget_s):
+        item = items[len(samples) % len(items)]
+        start = time.perf_counter()
+        call(item)
+        _sync(device)
+        samples.append(time.perf_counter() - start)
+        spent += samples[-1]
+    low, high = np.percentile(samples, [QUANTILE, 100 - QUANTILE])
+    SPREADS.append(float(high / low) if low > 0 else 1.0)
+    return float(low * 1000)
+
+
+@contextmanager
+def _recording_stack(record: dict | None = None, out: int | None = None):
+    """Within the block the pruned forward's layer loop records its inputs and runs no layer: it returns
+    the hidden states (their first ``out`` tokens, as after drops, when ``out`` is given)."""
+    original = stack.run_stack
+
+    def recorder(family, layers, hidden, tokens, call):
+        if record is not None:
+            record.update(family=family, layers=list(layers), hidden=hidden, tokens=tokens, call=call)
+        if out is None:
+            return hidden, tokens, False
+        cut = Tokens(tokens.valid[:, :out], tokens.positions[:, :out], tokens.protected[:, :out])
+        return hidden[:, :out], cut, True
+
+    stack.run_stack = recorder
+    try:
+        yield
+    finally:
+        stack.run_stack = original
+
+
+def _after_drop(family, layer, hidden, tokens, call, keep):
+    """A drop layer's output and the layer-call state the loop hands the next layer (as ``run_stack``)."""
+    hidden, tokens = family.drop_layer(layer, hidden, tokens, keep, call)
+    call = copy.copy(call)
+    call.mask = for_implementation(allowed_keys(tokens.valid, call.causal), hidden, call.implementation)
+    family.after_drop(call, tokens)
+    return hidden, tokens, call
+
+
+def load_for_timing(name: str, device: str):
+    """The alias's architecture with random weights, pruned (speedup 1, acc), in eval mode on ``device``."""
+    from harness.models.catalog import load_causal_lm, load_classifier, model_spec
+
+    spec = model_spec(name)
+    torch.manual_seed(0)
+    loaded = (load_causal_lm(name, "random") if spec.is_decoder else load_classifier(name, "random", 2))
+    model = loaded.model.to(device).eval()
+    return harness.prune(model)
+
+
+def _inputs(model, batch: int, length: int, device: str) -> dict:
+    ids = torch.randint(1, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(batch))
+    return {key: value.to(device) for key, value in family_for(model).latency_inputs(model, ids).items()}
+
+
+@torch.no_grad()
+def time_batch(model, batch: int, lengths: list[int], device: str, budget_s: float, progress: bool) -> tuple[dict, int]:
+    """The latency series of one batch size over ``lengths`` (per-layer ms), and the protected count."""
+    from tqdm.auto import tqdm
+
+    series: dict = {name: [] for name in ("stock", "stock_after", "drop_min", "drop_all", "outside_dense",
+                                          "outside_min", "outside_all")}
+    series["single"] = None
+    last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else None
+    if last:  # a decoder's prefill: logits for the last token only
+        series.update(outside_dense_last=[], outside_last=[])
+    protected, separate_after = 1, True
+    bar = tqdm(lengths, desc=f"batch {batch}", unit="length", disable=not progress, file=sys.stderr)
+    for n in bar:
+        bar.set_postfix(tokens=n)
+        inputs = _inputs(model, batch, n, device)
+        record: dict = {}
+        with _recording_stack(record):
+            model(**inputs)
+        family, layers, hidden, tokens, call = (record[k] for k in ("family", "layers", "hidden", "tokens", "call"))
+        call.cache = None  # a layer's KV-cache update is not timed (it stores references)
+        protected = int(tokens.protected.sum(dim=1).max())
+        low = min(protected, n)
+        keep_low = torch.full((batch,), low, dtype=torch.long, device=hidden.device)
+        keep_all = torch.full((batch,), n, dtype=torch.long, device=hidden.device)
+        series["stock"].append(time_calls(lambda layer: family.run_layer(layer, hidden, call), layers, device, budget_s))
+        series["drop_all"].append(time_calls(lambda layer: family.drop_layer(layer, hidden, tokens, keep_all, call),
+                                             layers, device, budget_s))
+        series["drop_min"].append(series["drop_all"][-1] if low == n else time_calls(
+            lambda layer: family.drop_layer(layer, hidden, tokens, keep_low, call), layers, device, budget_s))
+        after_hidden, _, after_call = _after_drop(family, layers[0], hidden, tokens, call, keep_all)
+        # encoders without padding run the same stock call after a drop (no mask either way)
+        separate_after = call.causal or call.mask is not None or after_call.mask is not None
+        series["stock_after"].append(time_calls(lambda layer: family.run_layer(layer, after_hidden, after_call),
+                                                layers, device, budget_s) if separate_after else series["stock"][-1])
+        if series["single"] is None:
+            one = hidden[:, :1]
+            if family.single_token_layer(layers[0], one) is not None:
+                series["single"] = time_calls(lambda layer: family.single_token_layer(layer, one), layers, device,
+                                              budget_s)
+            else:
+                series["single"] = False
+        for name, out, extra in (("outside_dense", None, {}), ("outside_min", low, {}), ("outside_all", n, {}),
+                                 ("outside_dense_last", None, last), ("outside_last", low, last)):
+            if name in series:
+                with _recording_stack(out=out):
+                    series[name].append(time_calls(lambda _: model(**inputs, **extra), [None], device, budget_s))
+    series["single"] = series["single"] or None
+    if not separate_after:
+        series["stock_after"] = None
+    return series, protected
+
+
+@torch.no_grad()
+def validate(model, latency: LatencyModel, device: str, repeats: int = 3, budget_s: float = 60.0,
+             targets=(2.0, 3.5), progress: bool = True) -> dict:
+    """Predicted vs measured latency on shapes off the calibration grid (see the module docstring)."""
+    sizes = latency.batch_sizes
+    batches = sorted(set(sizes) | {round(math.sqrt(a * b)) for a, b in zip(sizes, sizes[1:])})
+    grid = set(latency.lengths)
+    lengths = sorted({_off_grid(round(share * latency.max_length), grid) for share in (0.1, 0.3, 0.55, 0.8)})
+    lengths = [n for n in lengths if 2 < n <= latency.max_length]
+    shapes = sorted(((b, n) for b in batches for n in lengths), key=lambda s: latency.dense_ms(*s))
+    stock = stock_copy(model)
+    errors, speedup_errors, measured_shapes, spent = [], [], [], 0.0
+    for batch, n in shapes:
+        if spent > budget_s:
+            break
+        start = time.perf_counter()
+        inputs = _inputs(model, batch, n, device)
+        fns, predicted = {"dense": lambda: stock(**inputs)}, {"dense": latency.dense_ms(batch, n)}
+        for target in targets:
+            pruned = copy.deepcopy(model)
+            pruned.set_speedup(min(target, pruned.max_speedup(n)))
+            pruned(**inputs)
+            counts = [max(map(len, layer)) for layer in pruned.last_kept]
+            predicted[target] = latency.pruned_ms(batch, n, counts)
+            fns[target] = (lambda m: lambda: m(**inputs))(pruned)
+        timings = interleaved_latency(fns, warmup=1, repeats=repeats, device=device)
+        dense_ms = timings["dense"].median_ms
+        for name, stats in timings.items():
+            errors.append(predicted[name] / stats.median_ms - 1)
+            if name != "dense":
+                speedup_errors.append((predicted["dense"] / predicted[name]) / (dense_ms / stats.median_ms) - 1)
+        measured_shapes.append([batch, n])
+        spent += time.perf_counter() - start
+        if progress:
+            print(f"  validation batch {batch} x {n} tokens: "
+                  + ", ".join(f"{name}: predicted {predicted[name]:.1f} ms, measured {stats.median_ms:.1f} ms"
+                              for name, stats in timings.items()), file=sys.stderr, flush=True)
+    return {**summarise(errors, "latency"), **summarise(speedup_errors, "speedup"), "shapes": measured_shapes,
+            "skipped_shapes": len(shapes) - len(measured_shapes), "repeats": repeats,
+            "flop_targets": list(targets)}
+
+
+def summarise(errors: list[float], prefix: str) -> dict:
+    values = np.abs(np.asarray(errors, dtype=float))
+    if not len(values):
+        return {f"{prefix}_predictions": 0}
+    return {f"{prefix}_predictions": int(len(values)), f"{prefix}_mape_pct": float(values.mean() * 100),
+            f"{prefix}_within_10pct": float((values <= 0.10).mean()), f"{prefix}_within_5pct": float((values <= 0.05).mean()),
+            f"{prefix}_max_error_pct": float(values.max() * 100)}
+
+
+def _off_grid(n: int, grid: set[int]) -> int:
+    while n in grid:
+        n += 1
+    return n
+
+
+def validation_line(validation: dict) -> str:
+    if not validation.get("latency_predictions"):
+        return "no held-out validation"
+    v = validation
+    return (f"held-out validation, {v['latency_predictions']} latencies on {len(v['shapes'])} shapes off the grid: "
+            f"MAPE {v['latency_mape_pct']:.1f}%, {100 * v['latency_within_10pct']:.0f}% within ±10%, "
+            f"{100 * v['latency_within_5pct']:.0f}% within ±5% (max {v['latency_max_error_pct']:.1f}%); "
+            f"speedups: MAPE {v['speedup_mape_pct']:.1f}%, {100 * v['speedup_within_10pct']:.0f}% within ±10%, "
+            f"{100 * v['speedup_within_5pct']:.0f}% within ±5%")
+
+
+def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int | None = None,
+              max_length: int | None = None, budget_s: float = 0.25, validate_s: float = 60.0,
+              force: bool = False, progress: bool = True, log=print) -> tuple[LatencyModel, bool]:
+    """The stored calibration of model ``name`` on this machine, made if missing (or ``force``);
+    returns it and whether it was reused."""
+    device = check_device(device)
+    if threads is not None:
+        if threads < 1:
+            raise HarnessError(f"--threads must be a positive integer, got {threads}")
+        torch.set_num_threads(threads)
+    sizes = sorted(set(batch_sizes))
+    if not sizes or sizes[0] < 1:
+        raise HarnessError(f"batch sizes must be positive integers, got {batch_sizes}")
+    model = load_for_timing(name, device)
+    longest = max_length or min(model.max_length, 512 if family_for(model).kind == "encoder" else 1024)
+    if not 1 <= longest <= model.max_length:
+        raise HarnessError(f"--max-length must be within 1..{model.max_length} for {name}, got {longest}")
+    dtype = next(model.parameters()).dtype
+    key = calibration_key(family_for(model).name, model.arch_spec, device, dtype)
+    found = find_calibration(key)
+    if found is not None and not force and set(sizes) <= set(found.batch_sizes) and found.max_length >= longest:
+        return found, True
+    lengths = length_grid(longest)
+    log(f"calibrating {name} ({describe_key(key)}): batch sizes {', '.join(map(str, sizes))}, "
+        f"{len(lengths)} lengths up to {longest} tokens")
+    start = time.perf_counter()
+    SPREADS.clear()
+    tables, protected = {}, 1
+    for batch in sizes:
+        tables[batch], protected = time_batch(model, batch, lengths, device, budget_s, progress)
+    hardware = hardware_fingerprint(device)
+    latency = LatencyModel(key, model.arch_spec.num_layers, protected, lengths, tables,
+                           info={"model": name, "hardware_id": hardware["id"], "fit_seconds": 0.0,
+                                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                 "method": model.pruning.method})
+    latency.info["fit_seconds"] = round(time.perf_counter() - start, 1)
+    spread = float(np.median(SPREADS)) if SPREADS else 1.0
+    latency.info["timing_spread"] = round(spread, 3)
+    if spread > BUSY_SPREAD:
+        log(f"warning: the calls of a grid point varied by {100 * (spread - 1):.0f}% (median upper/lower quartile): "
+            f"this machine looks busy, and the calibration will be as noisy; rerun with --force when it is quiet")
+    if validate_s > 0:
+        latency.validation = validate(model, latency, device, budget_s=validate_s, progress=progress)
+    latency.info["seconds"] = round(time.perf_counter() - start, 1)
+    save_calibration(latency)
+    return latency, False
