@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", default="pretrained", help="pretrained | random (random: latency and FLOPs only)")
     run.add_argument("--protocol", default=None,
                      help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)")
+    run.add_argument("--prompts", default=None,
+                     help="comma-separated prompt modes: zero-shot, few-shot, instruction (the prompt suites in tasks/)")
+    run.add_argument("--num-fewshot", type=int, default=None, help="demonstrations in few-shot mode (default: 5)")
+    run.add_argument("--chat-template", action="store_true", help="instruction mode through the chat template")
     run.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-length", type=int, default=128)
@@ -78,12 +82,16 @@ def _run(args) -> None:
         data_dir=args.data_dir, max_train=args.max_train, max_eval=args.max_eval, repeats=args.repeats,
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
         progress=not args.no_progress,
+        prompts=_names(args.prompts, "--prompts", "zero-shot,few-shot,instruction") if args.prompts is not None else None,
+        num_fewshot=args.num_fewshot, chat_template=args.chat_template,
     )
     if args.epochs <= 0 or args.repeats < 1:
         raise HarnessError("--epochs must be > 0 and --repeats >= 1")
     run_dir = run_sweep(config)
     frame = _board([run_dir], LEADERBOARDS, run_dir.name)
     _figures(frame, PLOTS / run_dir.name)
+    if config.prompts:
+        _prompt_report([run_dir], LEADERBOARDS, PLOTS / run_dir.name, run_dir.name)
 
 
 def _board(runs: list[Path], out: Path, name: str):
@@ -102,6 +110,16 @@ def _figures(frame, out: Path) -> None:
     figures = [*plot_quality_vs_speedup(frame, out), *plot_measured_vs_predicted(frame, out),
                *plot_kept_profile(frame, out)]
     print(f"plots: {len(figures)} files in {out}")
+
+
+def _prompt_report(runs: list[Path], boards: Path, plots: Path, name: str) -> None:
+    """The prompt-mode leaderboard and its figures (metric vs speedup per mode; kept segments)."""
+    from harness.report.prompt_board import load_prompt_rows, plot_kept_segments, plot_modes, write_prompt_board
+
+    frame = load_prompt_rows(runs)
+    paths = write_prompt_board(frame, boards, f"{name}_prompts")
+    figures = [*plot_modes(frame, plots), *plot_kept_segments(runs, plots)]
+    print("prompt-mode leaderboard: " + " ".join(map(str, paths)) + f"; plots: {len(figures)} files in {plots}")
 
 
 def _existing_runs(paths: list[str]) -> list[Path]:

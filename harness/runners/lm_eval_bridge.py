@@ -308,7 +308,7 @@ def _own_tasks() -> set[str]:
 
 def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: int | float | None = None,
              bootstrap_iters: int = 1000, num_fewshot: int | None = None,
-             include_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+             include_path: str | Path | None = None, apply_chat_template: bool = False) -> dict[str, dict[str, Any]]:
     """Run lm-eval ``tasks`` on ``model`` (pruned in place at speedup 1 if it is not pruned yet).
 
     Returns ``{task: {metric: value, metric + "_stderr": value or None, "n": documents scored,
@@ -317,7 +317,8 @@ def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: 
     ``bootstrap_iters`` only matters for bootstrapped metrics (lm-eval's default of 100000 takes minutes);
     accuracy has a closed-form standard error and the perplexities have none (None).
     ``include_path``: a folder of further task YAMLs (a plugin's), searched beside the harness's own.
-    The model runs on the device it is on.
+    The model runs on the device it is on.  ``apply_chat_template``: render prompts with the tokenizer's
+    chat template (lm-eval's ``--apply_chat_template``).
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -341,7 +342,7 @@ def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: 
         lm.stats = ForwardStats()
         output = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
                                          num_fewshot=num_fewshot, bootstrap_iters=bootstrap_iters,
-                                         log_samples=False)
+                                         log_samples=False, apply_chat_template=apply_chat_template)
         for name, row in flatten_results(output).items():
             results[name] = {**row, "eval_predicted_speedup": lm.predicted_speedup, "eval_clamped": lm.stats.clamped}
     return results

@@ -22,6 +22,7 @@ from harness.data.tasks import load_task
 from harness.models.catalog import load_causal_lm, load_classifier
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
+from harness.runners import prompt_suites
 from harness.runners.glue import load_or_fine_tune, predict
 
 
@@ -104,5 +105,6 @@ class ZeroShot(Protocol):
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 for _protocol in (FineTune(), ZeroShot()):
     PROTOCOLS.register(_protocol.name, _protocol)
+prompt_suites.register(PROTOCOLS)  # prompts/zero-shot, prompts/few-shot, prompts/instruction
 
 __all__ = ["NO_QUALITY", "PROTOCOLS", "FineTune", "ZeroShot"]
