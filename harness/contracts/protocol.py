@@ -27,11 +27,11 @@ class Prepared:
     """loaded -> the row's quality columns at the model's current speedup."""
     texts: Any = None
     """Evaluation text for the latency batch (None: random ids)."""
+    context: dict = field(default_factory=dict)
+    """``data`` and ``train`` provenance copied into every row."""
     seq_len: int | None = None
     """The latency batch's length in tokens (None: the sweep's --max-length); a prompt mode times its own
     prompts at their mean length."""
-    context: dict = field(default_factory=dict)
-    """``data`` and ``train`` provenance copied into every row."""
 
 
 class Protocol(abc.ABC):

@@ -160,12 +160,13 @@ def build_prompts(name: str, num_fewshot: int | None, limit: int | None) -> list
 
 
 def token_segments(tokenizer, prompt: Prompt) -> tuple[list[int], list[str]]:
-    """Token ids of a prompt and each token's segment (by the character its span starts at)."""
+    """Token ids of a prompt and each token's segment (by the character its span starts at; a special
+    token, which covers no text, such as T5's closing </s>, belongs to the asked input)."""
     encoded = tokenizer(prompt.text, return_offsets_mapping=True, add_special_tokens=True)
     labels = []
     for start, end in encoded["offset_mapping"]:
-        at = start if end > start else max(start - 1, 0)
-        labels.append(next((name for name, lo, hi in prompt.spans if lo <= at < hi), "input"))
+        found = (name for name, lo, hi in prompt.spans if lo <= start < hi)
+        labels.append(next(found, "input") if end > start else "input")
     return encoded["input_ids"], labels
 
 
