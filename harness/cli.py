@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", default="pretrained", help="pretrained | random (random: latency and FLOPs only)")
     run.add_argument("--protocol", default=None,
                      help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)")
+    run.add_argument("--prompts", default=None,
+                     help="comma-separated prompt modes: zero-shot, few-shot, instruction (the prompt suites in tasks/)")
+    run.add_argument("--num-fewshot", type=int, default=None, help="demonstrations in few-shot mode (default: 5)")
+    run.add_argument("--chat-template", action="store_true", help="instruction mode through the chat template")
     run.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     run.add_argument("--speedup-model", default="flops",
                      help="flops | latency: what a speedup means, FLOPs(dense)/FLOPs(pruned) (default) or predicted "
@@ -108,12 +112,16 @@ def _run(args) -> None:
         data_dir=args.data_dir, max_train=args.max_train, max_eval=args.max_eval, repeats=args.repeats,
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
         progress=not args.no_progress,
+        prompts=_names(args.prompts, "--prompts", "zero-shot,few-shot,instruction") if args.prompts is not None else None,
+        num_fewshot=args.num_fewshot, chat_template=args.chat_template,
     )
     place = report_place(config.run_dir(), args.report_dir)  # a name taken by another run fails before the sweep
     _threads(args.threads)
     run_dir = run_sweep(config)
     place.check_free()
     _figures(_board([run_dir], place.leaderboards, place.name), place.plots)
+    if config.prompts:
+        _prompt_report([run_dir], place.leaderboards, place.plots, place.name)
     place.record_owner()
 
 
@@ -163,6 +171,16 @@ def _figures(frame, out: Path) -> None:
     figures = [*plot_quality_vs_speedup(frame, out), *plot_measured_vs_predicted(frame, out),
                *plot_kept_profile(frame, out)]
     print(f"plots: {len(figures)} files in {out}")
+
+
+def _prompt_report(runs: list[Path], boards: Path, plots: Path, name: str) -> None:
+    """The prompt-mode leaderboard and its figures (metric vs speedup per mode; kept segments)."""
+    from harness.report.prompt_board import load_prompt_rows, plot_kept_segments, plot_modes, write_prompt_board
+
+    frame = load_prompt_rows(runs)
+    paths = write_prompt_board(frame, boards, f"{name}_prompts")
+    figures = [*plot_modes(frame, plots), *plot_kept_segments(runs, plots)]
+    print("prompt-mode leaderboard: " + " ".join(map(str, paths)) + f"; plots: {len(figures)} files in {plots}")
 
 
 def _existing_runs(paths: list[str]) -> list[Path]:

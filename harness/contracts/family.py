@@ -35,7 +35,7 @@ from harness.pruning.flops import ArchSpec
 from harness.registry import HarnessError
 
 KINDS = ("encoder", "decoder", "encoder-decoder")
-DEFAULT_PROTOCOL = {"encoder": "finetune", "decoder": "zero-shot", "encoder-decoder": "finetune"}
+DEFAULT_PROTOCOL = {"encoder": "finetune", "decoder": "zero-shot", "encoder-decoder": "zero-shot"}
 """The protocol a family's models are evaluated under when ``--protocol`` is not given."""
 AUTO_CLASS = {"encoder": "AutoModelForSequenceClassification", "decoder": "AutoModelForCausalLM",
               "encoder-decoder": "AutoModelForSeq2SeqLM"}
@@ -72,6 +72,8 @@ class LayerCall:
     original_rotary: Any = None
     bias: torch.Tensor | None = None
     """An additive attention bias (B|1, H, n, n) for the current tokens (T5's relative positions)."""
+    original_bias: torch.Tensor | None = None
+    """The bias of the whole input (1, H, n, n), which ``after_drop`` gathers the kept tokens' from."""
     cache: Any = None
     layer_kwargs: dict = field(default_factory=dict)
     """Further keywords the model's own forward hands its stock layers."""

@@ -29,6 +29,9 @@ class Prepared:
     """Evaluation text for the latency batch (None: random ids)."""
     context: dict = field(default_factory=dict)
     """``data`` and ``train`` provenance copied into every row."""
+    seq_len: int | None = None
+    """The latency batch's length in tokens (None: the sweep's --max-length); a prompt mode times its own
+    prompts at their mean length."""
 
 
 class Protocol(abc.ABC):

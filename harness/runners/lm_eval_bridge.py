@@ -1,4 +1,5 @@
-"""lm-evaluation-harness plugin: the ``harness`` model type runs lm-eval tasks through a pruned decoder.
+"""lm-evaluation-harness plugin: the ``harness`` model type runs lm-eval tasks through a pruned decoder,
+or a pruned encoder-decoder (Flan-T5, through lm-eval's seq2seq backend).
 
 It runs every pruning method (``method=...``); ``acc``, its first name, stays registered as an alias.
 
@@ -39,6 +40,9 @@ How requests reach the pruned model (written against lm-eval 0.4.13's ``HFLM``):
   lm-eval reads is computed.  For rolling windows the continuation is the whole window, so a rolling
   perplexity runs (nearly) dense: a pruned position has no logits to score.  The harness's
   ``heldout-ppl`` therefore scores each document's last words given the (pruned) rest.
+* Encoder-decoders (``backend == "seq2seq"``) use ``HFLM``'s seq2seq paths unchanged: the context is
+  the encoder's input (padded with its attention mask, pruned), the continuation the decoder's labels
+  (dense; it cross-attends to the kept encoder states); ``generate_until`` encodes the prompt once.
 * ``generate_until`` uses ``HFLM`` unchanged (left-padded prompts, ``model.generate`` with the cache):
   the prompt's prefill is pruned, its KV cache holds the kept tokens, and decoding drops nothing.
 """
@@ -128,7 +132,8 @@ class _Request(tuple):
 
 @register_model(*MODEL_TYPES)
 class PrunedLM(HFLM):
-    """lm-eval's ``HFLM`` around a model pruned with ``harness.prune`` (decoders: GPT-2, Llama), any method."""
+    """lm-eval's ``HFLM`` around a model pruned with ``harness.prune`` (decoders: GPT-2, Llama; encoder-decoders:
+    T5), any method."""
 
     _request_log: list | None = None  # the tagged requests unpacked so far, while _loglikelihood_tokens runs
     stats = None  # ForwardStats of the loglikelihood forwards so far (analytic FLOPs, clamped samples)
@@ -142,9 +147,6 @@ class PrunedLM(HFLM):
         options = parse_pruning_options({name: kwargs.pop(name, None) for name in pruning_options()})
         self.stats = ForwardStats()
         super().__init__(pretrained=pretrained, device=check_device(device or "cpu"), **kwargs)
-        if self.backend != "causal":
-            raise HarnessError(f"the harness model type evaluates decoder-only models; {type(self._model).__name__} "
-                               f"is {self.backend}")
         model = self._model
         settings = model.pruning.to_dict() if isinstance(model, PrunedModelMixin) else {}
         settings.update(options)
@@ -165,10 +167,9 @@ class PrunedLM(HFLM):
     # --- loglikelihood: tell the model which rows are text and which logits will be read ----------------
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-        if self.backend != "causal":
-            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         log: list = []
-        tagged = [_Request(request, log) for request in requests]
+        # seq2seq: the context is the encoder input, the continuation the decoder's; nothing to tag
+        tagged = [_Request(request, log) for request in requests] if self.backend == "causal" else requests
         outer, self._request_log = self._request_log, log
         try:
             return super()._loglikelihood_tokens(tagged, disable_tqdm=disable_tqdm, override_bs=override_bs)
@@ -186,7 +187,10 @@ class PrunedLM(HFLM):
     def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
         log = self._request_log
         if log is None or attn_mask is not None or labels is not None:
-            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+            logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+            if log is not None and self.backend == "seq2seq":  # a loglikelihood batch: its encoder was pruned
+                self.stats = self.stats + self.model.last_forward
+            return logits
         batch = inps.shape[0]
         rows, log[:] = log[-batch:], []
         lengths, tails = self._batch_layout(inps, rows)
@@ -330,7 +334,7 @@ def _own_tasks() -> set[str]:
 
 def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: int | float | None = None,
              bootstrap_iters: int = 1000, num_fewshot: int | None = None,
-             include_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+             include_path: str | Path | None = None, apply_chat_template: bool = False) -> dict[str, dict[str, Any]]:
     """Run lm-eval ``tasks`` on ``model`` (pruned in place at speedup 1 if it is not pruned yet).
 
     Returns ``{task: {metric: value, metric + "_stderr": value or None, "n": documents scored,
@@ -339,7 +343,8 @@ def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: 
     ``bootstrap_iters`` only matters for bootstrapped metrics (lm-eval's default of 100000 takes minutes);
     accuracy has a closed-form standard error and the perplexities have none (None).
     ``include_path``: a folder of further task YAMLs (a plugin's), searched beside the harness's own.
-    The model runs on the device it is on.
+    The model runs on the device it is on.  ``apply_chat_template``: render prompts with the tokenizer's
+    chat template (lm-eval's ``--apply_chat_template``).
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -363,7 +368,7 @@ def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: 
         lm.stats = ForwardStats()
         output = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
                                          num_fewshot=num_fewshot, bootstrap_iters=bootstrap_iters,
-                                         log_samples=False)
+                                         log_samples=False, apply_chat_template=apply_chat_template)
         for name, row in flatten_results(output).items():
             results[name] = {**row, "eval_predicted_speedup": lm.predicted_speedup, "eval_clamped": lm.stats.clamped}
     return results

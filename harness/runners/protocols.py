@@ -22,6 +22,7 @@ from harness.data.tasks import load_task
 from harness.models.catalog import load_causal_lm, load_classifier
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
+from harness.runners import prompt_suites
 from harness.runners.glue import load_or_fine_tune, predict
 
 
@@ -31,10 +32,13 @@ def _on(device: str, loaded):
 
 
 class FineTune(Protocol):
-    name, kinds = "finetune", ("encoder", "decoder", "encoder-decoder")
+    name, kinds = "finetune", ("encoder", "decoder")
     description = "fine-tune once per method with its recipe (offline tuning), evaluate every speedup"
 
     def check(self, family, task) -> None:
+        if family.kind not in self.kinds:  # T5's classifier reads the decoder's </s>: not this recipe's head
+            raise HarnessError(f"{family.name!r} models ({family.kind}s) cannot be fine-tuned as classifiers; "
+                               f"evaluate them with --protocol zero-shot (lm-eval, seq2seq)")
         task.check_protocol(self.name)
 
     def prepare(self, config, model_name, task, method) -> Prepared:
@@ -68,12 +72,13 @@ class FineTune(Protocol):
 
 
 class ZeroShot(Protocol):
-    name, kinds = "zero-shot", ("decoder",)
-    description = "decoders: the task's lm-eval configuration through the pruned model, no training"
+    name, kinds = "zero-shot", ("decoder", "encoder-decoder")
+    description = "decoders and encoder-decoders: the task's lm-eval configuration through the pruned model"
 
     def check(self, family, task) -> None:
         if family.kind not in self.kinds:
-            raise HarnessError(f"--protocol zero-shot needs a decoder; {family.name!r} models are {family.kind}s")
+            raise HarnessError(f"--protocol zero-shot needs a decoder or an encoder-decoder; {family.name!r} "
+                               f"models are {family.kind}s")
         task.check_protocol(self.name)
 
     def prepare(self, config, model_name, task, method) -> Prepared:
@@ -100,5 +105,6 @@ class ZeroShot(Protocol):
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 for _protocol in (FineTune(), ZeroShot()):
     PROTOCOLS.register(_protocol.name, _protocol)
+prompt_suites.register(PROTOCOLS)  # prompts/zero-shot, prompts/few-shot, prompts/instruction
 
 __all__ = ["NO_QUALITY", "PROTOCOLS", "FineTune", "ZeroShot"]

@@ -50,6 +50,7 @@ from harness.registry import HarnessError
 from harness.report.lock import run_lock
 from harness.report.store import ResultStore, write_json_atomic
 from harness.runners.glue import TrainSettings
+from harness.runners.prompt_suites import check_num_fewshot, check_prompts
 from harness.runners.protocols import PROTOCOLS
 
 
@@ -75,6 +76,13 @@ class SweepConfig:
     speedup_model: str = "flops"
     """What a speedup means: "flops" (FLOPs(dense)/FLOPs(pruned)) or "latency" (predicted wall-clock on this
     machine for the latency batch's shape; needs ``harness calibrate``)."""
+    prompts: list[str] | None = None
+    """Prompt modes (zero-shot, few-shot, instruction): each is its own protocol ``prompts/<mode>``
+    (``harness.runners.prompt_suites``), in place of ``protocol``."""
+    num_fewshot: int | None = None
+    """Demonstrations in few-shot mode (None: the task file's, 5)."""
+    chat_template: bool = False
+    """Instruction mode through the tokenizer's chat template (recorded in every row)."""
     warmup: int = 2
     repeats: int = 10
     progress: bool = True
@@ -83,6 +91,10 @@ class SweepConfig:
         """The protocol for a model (its ``ModelSpec``): the one asked for, or the family's default."""
         return self.protocol or spec.family_contract.default_protocol
 
+    def protocols_for(self, spec) -> list[str]:
+        """Every protocol a model is evaluated under: one per prompt mode with ``prompts``, else one."""
+        return [f"prompts/{mode}" for mode in self.prompts] if self.prompts else [self.protocol_for(spec)]
+
     def validate(self) -> dict:
         """Every user error the sweep can know of before it spends time: one clear HarnessError.
 
@@ -90,12 +102,17 @@ class SweepConfig:
         "tasks": {name: Task}}``."""
         if self.protocol is not None:
             PROTOCOLS.get(self.protocol)
+        if self.prompts is not None:
+            check_prompts(self.prompts, self.protocol)
         specs = {name: model_spec(name) for name in self.models}  # a local folder's config is read once
         tasks = {name: get_task(name) for name in self.tasks}
         for spec in specs.values():
-            protocol = PROTOCOLS.get(self.protocol_for(spec))
-            for task in tasks.values():
-                protocol.check(spec.family_contract, task)
+            for name in self.protocols_for(spec):
+                for task in tasks.values():
+                    PROTOCOLS.get(name).check(spec.family_contract, task)
+        if self.prompts and "few-shot" in self.prompts:
+            for task in tasks:
+                check_num_fewshot(task, self.num_fewshot)
         for name in self.methods:
             METHODS.get(name)
         check_weights(self.weights)
@@ -145,7 +162,9 @@ class SweepConfig:
         if self.out:
             return Path(self.out)
         tasks = [Path(task).stem if is_task_file(task) else task for task in self.tasks]
-        return Path("runs") / "_".join(["+".join(self.models), "+".join(tasks), self.weights]).replace("/", "-")
+        prompts = ([f"prompts{'' if self.num_fewshot is None else f'-k{self.num_fewshot}'}"
+                    f"{'-chat' if self.chat_template else ''}"] if self.prompts else [])
+        return Path("runs") / "_".join(["+".join(self.models), "+".join(tasks), self.weights, *prompts]).replace("/", "-")
 
 
 def cell_key(model: str, weights: str, task: str, protocol: str, method: str, speedup: float,
@@ -188,8 +207,8 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
     hardware = hardware_fingerprint(config.device)
     write_json_atomic(store.run_dir / "sweep.json", {"config": asdict(config), "hardware": hardware})
     for model_name, spec in resolved["models"].items():
-        protocol = PROTOCOLS.get(config.protocol_for(spec))
-        for task in resolved["tasks"].values():
+        for protocol, task in ((PROTOCOLS.get(name), task) for task in resolved["tasks"].values()
+                               for name in config.protocols_for(spec)):
             for method in config.methods:
                 keys = {speedup: cell_key(model_name, config.weights, task.name, protocol.name, method, speedup,
                                           config.speedup_model)
@@ -204,7 +223,7 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
 def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared) -> None:
     loaded = prepared.loaded
     stock = stock_copy(loaded.model)
-    ids = latency_batch(loaded.tokenizer, prepared.texts, config.batch_size, config.max_length,
+    ids = latency_batch(loaded.tokenizer, prepared.texts, config.batch_size, prepared.seq_len or config.max_length,
                         loaded.model.config.vocab_size)
     batch = {key: value.to(config.device) for key, value in family_for(loaded.model).latency_inputs(
         loaded.model, ids).items()}

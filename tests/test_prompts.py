@@ -1,0 +1,151 @@
+"""Prompt suites: the task files, their discovery, prompt segments, the instruction-mode summary, bad input,
+and one end-to-end prompt-mode run on a tiny random T5 (the real T5 tokenizer, the pinned MC data)."""
+
+import importlib.util
+import json
+import statistics
+
+import pytest
+
+from harness.cli import main
+from harness.registry import HarnessError
+from harness.runners import prompt_suites
+from harness.runners.lm_eval_bridge import TASKS_DIR
+
+TASKS = ("rt-polarity", "boolq", "piqa", "openbookqa", "commonsenseqa", "mmlu")
+
+
+def _module(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_task_files_are_what_build_prompts_writes():
+    built = _module("build_prompts", TASKS_DIR / "build_prompts.py").files()
+    for name, text in built.items():
+        assert (TASKS_DIR / name).read_text() == text, f"{name} is stale: run python tasks/build_prompts.py"
+
+
+def test_every_task_has_three_modes_and_five_templates():
+    suites = prompt_suites.suites()
+    for task in TASKS:
+        assert set(suites[task]) == set(prompt_suites.MODES)
+        assert len(suites[task]["instruction"]) >= 5 and len(suites[task]["few-shot"]) == 1
+
+
+def test_parse_options():
+    parse = _module("offline_data", TASKS_DIR / "offline_data.py").parse_options
+    assert parse("\nA. bank\nB. library\nC. mall", "B. library") == (["bank", "library", "mall"], 1)
+    assert parse("A. one\ncontinued\nB. two ", "A. one") == (["one continued", "two"], 0)
+    with pytest.raises(ValueError):
+        parse("no letters here", "A")
+
+
+def test_segments_of_an_instruction_and_a_few_shot_prompt():
+    text = "Pick one.\n\nQuestion: why?\nOPTIONS:\n- a\n- b\nAnswer:"
+    prompt = prompt_suites.segment_prompt(text, "Pick one.\n\n", "Question: why?\nOPTIONS:\n- a\n- b\nAnswer:")
+    pieces = {name: text[lo:hi] for name, lo, hi in prompt.spans if name != "input"}
+    assert pieces == {"instruction": "Pick one.\n\n", "options": "OPTIONS:\n- a\n- b"}
+    shots = "Q: 1\nA: x\n\nQ: 2\nA:"
+    prompt = prompt_suites.segment_prompt(shots, "", "Q: 2\nA:")
+    assert prompt.spans == (("demonstrations", 0, 11), ("input", 11, len(shots)))
+
+
+def test_few_shot_prompts_never_contain_the_asked_item():
+    prompts = prompt_suites.build_prompts("openbookqa-fs", 5, 20)  # no training split: same split, item excluded
+    lm_task = prompt_suites.load_lm_task("openbookqa-fs")
+    for prompt, doc in zip(prompts, lm_task.eval_docs):
+        demonstrations = next(prompt.text[lo:hi] for name, lo, hi in prompt.spans if name == "demonstrations")
+        assert demonstrations.count("Question:") == 5 and doc["question"] not in demonstrations
+
+
+def test_instruction_mode_reports_mean_and_spread():
+    summary = prompt_suites.combine([{"acc": 0.5, "acc_stderr": 0.1}, {"acc": 0.7, "acc_stderr": 0.1},
+                                     {"acc": 0.6, "acc_stderr": 0.2}], "acc")
+    assert summary["acc"] == pytest.approx(0.6) and summary["template_spread"] == pytest.approx(statistics.stdev([.5, .7, .6]))
+    assert (summary["template_min"], summary["template_max"]) == (0.5, 0.7)
+    assert summary["acc_stderr"] == pytest.approx(0.4 / 3)
+
+
+def test_kept_segments_share_out_every_layer():
+    from transformers import AutoTokenizer
+
+    import harness
+    from harness.models.catalog import t5_tokenizer
+    from test_t5 import tiny_t5
+
+    tokenizer = AutoTokenizer.from_pretrained(t5_tokenizer())
+    model = harness.prune(tiny_t5(vocab=32128), speedup=2.0)
+    prompts = prompt_suites.build_prompts("piqa-inst1", None, 3)
+    shares = prompt_suites.kept_segments(model, tokenizer, prompts)
+    layers = len(model.last_kept) + 1
+    assert all(len(values) == layers for values in shares.values())
+    for layer in range(layers):
+        assert sum(values[layer] for values in shares.values()) == pytest.approx(1.0)
+    assert shares["instruction"][0] > 0 and shares["options"][0] > 0 and shares["demonstrations"][0] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompts", "zero-shot,chain-of-thought"], "unknown prompt mode 'chain-of-thought'; valid: zero-shot, few-shot"),
+    (["--prompts", "few-shot", "--num-fewshot", "-1"], "--num-fewshot must be >= 0"),
+    (["--prompts", "few-shot", "--num-fewshot", "600"], "--num-fewshot 600 is more than task 'openbookqa' has"),
+    (["--prompts", "zero-shot", "--tasks", "heldout-ppl"], "task 'heldout-ppl' has no prompt suite"),
+    (["--prompts", "zero-shot", "--protocol", "zero-shot"], "--prompts and --protocol exclude each other"),
+    (["--models", "flan-t5", "--protocol", "finetune"], "cannot be fine-tuned as classifiers"),
+])
+def test_bad_prompt_input_is_one_line(tmp_path, capsys, args, message):
+    argv = ["run", "--models", "smollm2", "--tasks", "openbookqa", *args, "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_task_without_the_mode_and_unparsable_task_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine-zs.yaml").write_text("task: mine-zs\nmetadata:\n  harness_task: piqa\n  prompt_mode: zero-shot\n")
+    monkeypatch.setattr(prompt_suites, "_tasks_dir", lambda: tmp_path)
+    prompt_suites.suites.cache_clear()
+    try:
+        with pytest.raises(HarnessError, match="task 'piqa' has no few-shot prompt mode; its modes: zero-shot"):
+            prompt_suites.suite_files("piqa", "few-shot")
+        (tmp_path / "broken.yaml").write_text("task: [unclosed\n")
+        prompt_suites.suites.cache_clear()
+        assert main(["run", "--models", "smollm2", "--tasks", "piqa", "--prompts", "zero-shot",
+                     "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert f"task file {tmp_path / 'broken.yaml'} does not parse" in err and err.count("\n") == 1
+        assert not (tmp_path / "run").exists()
+    finally:
+        prompt_suites.suites.cache_clear()
+
+
+@pytest.mark.slow
+def test_prompt_modes_end_to_end_on_a_tiny_t5(tmp_path, monkeypatch):
+    """Three modes × two speedups on 2 PIQA items: rows, the prompt board and its figures."""
+    from transformers import AutoTokenizer
+
+    from harness.models.catalog import t5_tokenizer
+    from test_t5 import tiny_t5
+
+    folder = tmp_path / "t5"
+    tiny_t5(vocab=32128).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(t5_tokenizer()).save_pretrained(folder)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--models", str(folder), "--tasks", "piqa", "--prompts", "zero-shot,few-shot,instruction",
+                 "--speedups", "1,2", "--max-eval", "2", "--batch-size", "2", "--repeats", "1", "--num-fewshot", "2",
+                 "--no-progress", "--out", "run"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert {(row["prompt_mode"], row["speedup"]) for row in rows} == {
+        (mode, s) for mode in prompt_suites.MODES for s in (1.0, 2.0)}
+    by_mode = {row["prompt_mode"]: row for row in rows if row["speedup"] == 1.0}
+    assert by_mode["few-shot"]["mean_prompt_tokens"] > by_mode["zero-shot"]["mean_prompt_tokens"]
+    assert by_mode["few-shot"]["num_fewshot"] == 2 and by_mode["instruction"]["chat_template"] is False
+    assert len(by_mode["instruction"]["template_scores"]) == 5
+    assert by_mode["zero-shot"]["kept_segments"] is None and "demonstrations" in by_mode["few-shot"]["kept_segments"]
+    board = (tmp_path / "run" / "leaderboards" / "run_prompts.md").read_text()
+    assert "prompt_mode" in board and "template_spread" in board and board.count("\n") == 2 + 6
+    plots = {path.name for path in (tmp_path / "run" / "plots" / "run").iterdir()}
+    for kind in ("prompt_modes", "kept_segments"):
+        assert any(name.startswith(kind) and name.endswith("t5_piqa.png") for name in plots)
