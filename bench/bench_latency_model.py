@@ -29,7 +29,7 @@ import torch
 
 import harness
 from harness.measure.calibrate import calibrate, load_for_timing, validation_line
-from harness.measure.hardware import check_device, hardware_fingerprint
+from harness.measure.hardware import check_device, hardware_fingerprint, set_threads
 from harness.models import family_for
 from harness.pruning.flops import UnreachableSpeedupError
 from harness.pruning.surface import stock_copy
@@ -149,8 +149,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the report (Markdown) here")
     args = parser.parse_args()
     device = check_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     speedups = [float(s) for s in args.speedups.split(",")]
     started = time.perf_counter()
     sections = []

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> None:
+    from harness.measure.hardware import set_threads
     from harness.report.location import report_place
     from harness.runners.glue import TrainSettings
     from harness.runners.sweep import SweepConfig, run_sweep
@@ -116,7 +117,7 @@ def _run(args) -> None:
         num_fewshot=args.num_fewshot, chat_template=args.chat_template,
     )
     place = report_place(config.run_dir(), args.report_dir)  # a name taken by another run fails before the sweep
-    _threads(args.threads)
+    set_threads(args.threads)
     run_dir = run_sweep(config)
     place.check_free()
     _figures(_board([run_dir], place.leaderboards, place.name), place.plots)
@@ -125,26 +126,16 @@ def _run(args) -> None:
     place.record_owner()
 
 
-def _threads(threads: int | None) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise HarnessError(f"--threads must be a positive integer, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def _calibrate(args) -> None:
     from harness.measure.calibrate import calibrate, validation_line
 
-    _threads(args.threads)
     try:
         sizes = [int(part) for part in _names(args.batch_sizes, "--batch-sizes", "such as 1,16")]
     except ValueError:
         raise HarnessError(f"--batch-sizes must be comma-separated positive integers, got {args.batch_sizes!r}") from None
     for name in _names(args.models, "--models"):
-        latency, reused = calibrate(name, sizes, device=args.device, max_length=args.max_length, budget_s=args.budget,
-                                    validate_s=args.validate_seconds, force=args.force,
+        latency, reused = calibrate(name, sizes, device=args.device, threads=args.threads, max_length=args.max_length,
+                                    budget_s=args.budget, validate_s=args.validate_seconds, force=args.force,
                                     progress=not args.no_progress)
         from harness.pruning.latency_model import calibration_path, describe_key
 

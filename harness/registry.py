@@ -30,6 +30,12 @@ class HarnessError(Exception):
     """A user-facing error: the CLI prints its message on one line and exits with code 2."""
 
 
+def one_line(exc: BaseException) -> str:
+    """A library exception as a fragment of a one-line user error: its type and first line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class UnknownNameError(HarnessError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]

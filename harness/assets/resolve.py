@@ -20,7 +20,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import get_session
 
-from harness.registry import HarnessError
+from harness.registry import HarnessError, one_line
 
 from .catalog import ASSETS, Asset
 from .fetch import AssetError, asset_path, fetch_asset
@@ -61,7 +61,7 @@ def hub_unreachable_reason() -> str | None:
             get_session().head(endpoint, timeout=timeout)  # any HTTP answer means reachable
             _probed[endpoint] = None
         except Exception as exc:  # httpx, ssl, offline-mode errors alike mean "not reachable"
-            _probed[endpoint] = f"{endpoint} unreachable: {_one_line(exc)}"
+            _probed[endpoint] = f"{endpoint} unreachable: {one_line(exc)}"
     return _probed[endpoint]
 
 
@@ -115,10 +115,5 @@ def _from_hub(hub_id: str) -> tuple[ResolvedCheckpoint | None, str]:
     try:
         path = snapshot_download(hub_id, allow_patterns=HUB_PATTERNS)
     except Exception as exc:  # huggingface_hub raises many types for one cause
-        return None, _one_line(exc)
+        return None, one_line(exc)
     return ResolvedCheckpoint(path, "hub", f"{hub_id} revision {Path(path).name} (downloaded)"), ""
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

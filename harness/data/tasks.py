@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from harness.assets import ASSETS, asset_path, hub_unreachable_reason
 from harness.contracts.task import LmEvalTask, Task
-from harness.registry import HarnessError, Registry
+from harness.registry import HarnessError, Registry, one_line
 
 _ALTERNATIVES = ("pass --data-dir with train and validation files (.csv, .jsonl or .parquet) in GLUE "
                  "columns, or use the embedded tasks rt-polarity, boolq")
@@ -177,12 +177,7 @@ def _read(path: Path) -> pd.DataFrame:
     try:
         return _READERS[path.suffix](path)
     except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
-        raise DataError(f"could not parse {path} as {path.suffix[1:]} ({_one_line(exc)})") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        raise DataError(f"could not parse {path} as {path.suffix[1:]} ({one_line(exc)})") from exc
 
 
 def _normalise(spec: Task, df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -264,7 +259,7 @@ def _load_hub(spec: Task, seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[
                 dsd = datasets.load_dataset(dataset_id, config)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...) for one cause
         why = (f"the Hugging Face hub is unreachable ({reason}) and it is not in the local datasets cache"
-               if reason else f"loading it from the hub failed ({_one_line(exc)})")
+               if reason else f"loading it from the hub failed ({one_line(exc)})")
         raise DataError(f"task {spec.name!r}: cannot load {dataset_id}/{config}: {why}; {_ALTERNATIVES}") from exc
     splits = {}
     for role, split in spec.splits.items():

@@ -33,7 +33,7 @@ import torch
 
 import harness
 from harness.contracts.family import Tokens
-from harness.measure.hardware import check_device, hardware_fingerprint
+from harness.measure.hardware import check_device, hardware_fingerprint, set_threads
 from harness.measure.latency import interleaved_latency
 from harness.models import family_for, stack
 from harness.pruning.attention import allowed_keys, for_implementation
@@ -258,10 +258,7 @@ def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int 
     """The stored calibration of model ``name`` on this machine, made if missing (or ``force``);
     returns it and whether it was reused."""
     device = check_device(device)
-    if threads is not None:
-        if threads < 1:
-            raise HarnessError(f"--threads must be a positive integer, got {threads}")
-        torch.set_num_threads(threads)
+    set_threads(threads)
     sizes = sorted(set(batch_sizes))
     if not sizes or sizes[0] < 1:
         raise HarnessError(f"batch sizes must be positive integers, got {batch_sizes}")

@@ -90,3 +90,13 @@ def check_device(device: str) -> str:
         raise HarnessError(f"device {device} does not exist; this machine has {count} CUDA device(s): "
                            + ", ".join(f"cuda:{i}" for i in range(count)))
     return device
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` torch threads (None: torch's own choice).  Timings and calibrations record the
+    thread count, so the CLI, the calibration and the benches set it through this one check."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise HarnessError(f"--threads must be a positive integer, got {threads}")
+    torch.set_num_threads(threads)
