@@ -146,7 +146,7 @@ def test_calibration_is_stored_by_key_and_reused(tiny_checkpoint, cache, monkeyp
     assert stored["validation"]["latency_predictions"] > 0 and "latency_within_10pct" in stored["validation"]
     assert all(len(stored["tables"]["1"][name]) == len(latency.lengths) for name in ("stock", "drop_min", "drop_all"))
 
-    monkeypatch.setattr(calibration, "time_batch", lambda *a, **k: pytest.fail("timed again"))
+    monkeypatch.setattr(calibration, "time_probes", lambda *a, **k: pytest.fail("timed again"))
     again, reused = calibration.calibrate(str(tiny_checkpoint), [2], max_length=12, progress=False)
     assert reused and again is find_calibration(latency.key)
     # another thread count is another machine as far as latency goes

@@ -8,8 +8,9 @@ hidden states, tokens and layer-call state are handed to the family's own ``run_
 ``drop_layer`` and ``single_token_layer``, cycling over all layers so that weights come from memory
 as they do in a forward.  Everything but the layers (embeddings, masks, final norm, head) is timed as
 the real forward with the layer loop replaced by the identity, and again with ``logits_to_keep=1``
-where the forward takes it (a decoder's prefill).  A point is the median of at least 3
-calls (at least two passes over the layers where a call is cheap, within ``budget_s``).
+where the forward takes it (a decoder's prefill).  Every grid point of every batch size is timed in
+``ROUNDS`` interleaved rounds over the whole grid (``time_probes`` says why); a point is the median
+of its rounds.
 
 Validation, on shapes outside the grid: lengths between the grid points and batch sizes between the
 calibrated ones, stock dense forwards and pruned forwards at FLOP targets 2 and 3.5 (real kept counts),
@@ -27,6 +28,8 @@ import math
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -47,13 +50,12 @@ LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256,
 """The length grid, cut at the calibrated maximum (which is added)."""
 
 
-QUANTILE = 50
-"""The percentile of a point's calls that the table keeps: the median, as the bench and the rows report
-medians (on a quiet machine a lower quartile is the same; on a busy one neither is reliable)."""
+ROUNDS = 7
+"""Rounds over the whole grid: each point's value is the median of its rounds."""
 
 
 SPREADS: list[float] = []
-"""Upper over lower quartile of every point timed in this process: how busy the machine was."""
+"""Upper over lower quartile of every point's rounds timed in this process: how busy the machine was."""
 BUSY_SPREAD = 1.15
 """A median spread above this: the calibration warns that the machine looked busy."""
 
@@ -67,22 +69,70 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(call, items: list, device: str, budget_s: float, min_calls: int = 3) -> float:
-    """Median milliseconds of ``call(item)``, cycling over ``items`` after one untimed call: at least
-    ``min_calls`` calls, and up to two passes over the items while within ``budget_s``."""
-    call(items[0])
-    _sync(device)
-    samples, spent = [], 0.0
-    while len(samples) < min_calls or (len(samples) < 2 * len(items) and spent < budget_s):
-        item = items[len(samples) % len(items)]
+@dataclass(eq=False)
+class Probe:
+    """One grid point: a series at one (batch, length), timed by calling ``call`` on ``items`` in turn
+    (the layers, so weights stream from memory as they do in a forward)."""
+
+    batch: int
+    series: str
+    index: int | None
+    """Position in the length grid (None: ``single``, one value per batch size)."""
+    call: Callable
+    items: list
+    per_round: int = 1
+    warm: bool = False
+    """Make one untimed call first in each round (cheap points: see ``time_probes``)."""
+    samples: list = field(default_factory=list)
+    cursor: int = 0
+
+    def run(self, device: str) -> float:
+        """Mean seconds of ``per_round`` calls, cycling over the items."""
+        if self.warm:
+            self.call(self.items[self.cursor % len(self.items)])
+            _sync(device)
         start = time.perf_counter()
-        call(item)
+        for _ in range(self.per_round):
+            self.call(self.items[self.cursor % len(self.items)])
+            self.cursor += 1
         _sync(device)
-        samples.append(time.perf_counter() - start)
-        spent += samples[-1]
-    low, high = np.percentile(samples, [QUANTILE, 100 - QUANTILE])
-    SPREADS.append(float(high / low) if low > 0 else 1.0)
-    return float(low * 1000)
+        return (time.perf_counter() - start) / self.per_round
+
+
+def time_probes(probes: list[Probe], device: str, budget_s: float, rounds: int = ROUNDS,
+                progress: bool = False) -> None:
+    """Time every probe in ``rounds`` interleaved rounds over the whole grid.
+
+    Why interleaved: on a shared VM this machine's speed wandered by 20% within seconds (the same
+    forward: 176, 204, 235 ms in one process).  Timing the grid one point after another put each
+    point in whatever state the machine was in at that moment, and those errors did not cancel between
+    the dense and pruned predictions (the held-out MAPE was 11%, with single points 37% off).  Each
+    round visits every point (order rotating), so every point sees the same spread of machine states;
+    a point's value is the median over rounds of the mean of its calls in a round (as many calls as fit
+    ``budget_s / rounds``, at least one, at most two passes over the layers).  A point cheaper than that
+    share first makes one untimed call in each round: coming back to a point after the rest of the grid
+    ran, its first call found its inputs out of cache and cost up to 40% more than the same call inside
+    a forward, where a layer's input was just written by the layer before."""
+    from tqdm.auto import tqdm
+
+    for probe in probes:  # one untimed call (first-touch allocation), then one to size the rounds
+        probe.run(device)
+        once = probe.run(device)
+        share = budget_s / max(rounds, 1)
+        probe.per_round = int(max(1, min(2 * len(probe.items), share // max(once, 1e-6))))
+        probe.warm = once < share
+    for index in tqdm(range(rounds), desc="calibration rounds", unit="round", disable=not progress, file=sys.stderr):
+        shift = index * len(probes) // max(rounds, 1)
+        for probe in probes[shift:] + probes[:shift]:
+            probe.samples.append(probe.run(device))
+    for probe in probes:
+        low, high = np.percentile(probe.samples, [25, 75])
+        SPREADS.append(float(high / low) if low > 0 else 1.0)
+
+
+def probe_value(probe: Probe) -> float:
+    """A probe's milliseconds: the median over its rounds."""
+    return float(np.median(probe.samples) * 1000)
 
 
 @contextmanager
@@ -132,56 +182,74 @@ def _inputs(model, batch: int, length: int, device: str) -> dict:
 
 
 @torch.no_grad()
-def time_batch(model, batch: int, lengths: list[int], device: str, budget_s: float, progress: bool) -> tuple[dict, int]:
-    """The latency series of one batch size over ``lengths`` (per-layer ms), and the protected count."""
-    from tqdm.auto import tqdm
-
-    series: dict = {name: [] for name in ("stock", "stock_after", "drop_min", "drop_all", "outside_dense",
-                                          "outside_min", "outside_all")}
-    series["single"] = None
+def grid_probes(model, batch: int, lengths: list[int], device: str) -> tuple[list[Probe], dict]:
+    """The probes of one batch size over ``lengths``, and what the tables need besides their values:
+    the protected count, and which series alias another (an encoder without padding runs the same
+    stock call after a drop; a drop to the protected minimum of a short input keeps all of it)."""
+    probes: list[Probe] = []
     last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else None
-    if last:  # a decoder's prefill: logits for the last token only
-        series.update(outside_dense_last=[], outside_last=[])
-    protected, separate_after = 1, True
-    bar = tqdm(lengths, desc=f"batch {batch}", unit="length", disable=not progress, file=sys.stderr)
-    for n in bar:
-        bar.set_postfix(tokens=n)
+    outside = ["outside_dense", "outside_min", "outside_all"] + (["outside_dense_last", "outside_last"] if last else [])
+    meta = {"protected": 1, "separate_after": True, "single": False, "aliases": [], "outside": outside}
+
+    def add(series, index, call, items):
+        probes.append(Probe(batch, series, index, call, items))
+
+    for index, n in enumerate(lengths):
         inputs = _inputs(model, batch, n, device)
         record: dict = {}
         with _recording_stack(record):
             model(**inputs)
         family, layers, hidden, tokens, call = (record[k] for k in ("family", "layers", "hidden", "tokens", "call"))
         call.cache = None  # a layer's KV-cache update is not timed (it stores references)
-        protected = int(tokens.protected.sum(dim=1).max())
+        meta["protected"] = protected = int(tokens.protected.sum(dim=1).max())
         low = min(protected, n)
         keep_low = torch.full((batch,), low, dtype=torch.long, device=hidden.device)
         keep_all = torch.full((batch,), n, dtype=torch.long, device=hidden.device)
-        series["stock"].append(time_calls(lambda layer: family.run_layer(layer, hidden, call), layers, device, budget_s))
-        series["drop_all"].append(time_calls(lambda layer: family.drop_layer(layer, hidden, tokens, keep_all, call),
-                                             layers, device, budget_s))
-        series["drop_min"].append(series["drop_all"][-1] if low == n else time_calls(
-            lambda layer: family.drop_layer(layer, hidden, tokens, keep_low, call), layers, device, budget_s))
+        add("stock", index, lambda layer, h=hidden, c=call, f=family: f.run_layer(layer, h, c), layers)
+        add("drop_all", index, lambda layer, h=hidden, t=tokens, c=call, f=family, k=keep_all:
+            f.drop_layer(layer, h, t, k, c), layers)
+        if low == n:
+            meta["aliases"].append(("drop_min", index, "drop_all"))
+        else:
+            add("drop_min", index, lambda layer, h=hidden, t=tokens, c=call, f=family, k=keep_low:
+                f.drop_layer(layer, h, t, k, c), layers)
         after_hidden, _, after_call = _after_drop(family, layers[0], hidden, tokens, call, keep_all)
         # encoders without padding run the same stock call after a drop (no mask either way)
-        separate_after = call.causal or call.mask is not None or after_call.mask is not None
-        series["stock_after"].append(time_calls(lambda layer: family.run_layer(layer, after_hidden, after_call),
-                                                layers, device, budget_s) if separate_after else series["stock"][-1])
-        if series["single"] is None:
-            one = hidden[:, :1]
-            if family.single_token_layer(layers[0], one) is not None:
-                series["single"] = time_calls(lambda layer: family.single_token_layer(layer, one), layers, device,
-                                              budget_s)
-            else:
-                series["single"] = False
+        meta["separate_after"] = call.causal or call.mask is not None or after_call.mask is not None
+        if meta["separate_after"]:
+            add("stock_after", index, lambda layer, h=after_hidden, c=after_call, f=family: f.run_layer(layer, h, c),
+                layers)
+        if index == 0 and family.single_token_layer(layers[0], hidden[:, :1]) is not None:
+            meta["single"] = True
+            add("single", None, lambda layer, h=hidden[:, :1], f=family: f.single_token_layer(layer, h), layers)
         for name, out, extra in (("outside_dense", None, {}), ("outside_min", low, {}), ("outside_all", n, {}),
                                  ("outside_dense_last", None, last), ("outside_last", low, last)):
-            if name in series:
-                with _recording_stack(out=out):
-                    series[name].append(time_calls(lambda _: model(**inputs, **extra), [None], device, budget_s))
-    series["single"] = series["single"] or None
-    if not separate_after:
+            if name in outside:
+                add(name, index, lambda _, i=inputs, o=out, e=extra: _outside(model, i, o, e), [None])
+    return probes, meta
+
+
+def _outside(model, inputs: dict, out: int | None, extra: dict):
+    """The forward with its layer loop replaced by the identity (cut to ``out`` tokens, as after drops)."""
+    with _recording_stack(out=out):
+        return model(**inputs, **extra)
+
+
+def grid_tables(probes: list[Probe], meta: dict, lengths: list[int]) -> dict:
+    """One batch size's latency series (per-layer ms over ``lengths``) from its timed probes."""
+    series: dict = {name: [None] * len(lengths) for name in ("stock", "drop_min", "drop_all", "stock_after",
+                                                             *meta["outside"])}
+    series["single"] = None
+    for probe in probes:
+        if probe.index is None:
+            series[probe.series] = probe_value(probe)
+        else:
+            series[probe.series][probe.index] = probe_value(probe)
+    for name, index, source in meta["aliases"]:
+        series[name][index] = series[source][index]
+    if not meta["separate_after"]:
         series["stock_after"] = None
-    return series, protected
+    return series
 
 
 @torch.no_grad()
@@ -254,7 +322,7 @@ def validation_line(validation: dict) -> str:
 
 def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int | None = None,
               max_length: int | None = None, budget_s: float = 0.25, validate_s: float = 60.0,
-              force: bool = False, progress: bool = True, log=print) -> tuple[LatencyModel, bool]:
+              force: bool = False, progress: bool = True, log=print, rounds: int = ROUNDS) -> tuple[LatencyModel, bool]:
     """The stored calibration of model ``name`` on this machine, made if missing (or ``force``);
     returns it and whether it was reused."""
     device = check_device(device)
@@ -276,9 +344,10 @@ def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int 
         f"{len(lengths)} lengths up to {longest} tokens")
     start = time.perf_counter()
     SPREADS.clear()
-    tables, protected = {}, 1
-    for batch in sizes:
-        tables[batch], protected = time_batch(model, batch, lengths, device, budget_s, progress)
+    grids = {batch: grid_probes(model, batch, lengths, device) for batch in sizes}
+    time_probes([probe for probes, _ in grids.values() for probe in probes], device, budget_s, rounds, progress)
+    tables = {batch: grid_tables(probes, meta, lengths) for batch, (probes, meta) in grids.items()}
+    protected = grids[sizes[0]][1]["protected"]
     hardware = hardware_fingerprint(device)
     latency = LatencyModel(key, model.arch_spec.num_layers, protected, lengths, tables,
                            info={"model": name, "hardware_id": hardware["id"], "fit_seconds": 0.0,
