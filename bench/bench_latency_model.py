@@ -155,14 +155,14 @@ def main() -> None:
     sections = []
     for name in args.models.split(","):
         shapes = [tuple(map(int, s.split("x"))) for s in (args.shapes.split(",") if args.shapes else SHAPES[name])]
-        latency, reused = calibrate(name, sorted({b for b, _ in shapes}), device=device,
-                                    max_length=max(n for _, n in shapes), force=args.recalibrate,
-                                    log=lambda line: print(line, file=sys.stderr, flush=True))
-        line = validation_line(latency.validation)
-        print(f"{name}: {line}", file=sys.stderr, flush=True)
         torch.manual_seed(0)
         model = load_for_timing(name, device)
-        stock = stock_copy(model)
+        stock = stock_copy(model)  # shares the weights: dense and pruned read the same memory
+        latency, reused = calibrate(name, sorted({b for b, _ in shapes}), device=device,
+                                    max_length=max(n for _, n in shapes), force=args.recalibrate,
+                                    log=lambda line: print(line, file=sys.stderr, flush=True), model=model)
+        line = validation_line(latency.validation)
+        print(f"{name}: {line}", file=sys.stderr, flush=True)
         rows = []
         for batch, length in shapes:
             rows += measure_shape(name, model, stock, batch, length, speedups, args.repeats, device)

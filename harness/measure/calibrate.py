@@ -255,7 +255,10 @@ def grid_tables(probes: list[Probe], meta: dict, lengths: list[int]) -> dict:
 @torch.no_grad()
 def validate(model, latency: LatencyModel, device: str, repeats: int = 3, budget_s: float = 60.0,
              targets=(2.0, 3.5), progress: bool = True) -> dict:
-    """Predicted vs measured latency on shapes off the calibration grid (see the module docstring)."""
+    """Predicted vs measured latency on shapes off the calibration grid (see the module docstring).
+
+    The dense reference and the pruned copies share ``model``'s weight tensors (a copy's own weights
+    may sit where they run 20% faster or slower)."""
     sizes = latency.batch_sizes
     batches = sorted(set(sizes) | {round(math.sqrt(a * b)) for a, b in zip(sizes, sizes[1:])})
     grid = set(latency.lengths)
@@ -271,7 +274,7 @@ def validate(model, latency: LatencyModel, device: str, repeats: int = 3, budget
         inputs = _inputs(model, batch, n, device)
         fns, predicted = {"dense": lambda: stock(**inputs)}, {"dense": latency.dense_ms(batch, n)}
         for target in targets:
-            pruned = copy.deepcopy(model)
+            pruned = copy.deepcopy(model, memo={id(t): t for t in (*model.parameters(), *model.buffers())})
             pruned.set_speedup(min(target, pruned.max_speedup(n)))
             pruned(**inputs)
             counts = [max(map(len, layer)) for layer in pruned.last_kept]
@@ -322,15 +325,17 @@ def validation_line(validation: dict) -> str:
 
 def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int | None = None,
               max_length: int | None = None, budget_s: float = 0.25, validate_s: float = 60.0,
-              force: bool = False, progress: bool = True, log=print, rounds: int = ROUNDS) -> tuple[LatencyModel, bool]:
+              force: bool = False, progress: bool = True, log=print, rounds: int = ROUNDS,
+              model=None) -> tuple[LatencyModel, bool]:
     """The stored calibration of model ``name`` on this machine, made if missing (or ``force``);
-    returns it and whether it was reused."""
+    returns it and whether it was reused.  ``model``: the pruned model to time (``load_for_timing``'s
+    by default); a bench passes the one it then times, so both read the same weight memory."""
     device = check_device(device)
     set_threads(threads)
     sizes = sorted(set(batch_sizes))
     if not sizes or sizes[0] < 1:
         raise HarnessError(f"batch sizes must be positive integers, got {batch_sizes}")
-    model = load_for_timing(name, device)
+    model = load_for_timing(name, device) if model is None else model
     longest = max_length or min(model.max_length, 512 if family_for(model).kind == "encoder" else 1024)
     if not 1 <= longest <= model.max_length:
         raise HarnessError(f"--max-length must be within 1..{model.max_length} for {name}, got {longest}")
