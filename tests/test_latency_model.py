@@ -211,3 +211,31 @@ def test_decoder_calibration_times_the_masked_stock_layer_after_a_drop(tiny_gpt2
         model(input_ids=torch.randint(1, model.config.vocab_size, (2, 12)), logits_to_keep=1)
     assert model.harness_pruner.last_token_logits  # noted from the keywords: the head on one row
     assert model.predicted_latency()[0] == pytest.approx(latency.head(True).dense_ms(2, 12))
+
+
+def test_calibration_rounds_visit_every_point_in_a_rotating_order():
+    """Each round times every grid point once (so a host that slows down mid-calibration slows every
+    point alike); the start of the order moves each round; a value is the median of its rounds."""
+    order: list[str] = []
+    probes = [calibration.Probe(1, name, 0, lambda item, name=name: order.append(name), [None])
+              for name in ("a", "b", "c")]
+    calibration.time_probes(probes, "cpu", budget_s=0.0, rounds=3)
+    timed = order[6:]  # two untimed sizing calls per probe come first
+    assert timed == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert all(len(p.samples) == 3 and p.per_round == 1 for p in probes)
+    probes[0].samples = [0.003, 0.001, 0.002]
+    assert calibration.probe_value(probes[0]) == pytest.approx(2.0)
+
+
+def test_the_dense_reference_reads_the_pruned_models_weights(tiny_pruned):
+    """Dense and pruned share weight tensors: a copy's own placement in memory changed its speed by up to
+    25% on the shared CPU, which would land in every measured speedup."""
+    from harness.pruning.surface import stock_copy
+
+    stock = stock_copy(tiny_pruned)
+    assert type(stock) is type(tiny_pruned).__bases__[1]
+    pruned_weights = {name: p.data_ptr() for name, p in tiny_pruned.named_parameters()}
+    assert {name: p.data_ptr() for name, p in stock.named_parameters()} == pruned_weights
+    ids = torch.randint(1, tiny_pruned.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(stock(input_ids=ids).logits, tiny_pruned(input_ids=ids).logits, rtol=0, atol=1e-5)
