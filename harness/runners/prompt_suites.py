@@ -98,6 +98,40 @@ def suite_files(task: str, mode: str) -> tuple[SuiteFile, ...]:
 
 
 @functools.lru_cache(maxsize=None)
+def task_datasets(name: str):
+    """A registered task's labelled splits as a ``datasets.DatasetDict``, loaded once per process.
+
+    The GLUE suites' ``offline_data.glue`` hook reads them through here, and ``PromptMode.check`` loads
+    them before a run starts, so a hub task that cannot be reached fails in one line, before any model
+    loads or result file is written (and is then not loaded a second time)."""
+    import datasets
+
+    from harness.data.tasks import HubDataError, load_task
+
+    try:
+        data = load_task(name)
+    except HubDataError as exc:
+        offline = ", ".join(task for task in suites() if _offline(task))
+        raise HarnessError(f"task {name!r}: its prompt suite needs {exc.source}, and "
+                           f"{exc.why}; prompt suites that need no hub: {offline}") from None
+    return datasets.DatasetDict({role: datasets.Dataset.from_pandas(frame, preserve_index=False)
+                                 for role, frame in data.splits.items()})
+
+
+def _offline(task: str) -> bool:
+    """Whether a suite's task has its data without the hub (a pinned asset)."""
+    from harness.data.tasks import TASKS
+
+    return task in TASKS and TASKS.get(task).hub is None
+
+
+def check_data(task) -> None:
+    """A hub task's data must be loadable (``task_datasets``: one clear line when it is not)."""
+    if task.hub is not None:
+        task_datasets(task.name)
+
+
+@functools.lru_cache(maxsize=None)
 def load_lm_task(name: str):
     """The lm-eval task object of one of the harness's task files (its dataset loaded)."""
     from lm_eval.tasks import TaskManager
@@ -226,6 +260,7 @@ class PromptMode(Protocol):
             raise HarnessError(f"--prompts needs a decoder or an encoder-decoder; {family.name!r} models are "
                                f"{family.kind}s")
         suite_files(task.name, self.mode)
+        check_data(task)
 
     def prepare(self, config, model_name, task, method) -> Prepared:
         from harness.models.catalog import load_causal_lm
