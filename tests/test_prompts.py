@@ -111,6 +111,17 @@ def test_segments_of_an_instruction_and_a_few_shot_prompt():
     assert prompt.spans == (("demonstrations", 0, 11), ("input", 11, len(shots)))
 
 
+def test_segments_of_a_chat_rendered_instruction_prompt():
+    """Through a chat template the system turn and its markup are the instruction; the markup after the
+    asked text stays with the input, and the options end where the asked text's answer cue starts."""
+    asked = "Review: fine\nOPTIONS:\n- negative\n- positive\nAnswer:"
+    text = f"<s>system\nClassify.\n\n</s>\n<s>user\n{asked}</s>\n<s>assistant\n"
+    prompt = prompt_suites.segment_prompt(text, "Classify.\n\n", asked, demonstrations=False)
+    pieces = [(name, text[lo:hi]) for name, lo, hi in prompt.spans]
+    assert pieces == [("instruction", "<s>system\nClassify.\n\n</s>\n<s>user\n"), ("input", "Review: fine\n"),
+                      ("options", "OPTIONS:\n- negative\n- positive"), ("input", "\nAnswer:</s>\n<s>assistant\n")]
+
+
 def test_few_shot_prompts_never_contain_the_asked_item():
     prompts = prompt_suites.build_prompts("openbookqa-fs", 5, 20)  # no training split: same split, item excluded
     lm_task = prompt_suites.load_lm_task("openbookqa-fs")
@@ -152,6 +163,7 @@ def test_kept_segments_share_out_every_layer():
     (["--prompts", "zero-shot", "--tasks", "heldout-ppl"], "task 'heldout-ppl' has no prompt suite"),
     (["--prompts", "zero-shot", "--protocol", "zero-shot"], "--prompts and --protocol exclude each other"),
     (["--models", "flan-t5", "--protocol", "finetune"], "cannot be fine-tuned as classifiers"),
+    (["--prompts", "zero-shot,few-shot", "--chat-template"], "--chat-template renders the instruction prompt mode"),
 ])
 def test_bad_prompt_input_is_one_line(tmp_path, capsys, args, message):
     argv = ["run", "--models", "smollm2", "--tasks", "openbookqa", *args, "--out", str(tmp_path / "run")]

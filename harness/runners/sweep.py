@@ -113,8 +113,7 @@ class SweepConfig:
         "tasks": {name: Task}}``."""
         if self.protocol is not None:
             PROTOCOLS.get(self.protocol)
-        if self.prompts is not None:
-            check_prompts(self.prompts, self.protocol)
+        check_prompts(self.prompts, self.protocol, self.chat_template)
         specs = {name: model_spec(name) for name in self.models}  # a local folder's config is read once
         tasks = {name: get_task(name) for name in self.tasks}
         for spec in specs.values():
