@@ -4,7 +4,8 @@ User errors (unknown names, bad numbers, unreachable speedups, missing data, unw
 one line, ``harness: error: ...``, and exit with code 2; no traceback.  ``harness run`` with no
 arguments runs the embedded default: minilm on rt-polarity at speedups 1, 2, 3, 4 (``make demo``).
 A run's reports go under its own folder (or ``--report-dir``), never into the current directory's
-``leaderboards/`` and ``plots/`` unless asked; ``harness leaderboard`` and ``harness plot`` write where told.
+``leaderboards/`` and ``plots/`` unless asked; ``harness leaderboard`` and ``harness plot`` write where told,
+and rebuild the prompt-mode board and figures too when a run folder holds rows made with ``--prompts``.
 """
 
 from __future__ import annotations
@@ -57,9 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-length", type=int, default=128)
     run.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (default: 2)")
     run.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
-    run.add_argument("--max-eval", type=int, default=None, help="use at most this many evaluation rows")
+    run.add_argument("--limit", "--max-eval", dest="max_eval", type=int, default=None,
+                     help="at most N evaluation documents per task (lm-eval's --limit; --max-eval is the same "
+                          "option: lm-eval protocols take the first N, fine-tuning a seeded sample of N)")
     run.add_argument("--data-dir", default=None, help="folder of train/validation .csv|.jsonl|.parquet with GLUE columns")
-    run.add_argument("--repeats", type=int, default=10, help="timed forwards per cell (default: 10)")
+    run.add_argument("--repeats", type=int, default=None,
+                     help="timed forwards per cell and variant (default: 10; 3 with --prompts, whose latency "
+                          "batches are whole batches of long prompts)")
     run.add_argument("--out", default=None, help="run folder (default: runs/<models>_<tasks>_<weights>)")
     run.add_argument("--report-dir", default=None,
                      help="folder for this run's leaderboards/<name>.md|csv and plots/<name>/ (default: the run "
@@ -121,8 +126,8 @@ def _run(args) -> None:
     run_dir = run_sweep(config)
     place.check_free()
     _figures(_board([run_dir], place.leaderboards, place.name), place.plots)
-    if config.prompts:
-        _prompt_report([run_dir], place.leaderboards, place.plots, place.name)
+    _prompt_board([run_dir], place.leaderboards, place.name)
+    _prompt_figures([run_dir], place.plots)
     place.record_owner()
 
 
@@ -164,14 +169,23 @@ def _figures(frame, out: Path) -> None:
     print(f"plots: {len(figures)} files in {out}")
 
 
-def _prompt_report(runs: list[Path], boards: Path, plots: Path, name: str) -> None:
-    """The prompt-mode leaderboard and its figures (metric vs speedup per mode; kept segments)."""
-    from harness.report.prompt_board import load_prompt_rows, plot_kept_segments, plot_modes, write_prompt_board
+def _prompt_board(runs: list[Path], out: Path, name: str) -> None:
+    """The prompt-mode leaderboard ``<name>_prompts.{md,csv}``, when the runs hold rows made with --prompts."""
+    from harness.report.prompt_board import has_prompt_rows, load_prompt_rows, write_prompt_board
 
-    frame = load_prompt_rows(runs)
-    paths = write_prompt_board(frame, boards, f"{name}_prompts")
-    figures = [*plot_modes(frame, plots), *plot_kept_segments(runs, plots)]
-    print("prompt-mode leaderboard: " + " ".join(map(str, paths)) + f"; plots: {len(figures)} files in {plots}")
+    if has_prompt_rows(runs):
+        paths = write_prompt_board(load_prompt_rows(runs), out, f"{name}_prompts")
+        print("prompt-mode leaderboard: " + " ".join(map(str, paths)))
+
+
+def _prompt_figures(runs: list[Path], out: Path) -> None:
+    """Per task, the metric against speedup with one line per prompt mode, and where the kept tokens come
+    from, when the runs hold rows made with --prompts."""
+    from harness.report.prompt_board import has_prompt_rows, load_prompt_rows, plot_kept_segments, plot_modes
+
+    if has_prompt_rows(runs):
+        figures = [*plot_modes(load_prompt_rows(runs), out), *plot_kept_segments(runs, out)]
+        print(f"prompt-mode plots: {len(figures)} files in {out}")
 
 
 def _existing_runs(paths: list[str]) -> list[Path]:
@@ -261,11 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "leaderboard":
             runs = _existing_runs(args.runs)
             _board(runs, Path(args.out), args.name or runs[0].name)
+            _prompt_board(runs, Path(args.out), args.name or runs[0].name)
         elif args.command == "plot":
             from harness.report.leaderboard import load_rows
 
             runs = _existing_runs(args.runs)
-            _figures(load_rows(runs), Path(args.out) if args.out else PLOTS / runs[0].name)
+            out = Path(args.out) if args.out else PLOTS / runs[0].name
+            _figures(load_rows(runs), out)
+            _prompt_figures(runs, out)
         elif args.command == "list":
             _list()
         elif args.command == "cache":

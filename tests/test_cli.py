@@ -123,6 +123,23 @@ def test_random_weights_rows_have_no_quality(workdir, tiny_checkpoint):
     assert "random weights" in (out / "leaderboards" / "random.md").read_text()
 
 
+def test_limit_is_max_eval_and_repeats_follow_the_protocol():
+    from harness.runners.sweep import PROMPT_REPEATS, REPEATS, SweepConfig
+
+    parse = cli.build_parser().parse_args
+    assert parse(["run", "--limit", "7"]).max_eval == parse(["run", "--max-eval", "7"]).max_eval == 7
+    assert parse(["run"]).max_eval is None and parse(["run"]).repeats is None
+    config = SweepConfig(models=["minilm"])
+    config.validate()
+    assert config.repeats == REPEATS == 10
+    config = SweepConfig(models=["smollm2"], tasks=["piqa"], prompts=["zero-shot"])
+    config.validate()
+    assert config.repeats == PROMPT_REPEATS == 3
+    config = SweepConfig(models=["smollm2"], tasks=["piqa"], prompts=["zero-shot"], repeats=5)
+    config.validate()
+    assert config.repeats == 5
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--models", "nope"], "unknown model 'nope'; valid models: bert, minilm"),
     (["run", "--tasks", "nope"], "unknown task 'nope'; valid tasks: cola, sst2"),

@@ -39,6 +39,15 @@ class DataError(HarnessError):
     """A task's data could not be found, read or understood."""
 
 
+class HubDataError(DataError):
+    """A hub task's data could not be loaded; ``source`` and ``why`` let a caller whose alternatives differ
+    (the prompt suites take no ``--data-dir``) say the same in its own words."""
+
+    def __init__(self, message: str, source: str, why: str):
+        super().__init__(message)
+        self.source, self.why = source, why
+
+
 TaskSpec = Task
 """The name this contract had before ``harness.contracts``; kept for callers that import it."""
 
@@ -260,7 +269,8 @@ def _load_hub(spec: Task, seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...) for one cause
         why = (f"the Hugging Face hub is unreachable ({reason}) and it is not in the local datasets cache"
                if reason else f"loading it from the hub failed ({one_line(exc)})")
-        raise DataError(f"task {spec.name!r}: cannot load {dataset_id}/{config}: {why}; {_ALTERNATIVES}") from exc
+        raise HubDataError(f"task {spec.name!r}: cannot load {dataset_id}/{config}: {why}; {_ALTERNATIVES}",
+                           f"{dataset_id}/{config}", why) from exc
     splits = {}
     for role, split in spec.splits.items():
         df = dsd[split].to_pandas()

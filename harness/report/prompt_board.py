@@ -51,6 +51,13 @@ def _row(raw: dict) -> dict:
     }
 
 
+def has_prompt_rows(run_dirs: Iterable[str | Path]) -> bool:
+    """Whether any of the runs holds rows made with ``--prompts`` (``harness leaderboard`` and ``harness
+    plot`` then rebuild the prompt-mode board and figures too)."""
+    return any(raw.get("prompt_mode") for run_dir in map(Path, run_dirs)
+               for raw in read_results(run_dir / RESULTS_FILE)[0])
+
+
 def load_prompt_rows(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     """Every prompt-mode row of the runs, with ``drop`` against speedup 1 of the same group."""
     rows = []

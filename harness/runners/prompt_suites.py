@@ -78,8 +78,13 @@ def suites(folder: Path | None = None) -> dict[str, dict[str, tuple[SuiteFile, .
             for task, modes in found.items()}
 
 
-def check_prompts(modes: list[str], protocol: str | None = None) -> None:
-    """--prompts names known modes, and is not combined with --protocol (each mode is its own protocol)."""
+def check_prompts(modes: list[str] | None, protocol: str | None = None, chat_template: bool = False) -> None:
+    """--prompts names known modes, and is not combined with --protocol (each mode is its own protocol);
+    --chat-template needs the instruction mode, the one it renders."""
+    if chat_template and "instruction" not in (modes or ()):
+        raise HarnessError("--chat-template renders the instruction prompt mode; add --prompts instruction")
+    if modes is None:
+        return
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
         raise HarnessError(f"unknown prompt mode {', '.join(map(repr, unknown))}; valid: {', '.join(MODES)}")
@@ -95,6 +100,40 @@ def suite_files(task: str, mode: str) -> tuple[SuiteFile, ...]:
     if mode not in suite[task]:
         raise HarnessError(f"task {task!r} has no {mode} prompt mode; its modes: {', '.join(suite[task])}")
     return suite[task][mode]
+
+
+@functools.lru_cache(maxsize=None)
+def task_datasets(name: str):
+    """A registered task's labelled splits as a ``datasets.DatasetDict``, loaded once per process.
+
+    The GLUE suites' ``offline_data.glue`` hook reads them through here, and ``PromptMode.check`` loads
+    them before a run starts, so a hub task that cannot be reached fails in one line, before any model
+    loads or result file is written (and is then not loaded a second time)."""
+    import datasets
+
+    from harness.data.tasks import HubDataError, load_task
+
+    try:
+        data = load_task(name)
+    except HubDataError as exc:
+        offline = ", ".join(task for task in suites() if _offline(task))
+        raise HarnessError(f"task {name!r}: its prompt suite needs {exc.source}, and "
+                           f"{exc.why}; prompt suites that need no hub: {offline}") from None
+    return datasets.DatasetDict({role: datasets.Dataset.from_pandas(frame, preserve_index=False)
+                                 for role, frame in data.splits.items()})
+
+
+def _offline(task: str) -> bool:
+    """Whether a suite's task has its data without the hub (a pinned asset)."""
+    from harness.data.tasks import TASKS
+
+    return task in TASKS and TASKS.get(task).hub is None
+
+
+def check_data(task) -> None:
+    """A hub task's data must be loadable (``task_datasets``: one clear line when it is not)."""
+    if task.hub is not None:
+        task_datasets(task.name)
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,17 +168,20 @@ class Prompt:
     """(segment, start, end) character spans covering ``text``."""
 
 
-def segment_prompt(context: str, description: str, asked: str) -> Prompt:
+def segment_prompt(context: str, description: str, asked: str, demonstrations: bool = True) -> Prompt:
     """Split a prompt into its segments by character span.
 
     lm-eval builds ``context`` as the description (the instruction), the demonstrations, then the asked
-    item's text; within the asked text, the block from ``OPTIONS:`` to the answer cue lists the options."""
+    item's text; within the asked text, the block from ``OPTIONS:`` to the answer cue lists the options.
+    A prompt without demonstrations has only the instruction before the asked text: through a chat
+    template that is the system turn and the markup around it, all counted as instruction."""
     start = context.rfind(asked)
     if start < 0:
         raise HarnessError("a prompt does not end with its document's text; the segments cannot be found")
-    head = len(description) if description and context.startswith(description) else 0
+    at = context.find(description) if description else -1
+    head = start if not demonstrations else at + len(description) if 0 <= at < start else 0
     options = context.rfind(OPTIONS_MARK, start)
-    cue = context.rfind("\n", start) if options >= 0 else -1
+    cue = context.rfind("\n", start, start + len(asked)) if options >= 0 else -1
     spans = [("instruction", 0, head), ("demonstrations", head, start)]
     if options >= 0 and cue > options:
         spans += [("input", start, options), ("options", options, cue), ("input", cue, len(context))]
@@ -148,15 +190,26 @@ def segment_prompt(context: str, description: str, asked: str) -> Prompt:
     return Prompt(context, tuple(span for span in spans if span[2] > span[1]))
 
 
-def build_prompts(name: str, num_fewshot: int | None, limit: int | None) -> list[Prompt]:
+def build_prompts(name: str, num_fewshot: int | None, limit: int | None, tokenizer=None) -> list[Prompt]:
     """The contexts lm-eval builds for the first ``limit`` documents of task ``name`` (its seed), with
-    ``num_fewshot`` demonstrations (None: the task file's own count)."""
+    ``num_fewshot`` demonstrations (None: the task file's own count); rendered through ``tokenizer``'s
+    chat template when one is given, as lm-eval's ``apply_chat_template`` renders them."""
     lm_task = load_lm_task(name)
     lm_task.set_fewshot_seed(FEWSHOT_SEED)
     shots = num_fewshot if num_fewshot is not None else (lm_task.config.num_fewshot or 0)
     docs = list(lm_task.eval_docs)[:limit] if limit else list(lm_task.eval_docs)
     description = lm_task.config.description or ""
-    return [segment_prompt(lm_task.fewshot_context(doc, shots), description, lm_task.doc_to_text(doc)) for doc in docs]
+    chat = {} if tokenizer is None else {"apply_chat_template": True, "chat_template": _chat_renderer(tokenizer)}
+    return [segment_prompt(lm_task.fewshot_context(doc, shots, **chat), description, lm_task.doc_to_text(doc),
+                           demonstrations=shots > 0) for doc in docs]
+
+
+def _chat_renderer(tokenizer):
+    """Messages -> text through the tokenizer's chat template, as lm-eval's ``HFLM.apply_chat_template``."""
+    def render(messages, add_generation_prompt: bool = True) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             continue_final_message=not add_generation_prompt)
+    return render
 
 
 def token_segments(tokenizer, prompt: Prompt) -> tuple[list[int], list[str]]:
@@ -226,6 +279,7 @@ class PromptMode(Protocol):
             raise HarnessError(f"--prompts needs a decoder or an encoder-decoder; {family.name!r} models are "
                                f"{family.kind}s")
         suite_files(task.name, self.mode)
+        check_data(task)
 
     def prepare(self, config, model_name, task, method) -> Prepared:
         from harness.models.catalog import load_causal_lm
@@ -236,10 +290,14 @@ class PromptMode(Protocol):
         shots = 0
         if self.mode == "few-shot":
             shots = config.num_fewshot if config.num_fewshot is not None else load_lm_task(files[0].task).config.num_fewshot
-        prompts = build_prompts(files[0].task, shots, config.max_eval)
+        chat = bool(config.chat_template and self.mode == "instruction")
+        if chat and not getattr(loaded.tokenizer, "chat_template", None):
+            raise HarnessError(f"--chat-template: {model_name}'s tokenizer has no chat template (smollm2's has); "
+                               f"run without --chat-template")
+        prompts = build_prompts(files[0].task, shots, config.max_eval, loaded.tokenizer if chat else None)
         lengths = [len(token_segments(loaded.tokenizer, p)[0]) for p in prompts] if loaded.tokenizer else []
         mean_tokens = statistics.fmean(lengths) if lengths else None
-        describe = {"prompt_mode": self.mode, "chat_template": bool(config.chat_template and self.mode == "instruction"),
+        describe = {"prompt_mode": self.mode, "chat_template": chat,
                     "num_fewshot": shots, "mean_prompt_tokens": mean_tokens}
         context = {"data": {"lm_eval_tasks": [f.task for f in files], "limit": config.max_eval}}
         seq_len = min(config.max_length, round(mean_tokens)) if mean_tokens else None

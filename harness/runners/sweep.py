@@ -54,6 +54,14 @@ from harness.runners.prompt_suites import check_num_fewshot, check_prompts
 from harness.runners.protocols import PROTOCOLS
 
 
+REPEATS = 10
+PROMPT_REPEATS = 3
+"""Prompt modes time each mode's own prompts as a whole batch (``batch_size`` rows at the mode's mean
+length): seconds per forward on a CPU, where latency took 93% of a profiled run at ``--limit 5``.  Three
+interleaved repeats after the warmup keep the measurement (dense and pruned, alternating, medians) and cost
+a third of ten; ``--repeats`` sets more."""
+
+
 @dataclass
 class SweepConfig:
     models: list[str] = field(default_factory=lambda: ["minilm"])
@@ -69,6 +77,8 @@ class SweepConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     max_train: int | None = None
     max_eval: int | None = None
+    """At most this many evaluation documents per task (``--limit``, alias ``--max-eval``): the first N
+    under lm-eval protocols, as lm-eval's ``--limit``; a seeded sample of N under ``finetune``."""
     protocol: str | None = None
     """A registered protocol ("finetune", "zero-shot"); None: each model family's default."""
     device: str = "cpu"
@@ -84,7 +94,8 @@ class SweepConfig:
     chat_template: bool = False
     """Instruction mode through the tokenizer's chat template (recorded in every row)."""
     warmup: int = 2
-    repeats: int = 10
+    repeats: int | None = None
+    """Timed forwards per variant and cell; None: ``REPEATS``, or ``PROMPT_REPEATS`` with ``prompts``."""
     progress: bool = True
 
     def protocol_for(self, spec) -> str:
@@ -102,8 +113,7 @@ class SweepConfig:
         "tasks": {name: Task}}``."""
         if self.protocol is not None:
             PROTOCOLS.get(self.protocol)
-        if self.prompts is not None:
-            check_prompts(self.prompts, self.protocol)
+        check_prompts(self.prompts, self.protocol, self.chat_template)
         specs = {name: model_spec(name) for name in self.models}  # a local folder's config is read once
         tasks = {name: get_task(name) for name in self.tasks}
         for spec in specs.values():
@@ -119,15 +129,17 @@ class SweepConfig:
         check_speedup_model(self.speedup_model)
         self.device = check_device(self.device)
         self.speedups = [check_speedup(s) for s in self.speedups]
+        if self.repeats is None:
+            self.repeats = PROMPT_REPEATS if self.prompts else REPEATS
         self._check_numbers()
         for name, spec in specs.items():
             self._check_reachable(name, spec)
         return {"models": specs, "tasks": tasks}
 
     def _check_numbers(self) -> None:
-        """Numbers that would crash deep inside the sweep, or make it spin (``--max-eval 0``), refused here."""
+        """Numbers that would crash deep inside the sweep, or make it spin (``--limit 0``), refused here."""
         counts = (("--batch-size", self.batch_size), ("--max-length", self.max_length), ("--repeats", self.repeats),
-                  ("--max-train", self.max_train), ("--max-eval", self.max_eval))
+                  ("--max-train", self.max_train), ("--limit/--max-eval", self.max_eval))
         for name, value in counts:
             if value is not None and value < 1:
                 raise HarnessError(f"{name} must be a positive integer, got {value}")
@@ -153,7 +165,7 @@ class SweepConfig:
                               f"for {name} at --max-length {self.max_length}")
 
     def limits(self, task) -> dict[str, int]:
-        """Row caps per split role, for quick runs (--max-train, --max-eval)."""
+        """Row caps per split role, for quick runs (--max-train, --limit alias --max-eval)."""
         caps = {role: self.max_eval for role in task.splits if role != "train"}
         caps["train"] = self.max_train
         return {role: cap for role, cap in caps.items() if cap is not None}
@@ -263,4 +275,5 @@ def _speed(model, stock, batch, config) -> dict:
         "predicted_wallclock_speedup": predicted and predicted[0] / predicted[1],
         "batch_size": config.batch_size, "seq_len": batch["input_ids"].shape[1],
         "threads": torch.get_num_threads(), "device": config.device, "kept_tokens": kept,
+        "latency_repeats": pruned_t.repeats,
     }
