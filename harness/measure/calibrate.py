@@ -110,9 +110,9 @@ def time_probes(probes: list[Probe], device: str, budget_s: float, rounds: int =
     round visits every point (order rotating), so every point sees the same spread of machine states;
     a point's value is the median over rounds of the mean of its calls in a round (as many calls as fit
     ``budget_s / rounds``, at least one, at most two passes over the layers).  A point cheaper than that
-    share first makes one untimed call in each round: coming back to a point after the rest of the grid
-    ran, its first call found its inputs out of cache and cost up to 40% more than the same call inside
-    a forward, where a layer's input was just written by the layer before."""
+    share first makes one untimed call in each round, so that its timed calls follow a call of their own
+    kind, as a layer's call in a forward follows the layer before (a guard: on bert-base it moved the
+    points by less than the machine's noise)."""
     from tqdm.auto import tqdm
 
     for probe in probes:  # one untimed call (first-touch allocation), then one to size the rounds
@@ -189,7 +189,7 @@ def grid_probes(model, batch: int, lengths: list[int], device: str) -> tuple[lis
     probes: list[Probe] = []
     last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else None
     outside = ["outside_dense", "outside_min", "outside_all"] + (["outside_dense_last", "outside_last"] if last else [])
-    meta = {"protected": 1, "separate_after": True, "single": False, "aliases": [], "outside": outside}
+    meta = {"protected": 1, "separate_after": True, "aliases": [], "outside": outside}
 
     def add(series, index, call, items):
         probes.append(Probe(batch, series, index, call, items))
@@ -220,7 +220,6 @@ def grid_probes(model, batch: int, lengths: list[int], device: str) -> tuple[lis
             add("stock_after", index, lambda layer, h=after_hidden, c=after_call, f=family: f.run_layer(layer, h, c),
                 layers)
         if index == 0 and family.single_token_layer(layers[0], hidden[:, :1]) is not None:
-            meta["single"] = True
             add("single", None, lambda layer, h=hidden[:, :1], f=family: f.single_token_layer(layer, h), layers)
         for name, out, extra in (("outside_dense", None, {}), ("outside_min", low, {}), ("outside_all", n, {}),
                                  ("outside_dense_last", None, last), ("outside_last", low, last)):
