@@ -39,7 +39,7 @@ from harness.report.store import write_bytes_atomic, write_text_atomic
 GROUP = ["task", "model", "weights", "checkpoint", "hardware", "speedup_model", "method", "speedup"]
 MEANS = ["measured_speedup", "predicted_speedup", "eval_predicted_speedup", "gflops_measured", "latency_ms",
          "dense_latency_ms"]
-COLUMNS = [*GROUP, "recipe", "seeds", "main_metric", "quality", "se", "seed_sd", "seed_min", "seed_max", "drop",
+COLUMNS = [*GROUP, "recipe", "seeds", "main_metric", "quality", "se", "seed_sd", "seed_min", "seed_max", "drop_vs_dense",
            *MEANS, "frontier", "epochs", "train_examples", "eval_examples", "batch_size", "seq_len"]
 
 
@@ -99,7 +99,7 @@ def compare_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for key, rows in frame.groupby(GROUP, sort=True, dropna=False):
         records.append({**dict(zip(GROUP, key)), **_aggregate(rows)})
     table = pd.DataFrame.from_records(records)
-    table["drop"] = _drops(table)
+    table["drop_vs_dense"] = _drops(table)
     table["frontier"] = False
     for _, rows in table.groupby(["task", "model", "weights", "hardware"], dropna=False):
         mask = pareto_mask(rows["latency_ms"].to_numpy(float), rows["quality"].astype(float).to_numpy())
@@ -147,7 +147,7 @@ def compare_markdown(table: pd.DataFrame) -> str:
                       if _pct(row.seed_sd) else "")
             weights = row.weights if row.weights != "pretrained" else f"pretrained {row.checkpoint}"
             parts.append(f"| {row.model} | {weights} | {row.method} | {row.speedup:g} | {quality} | {spread} | "
-                         f"{_pct(row.drop, signed=True)} | {_num(row.measured_speedup)} | {_num(row.predicted_speedup)} | "
+                         f"{_pct(row.drop_vs_dense, signed=True)} | {_num(row.measured_speedup)} | {_num(row.predicted_speedup)} | "
                          f"{_num(row.eval_predicted_speedup)} | {_num(row.gflops_measured, 3)} | "
                          f"{_num(row.latency_ms, 0)} ({_num(row.dense_latency_ms, 0)}) | {'★' if row.frontier else ''} |")
         parts.append("")
