@@ -31,7 +31,7 @@ def test_every_built_in_method_is_registered():
 def _with_state(model, method):
     """Per-model state as training and tuning leave it (thresholds, scales, searched lengths)."""
     layers = model.arch_spec.num_layers
-    state = {"ltp": {"thresholds": [0.02 * (layer + 1) for layer in range(layers)], "scales": {"2": 1.0}},
+    state = {"ltp": {"thresholds": [0.3 * (layer + 1) for layer in range(layers)], "scales": {"2": 1.0}},
              "lat": {"configs": {"2": [0.9 ** (layer + 1) for layer in range(layers)]}}}.get(method)
     if state:
         model.harness_pruner.set_method_state(json.dumps(state))

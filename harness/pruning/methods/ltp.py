@@ -1,9 +1,13 @@
 """``ltp`` — Learned Token Pruning (after Kim et al., "Learned Token Pruning for Transformers", KDD 2022).
 
 Score: a token's mean attention received (the ACC statistic: mean over heads and valid queries of
-P[h, i, j]).  Layer l keeps the tokens whose score reaches its threshold θ_l ([CLS] always), so how
-many survive depends on the input: lengths vary per sample, and the FLOPs are counted from what the
-layers really kept.
+P[h, i, j]), times the sample's length n, so that 1 is the share of a token in uniform attention.
+Layer l keeps the tokens whose score reaches its threshold θ_l ([CLS] always), so how many survive
+depends on the input: lengths vary per sample, and the FLOPs are counted from what the layers really
+kept.  The paper thresholds the raw mean, which is about 1/n: one threshold then prunes long inputs
+much harder than short ones, and thresholds tuned on the (short) held-out rows would prune the
+fixed-length latency batch far more than the evaluation rows, so the measured latency would describe
+other pruning than the quality.  Scaled by n, the thresholds mean the same at every length.
 
 Training (recipe ``ltp-soft-masks``): the thresholds are parameters learned with the weights.  Each
 layer computes a soft mask m = sigmoid((score − θ_l) / T) (T = ``TEMPERATURE``) and nothing is dropped;
@@ -34,10 +38,10 @@ from harness.pruning.methods import recipes  # noqa: F401  (registers the recipe
 from harness.pruning.methods.acc import acc_scores
 from harness.pruning.select import pack_kept
 
-TEMPERATURE = 0.005
+TEMPERATURE = 0.2
 KEPT_PENALTY = 0.05
-THRESHOLD_LR = 1e-4
-THRESHOLD_FLOOR = 1e-3
+THRESHOLD_LR = 2e-3
+THRESHOLD_FLOOR = 0.05
 """θ_l is at least THRESHOLD_FLOOR · l / L at inference, so that scaling reaches any speedup."""
 BISECTION_STEPS = 14
 
@@ -75,7 +79,7 @@ class Ltp(Method):
 
     # --- the layers ----------------------------------------------------------------------------------
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
-        return acc_scores(inputs)
+        return acc_scores(inputs) * inputs.valid.sum(dim=1, keepdim=True)
 
     def keep_counts(self, spec: ArchSpec, n: int, speedup: float, schedule: Schedule) -> tuple[int, ...]:
         return (n,) * spec.num_layers  # a bound: each layer decides from its thresholds
