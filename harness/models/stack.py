@@ -3,8 +3,9 @@
 ``run_stack`` is the one layer loop (BERT's encoder, the decoders, and a T5 encoder next): it asks the
 pruner for the plan, runs each layer stock where no sample drops a token, the family's drop layer
 where some do (and in every layer once word-vectors carry weights, or where the method decides its
-counts inside the layers), skips a layer whose plan keeps 0 (LayerDrop), keeps the attention mask (and, through ``Family.after_drop``, rotary angles or a bias)
-right for the packed kept tokens, and records what each layer kept.
+counts inside the layers), skips a layer whose plan keeps 0 (LayerDrop), keeps the attention mask
+(and, through ``Family.after_drop``, rotary angles or a bias) right for the packed kept tokens, and
+records what each layer kept.
 
 ``install`` is the one way a family puts its pruned forward in place: an instance attribute
 ``forward`` on one module of the model (BERT: its encoder; decoders: the base model), so the class,

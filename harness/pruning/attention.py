@@ -3,8 +3,9 @@
 Family-agnostic: adapters hand over the projected heads (B, H, n, d) and get back the context and
 one score per token.  Methods that read attention (ACC) get the attention each token *receives*: the
 sum over valid queries of P[h, i, j], per head and its mean over heads, with the diagonal P[h, j, j]
-(PoWER-BERT leaves a token's attention to itself out) and the values (ACC-vnorm weighs by their norm).  It is accumulated block by block (a few samples, or
-a few dozen query rows, at a time: 2 MB of probabilities), so the probabilities never exist as one
+(PoWER-BERT leaves a token's attention to itself out) and the values (ACC-vnorm weighs by their
+norm).  It is accumulated block by block (a few samples, or a few dozen query rows, at a time: 2 MB of
+probabilities), so the probabilities never exist as one
 (B, H, n, n) tensor: at long sequences that tensor's memory traffic, not its arithmetic, would set the
 layer's time.  Without autograd the softmax and the context product write in place, for the same
 reason.  Blocking changes no result (every sum is per sample), and the products are the same ones a
