@@ -145,12 +145,13 @@ def compare_markdown(table: pd.DataFrame) -> str:
             quality = _pct(row.quality) + (f" ± {_pct(row.se)}" if _pct(row.se) else "")
             spread = (f"{_pct(row.seed_sd)}; {_pct(row.seed_min)}–{_pct(row.seed_max)} ({row.seeds} seeds)"
                       if _pct(row.seed_sd) else "")
-            weights = row.weights if row.weights != "pretrained" else f"pretrained {row.checkpoint}"
-            parts.append(f"| {row.model} | {weights} | {row.method} | {row.speedup:g} | {quality} | {spread} | "
+            parts.append(f"| {row.model} | {row.weights} | {row.method} | {row.speedup:g} | {quality} | {spread} | "
                          f"{_pct(row.drop_vs_dense, signed=True)} | {_num(row.measured_speedup)} | {_num(row.predicted_speedup)} | "
                          f"{_num(row.eval_predicted_speedup)} | {_num(row.gflops_measured, 3)} | "
                          f"{_num(row.latency_ms, 0)} ({_num(row.dense_latency_ms, 0)}) | {'★' if row.frontier else ''} |")
-        parts.append("")
+        checkpoints = rows.drop_duplicates(["model", "weights"])
+        parts += ["", *(f"Weights of {r.model} ({r.weights}): {r.checkpoint or 'random weights'}."
+                        for r in checkpoints.itertuples()), ""]
     return "\n".join(parts)
 
 
