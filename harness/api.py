@@ -20,6 +20,7 @@ import transformers
 from transformers import AutoConfig
 
 from harness.models import family_for
+from harness.pruning.methods import METHODS
 from harness.pruning.pruner import PruningSettings
 from harness.pruning.surface import attach
 from harness.registry import HarnessError
@@ -33,8 +34,14 @@ def prune(model: torch.nn.Module, method: str = "acc", speedup: float = 1.0, **o
     the model's family.  Pruning an already pruned model just updates its settings.
     """
     family = family_for(model)
+    previous = getattr(model, "harness_pruner", None)
+    if previous is not None and previous.settings.method == method and "method_state" not in options:
+        options["method_state"] = previous.settings.method_state  # re-pruning keeps what was learned
     settings = PruningSettings(method=method, speedup=1.0, **{**family.default_options, **options})
     family.check(model, settings)
+    supported = METHODS.get(method).families
+    if supported is not None and family.name not in supported:
+        raise HarnessError(f"method {method!r} supports {', '.join(supported)} models, not {family.name!r} ones")
     attach(model, family, settings)
     model.set_speedup(speedup)
     return model

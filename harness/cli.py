@@ -1,4 +1,4 @@
-"""The ``harness`` command line: run, leaderboard, plot, list, cache, calibrate.
+"""The ``harness`` command line: run, leaderboard, compare, plot, list, cache, calibrate.
 
 User errors (unknown names, bad numbers, unreachable speedups, missing data, unwritable folders) print
 one line, ``harness: error: ...``, and exit with code 2; no traceback.  ``harness run`` with no
@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, default=None,
                      help="timed forwards per cell and variant (default: 10; 3 with --prompts, whose latency "
                           "batches are whole batches of long prompts)")
+    run.add_argument("--seeds", type=int, default=1,
+                     help="fine-tunes per model, task and method, with training seeds 0..N-1 (default: 1)")
+    run.add_argument("--search", type=int, default=8,
+                     help="generations of LAT's length search on held-out rows (default: 8; 0: the shared profile)")
     run.add_argument("--out", default=None, help="run folder (default: runs/<models>_<tasks>_<weights>)")
     run.add_argument("--report-dir", default=None,
                      help="folder for this run's leaderboards/<name>.md|csv and plots/<name>/ (default: the run "
@@ -75,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("runs", nargs="+", help="run folders")
     board.add_argument("--name", default=None, help="file name stem (default: the first run folder's name)")
     board.add_argument("--out", default=str(LEADERBOARDS))
+
+    compare = commands.add_parser("compare", help="methods side by side at equal cost: table and plot per task")
+    compare.add_argument("runs", nargs="+", help="run folders")
+    compare.add_argument("--name", default=None, help="file name stem (default: the first run folder's name)")
+    compare.add_argument("--out", default=".",
+                         help="folder for leaderboards/<name>_compare.md|csv and plots/<name>/ (default: .)")
 
     plot = commands.add_parser("plot", help="paper-style figures from run folders")
     plot.add_argument("runs", nargs="+", help="run folders")
@@ -116,6 +126,7 @@ def _run(args) -> None:
         speedup_model=args.speedup_model,
         device=args.device, batch_size=args.batch_size, max_length=args.max_length, out=args.out,
         data_dir=args.data_dir, max_train=args.max_train, max_eval=args.max_eval, repeats=args.repeats,
+        seeds=args.seeds, search=args.search,
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
         progress=not args.no_progress,
         prompts=_names(args.prompts, "--prompts", "zero-shot,few-shot,instruction") if args.prompts is not None else None,
@@ -126,6 +137,8 @@ def _run(args) -> None:
     run_dir = run_sweep(config)
     place.check_free()
     _figures(_board([run_dir], place.leaderboards, place.name), place.plots)
+    if len(config.methods) > 1 or config.seeds > 1:
+        _compare([run_dir], place.leaderboards, place.plots, place.name)
     _prompt_board([run_dir], place.leaderboards, place.name)
     _prompt_figures([run_dir], place.plots)
     place.record_owner()
@@ -167,6 +180,18 @@ def _figures(frame, out: Path) -> None:
     figures = [*plot_quality_vs_speedup(frame, out), *plot_measured_vs_predicted(frame, out),
                *plot_kept_profile(frame, out)]
     print(f"plots: {len(figures)} files in {out}")
+
+
+def _compare(runs: list[Path], boards: Path, plots: Path, name: str) -> None:
+    """Methods side by side (``harness.report.compare``): one table and one figure per task."""
+    from harness.report.compare import compare_frame, compare_markdown, plot_compare, write_compare
+    from harness.report.leaderboard import load_rows
+
+    table = compare_frame(load_rows(runs))
+    paths = write_compare(table, boards, f"{name}_compare")
+    figures = plot_compare(table, plots)
+    print(compare_markdown(table))
+    print("comparison: " + " ".join(map(str, paths)) + f"; plots: {len(figures)} files in {plots}")
 
 
 def _prompt_board(runs: list[Path], out: Path, name: str) -> None:
@@ -276,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
             runs = _existing_runs(args.runs)
             _board(runs, Path(args.out), args.name or runs[0].name)
             _prompt_board(runs, Path(args.out), args.name or runs[0].name)
+        elif args.command == "compare":
+            runs = _existing_runs(args.runs)
+            name = args.name or runs[0].name
+            _compare(runs, Path(args.out) / LEADERBOARDS, Path(args.out) / PLOTS / name, name)
         elif args.command == "plot":
             from harness.report.leaderboard import load_rows
 

@@ -53,6 +53,9 @@ class Tokens:
     """(B, n) long: each token's position in the original input."""
     protected: torch.Tensor
     """(B, n) bool: tokens no layer may drop."""
+    weight: torch.Tensor | None = None
+    """(B, n) float or None: how many input tokens each word-vector stands for (ToMe's merged sizes) or
+    its soft mass (LTP's soft masks while training); attention adds log(weight) to the keys' logits."""
 
 
 @dataclass

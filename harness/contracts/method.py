@@ -13,7 +13,14 @@ A method decides, in every layer that drops word-vectors:
 * how the model is trained for it (``recipe``: the name of a training recipe in ``RECIPES``; default
   the offline-tuning fine-tune of ``harness.runners.glue``; a method that trains its own way registers
   its recipe in ``RECIPES`` beside it); fine-tuned models are cached per (model, task, method, recipe);
-* what a predictor it adds costs (``predictor_flops``; counted in the predicted speedup).
+* what a predictor it adds costs (``predictor_flops``; counted in the predicted speedup);
+* what a forward costs for its plan (``flops``; default the FLOP model on the kept counts; a count of
+  0 for a whole layer means the layer is skipped, as LayerDrop does);
+* whether its counts are decided inside the layers (``dynamic``: thresholds, as LTP; the pruner then
+  counts the FLOPs of what the layers really kept);
+* per-model state: ``bind`` gives each pruned model its own instance (learned thresholds, a searched
+  length configuration, read from ``PruningSettings.method_state``), and ``fit`` tunes that state for
+  the requested speedups on held-out rows (``Tuning``) before a sweep evaluates them.
 
 The smallest method::
 
@@ -32,16 +39,17 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
 from harness.contracts.family import Tokens
-from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup
+from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, forward_flops
 from harness.pruning.select import pack_kept
 from harness.registry import Registry
 
 NEEDS = ("attention", "keys", "nothing")
+KINDS_ALL = ("encoder", "decoder", "encoder-decoder")
 OFFLINE_TUNING = "offline-tuning"
 RECIPES: Registry = Registry("training recipe")
 """name -> ``train(loaded, train_frame, task, settings, progress)``: trains a pruned model in place.
@@ -69,11 +77,28 @@ class ScoreInputs:
     keeping ``probs``; it is the statistic attention-based pruning methods share."""
     keys: torch.Tensor | None = None
     """(B, H, n, d) the layer's projected keys, for methods with ``needs = "keys"``."""
+    received_heads: torch.Tensor | None = None
+    """(B, H, n) per head, the attention each token receives summed over valid queries (needs "attention")."""
+    self_attention: torch.Tensor | None = None
+    """(B, H, n) the diagonal P[h, j, j]: the attention a token pays itself (needs "attention")."""
+    values: torch.Tensor | None = None
+    """(B, H, n, d) the layer's projected values (needs "attention")."""
 
     def attention_received(self) -> torch.Tensor:
         if self.received is not None:
             return self.received
-        return torch.einsum("bhij,bi->bj", self.probs, self.valid.to(self.probs.dtype)) / self.probs.shape[1]
+        return self.heads_received().mean(dim=1)
+
+    def heads_received(self) -> torch.Tensor:
+        """(B, H, n): sum over valid queries i of P[h, i, j], per head."""
+        if self.received_heads is not None:
+            return self.received_heads
+        return torch.einsum("bhij,bi->bhj", self.probs, self.valid.to(self.probs.dtype))
+
+    def diagonal(self) -> torch.Tensor:
+        """(B, H, n): P[h, j, j], zero at padding."""
+        diagonal = self.self_attention if self.self_attention is not None else self.probs.diagonal(dim1=-2, dim2=-1)
+        return diagonal * self.valid.unsqueeze(1).to(diagonal.dtype)
 
 
 class Method(abc.ABC):
@@ -85,6 +110,13 @@ class Method(abc.ABC):
     """One of ``NEEDS``: what ``score`` reads from the layer."""
     recipe: ClassVar[str] = OFFLINE_TUNING
     """The training recipe (a name in ``RECIPES``) that fine-tunes for this method."""
+    dynamic: ClassVar[bool] = False
+    """Counts are decided inside the layers (``reduce`` may keep fewer than ``keep``): every layer runs
+    the drop path when pruning, and the FLOPs are counted from what was kept."""
+    families: ClassVar[tuple[str, ...] | None] = None
+    """The model families (``Family.name``) the method supports; None: every family."""
+    latency_model: ClassVar[bool] = True
+    """Works with ``speedup_model="latency"`` (which solves the shared profile for wall-clock targets)."""
 
     @property
     def needs_attention(self) -> bool:
@@ -92,7 +124,32 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
-        """(B, n) float scores of the entering word-vectors; higher is kept first."""
+        """(B, n) float scores of the entering word-vectors; higher is kept first.  (A method with its
+        own ``reduce`` may return whatever that ``reduce`` reads, as ToMe returns its matching keys.)"""
+
+    def bind(self, pruner) -> "Method":
+        """The instance one pruned model uses (default: this shared one).  Methods with per-model state
+        return a copy that reads it from ``pruner.settings.method_state``."""
+        return self
+
+    def fit(self, model, speedups: list[float], tuning: "Tuning") -> None:
+        """Tune per-model inference state for ``speedups`` on held-out rows (default: nothing to tune)."""
+
+    def begin_training(self, model) -> list[dict]:
+        """Optimizer parameter groups the method adds before fine-tuning (LTP's thresholds); default none."""
+        return []
+
+    def train_step(self, model, batch: dict, labels: torch.Tensor, rng=None) -> torch.Tensor:
+        """The loss of one training batch (default: the task loss at the speedup the loop drew).
+        ``rng``: the loop's seeded ``random.Random``, for methods that sample sub-networks."""
+        return model(**batch, labels=labels).loss
+
+    def end_training(self, model) -> None:
+        """After fine-tuning: keep what was learned besides the weights (in ``method_state``)."""
+
+    def flops(self, spec: ArchSpec, n: int, counts) -> int:
+        """FLOPs of one sample's forward with these kept counts (0 for a whole layer: skipped)."""
+        return forward_flops(spec, n, list(counts))
 
     def keep_counts(self, spec: ArchSpec, n: int, speedup: float, schedule: Schedule) -> tuple[int, ...]:
         """Word-vectors each layer keeps for one sample of ``n`` tokens (at most its reachable maximum)."""
@@ -102,10 +159,25 @@ class Method(abc.ABC):
         """After a layer's attention: ``(context (B, K, H·d), residual (B, K, D), Tokens)`` of what goes on.
 
         Default: keep each sample's top ``keep[b]`` scores (protected first), drop the rest."""
-        context, residual, (valid, positions, protected) = pack_kept(
-            context, hidden, scores, tokens.valid, tokens.positions, tokens.protected, keep)
-        return context, residual, Tokens(valid, positions, protected)
+        context, residual, state = pack_kept(
+            context, hidden, scores, tokens.valid, tokens.positions, tokens.protected, keep, tokens.weight)
+        return context, residual, Tokens(*state)
 
     def predictor_flops(self, spec: ArchSpec, n: int) -> int:
         """FLOPs of any predictor the method adds to one forward of ``n`` tokens (none by default)."""
         return 0
+
+
+@dataclass
+class Tuning:
+    """Held-out rows a method may tune its inference state on (``Method.fit``): never the rows a sweep
+    reports quality on."""
+
+    evaluate: Callable[[Any], tuple[float, Any]]
+    """model -> (quality, ``ForwardStats``) of the model at its current settings on the held-out rows."""
+    lengths: list[int]
+    """Token count of every held-out row (the analytic FLOP model's inputs)."""
+    search: int = 8
+    """Generations of a method's search over inference configurations (0: no search)."""
+    seed: int = 0
+    progress: bool = False

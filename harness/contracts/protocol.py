@@ -39,6 +39,8 @@ class Protocol(abc.ABC):
     description: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]]
     """The family kinds whose models it evaluates."""
+    trains: ClassVar[bool] = False
+    """It fine-tunes (so ``--seeds N`` trains N models; a protocol that does not runs once)."""
 
     @abc.abstractmethod
     def check(self, family, task) -> None:

@@ -2,8 +2,10 @@
 
 ``run_stack`` is the one layer loop (BERT's encoder, the decoders, and a T5 encoder next): it asks the
 pruner for the plan, runs each layer stock where no sample drops a token, the family's drop layer
-where some do, keeps the attention mask (and, through ``Family.after_drop``, rotary angles or a bias)
-right for the packed kept tokens, and records what each layer kept.
+where some do (and in every layer once word-vectors carry weights, or where the method decides its
+counts inside the layers), skips a layer whose plan keeps 0 (LayerDrop), keeps the attention mask
+(and, through ``Family.after_drop``, rotary angles or a bias) right for the packed kept tokens, and
+records what each layer kept.
 
 ``install`` is the one way a family puts its pruned forward in place: an instance attribute
 ``forward`` on one module of the model (BERT: its encoder; decoders: the base model), so the class,
@@ -34,15 +36,21 @@ def first_tokens(valid: torch.Tensor, pruner) -> Tokens:
 def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call: LayerCall):
     """Run ``layers`` with pruning; returns ``(hidden, tokens out of the last layer, dropped any)``."""
     pruner = call.pruner
+    pruner.training = call.training
     counts = pruner.plan(tokens.valid.sum(dim=1))
+    method = pruner.method
+    scoring = method.dynamic and (call.training or pruner.settings.speedup > 1)  # the layers decide counts
     dropped = False
     for index, layer in enumerate(layers):
         keep = counts[:, index]
         single = family.single_token_layer(layer, hidden) if (
             dropped and hidden.shape[1] == 1 and not call.training) else None
-        if single is not None:
+        if bool((keep == 0).all()):  # the whole layer is skipped (LayerDrop): the word-vectors go on unchanged
+            pruner.record(tokens.positions, torch.zeros_like(tokens.valid))  # it processed none
+            continue
+        elif single is not None:
             hidden = single
-        elif bool((keep == tokens.valid.sum(dim=1)).all()):
+        elif bool((keep == tokens.valid.sum(dim=1)).all()) and tokens.weight is None and not scoring:
             hidden = family.run_layer(layer, hidden, call)
         else:
             hidden, tokens = family.drop_layer(layer, hidden, tokens, keep, call)
@@ -50,6 +58,8 @@ def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call
             family.after_drop(call, tokens)
             dropped = True
         pruner.record(tokens.positions, tokens.valid)
+    if scoring:
+        pruner.count_kept()
     return hidden, tokens, dropped
 
 

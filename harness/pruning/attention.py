@@ -2,8 +2,10 @@
 
 Family-agnostic: adapters hand over the projected heads (B, H, n, d) and get back the context and
 one score per token.  Methods that read attention (ACC) get the attention each token *receives*: the
-sum over heads and valid queries of P[h, i, j].  It is accumulated block by block (a few samples, or
-a few dozen query rows, at a time: 2 MB of probabilities), so the probabilities never exist as one
+sum over valid queries of P[h, i, j], per head and its mean over heads, with the diagonal P[h, j, j]
+(PoWER-BERT leaves a token's attention to itself out) and the values (ACC-vnorm weighs by their
+norm).  It is accumulated block by block (a few samples, or a few dozen query rows, at a time: 2 MB of
+probabilities), so the probabilities never exist as one
 (B, H, n, n) tensor: at long sequences that tensor's memory traffic, not its arithmetic, would set the
 layer's time.  Without autograd the softmax and the context product write in place, for the same
 reason.  Blocking changes no result (every sum is per sample), and the products are the same ones a
@@ -49,6 +51,15 @@ def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor | None, like: torch
     return bias if mask is None else bias.masked_fill(~mask, torch.finfo(like.dtype).min)
 
 
+def with_weight(bias: torch.Tensor | None, weight: torch.Tensor | None) -> torch.Tensor | None:
+    """``bias`` plus log(weight) on every key: a word-vector standing for s merged tokens (ToMe) is
+    attended as s copies would be, and one with soft mass m (LTP while training) as m of one."""
+    if weight is None:
+        return bias
+    log_weight = weight.clamp_min(1e-6).log()[:, None, None, :]
+    return log_weight if bias is None else bias + log_weight
+
+
 def attend_and_score(query, key, value, valid, positions, method: Method, *, scaling: float,
                      dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False,
                      bias: torch.Tensor | None = None):
@@ -67,7 +78,8 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     samples = max(1, BLOCK_BYTES // (row_bytes * n))
     rows = n if samples > 1 else max(1, BLOCK_BYTES // row_bytes)
     context = query.new_empty(query.shape)  # contiguous, so whole-row blocks are written in place
-    received = query.new_zeros(batch, 1, 1, n)
+    received = query.new_zeros(batch, heads, 1, n)
+    diagonal = query.new_zeros(batch, heads, n)
     query_weight = valid.to(query.dtype)[:, None, None, :]
     query = query * scaling  # scaled once here rather than on every (rows × n) block of logits
     in_place = not (torch.is_grad_enabled() and query.requires_grad)  # out= cannot be differentiated
@@ -90,7 +102,10 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
             else:
                 context[part, :, block] = torch.matmul(attended, value[part])
             # sum over valid query rows as a (1 × rows) @ (rows × n) product per head
-            received[part] += torch.matmul(query_weight[part, :, :, block], probs).sum(dim=1, keepdim=True)
-    received = received.view(batch, n)
-    received /= heads
-    return context, method.score(ScoreInputs(valid, positions, None, generator, causal, received, keys))
+            received[part] += torch.matmul(query_weight[part, :, :, block], probs)
+            own = probs.diagonal(offset=r, dim1=-2, dim2=-1)  # P[h, i, i] for the block's rows i
+            diagonal[part, :, r : r + own.shape[-1]] = own
+    received_heads = received.view(batch, heads, n)
+    inputs = ScoreInputs(valid, positions, None, generator, causal, received_heads.sum(dim=1) / heads, keys,
+                         received_heads=received_heads, self_attention=diagonal, values=value)
+    return context, method.score(inputs)

@@ -55,12 +55,17 @@ class PruningSettings:
     """What ``speedup`` means: "flops", FLOPs(dense)/FLOPs(pruned) (the default, and the reference for
     FLOP-equal comparisons), or "latency", predicted wall-clock latency(dense)/latency(pruned) on this
     machine for the batch shape being run (``harness.pruning.latency_model``; needs ``harness calibrate``)."""
+    method_state: str = ""
+    """The method's per-model state as JSON text ("" for none): LTP's learned thresholds and their
+    scale per speedup, LAT's searched length configuration per speedup.  Stored with the model."""
 
     def __post_init__(self):
         METHODS.get(self.method)
         PROFILES.get(self.profile)
         check_speedup(self.speedup)
         check_speedup_model(self.speedup_model)
+        if self.speedup_model == "latency" and not METHODS.get(self.method).latency_model:
+            raise HarnessError(f"method {self.method!r} plans its own counts; it works with --speedup-model flops only")
         if not 0.0 <= self.r_min <= 1.0:
             raise HarnessError(f"r_min must be within [0, 1], got {self.r_min:g}")
         for name in ("protect_first", "protect_last", "min_keep"):
@@ -108,19 +113,35 @@ class Pruner:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.last_positions: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.last_forward = ForwardStats()
+        self._plan_lengths: list[int] = []
         self.last_shape: tuple[int, int] = (0, 0)
         """(samples, longest sample) of the last forward."""
         self.tail: list[int] | None = None
         self.family_name, self.dtype, self.device = "unknown", torch.float32, "cpu"
         """What the latency model's calibration key needs besides ``spec`` (set by ``surface.attach``
         and ``set_speedup``; a forward uses its inputs' device)."""
+        self.training = False
+        """The running forward trains (set by the layer loop): methods that train differently read it."""
+        self._bound: tuple[str, Method] | None = None
         self.last_token_logits = False
         """The running forward computes logits for the last token only (``logits_to_keep=1``; noted by
         a hook ``surface.attach`` puts on models whose forward takes it): the latency model's head."""
 
     @property
     def method(self) -> Method:
-        return METHODS.get(self.settings.method)
+        """This model's instance of its method (``Method.bind``: per-model state where it has some)."""
+        name = self.settings.method
+        if self._bound is None or self._bound[0] != name:
+            self._bound = (name, METHODS.get(name).bind(self))
+        return self._bound[1]
+
+    @property
+    def layer_index(self) -> int:
+        """The layer now running in the layer loop (0-based): the layers recorded so far."""
+        return len(self.last_positions)
+
+    def set_method_state(self, state: str) -> None:
+        self.settings = replace(self.settings, method_state=state)
 
     @property
     def last_flops(self) -> tuple[int, int]:
@@ -196,13 +217,25 @@ class Pruner:
                 target, reached = flop_target(latency, self.spec, len(n_valid), n, speedup, sample_schedule)
             counts = method.keep_counts(self.spec, n, target, sample_schedule)
             rows.append(counts)
-            full, cost = forward_flops(self.spec, n), forward_flops(self.spec, n, list(counts))
+            full, cost = forward_flops(self.spec, n), method.flops(self.spec, n, counts)
             clamped = not reached or not reaches(full / cost, target)
             stats = stats + ForwardStats(full, cost + method.predictor_flops(self.spec, n), int(clamped), 1)
         self.last_forward = stats
+        self._plan_lengths = n_valid.tolist()
         self.last_shape = (len(n_valid), int(n_valid.max()) if len(n_valid) else 0)
         self.last_positions = []
         return torch.tensor(rows, dtype=torch.long, device=n_valid.device)
+
+    def count_kept(self) -> None:
+        """For a method that decides its counts in the layers: the last forward's FLOPs from what each
+        layer really kept (the plan only bounded them)."""
+        method, stats = self.method, ForwardStats()
+        kept = torch.stack([valid.sum(dim=1) for _, valid in self.last_positions], dim=1).tolist()
+        for n, counts in zip(self._plan_lengths, kept):
+            full, cost = forward_flops(self.spec, n), method.flops(self.spec, n, counts)
+            clamped = not reaches(full / cost, self.settings.speedup)
+            stats = stats + ForwardStats(full, cost + method.predictor_flops(self.spec, n), int(clamped), 1)
+        self.last_forward = stats
 
     def record(self, positions: torch.Tensor, valid: torch.Tensor) -> None:
         self.last_positions.append((positions, valid))

@@ -35,15 +35,17 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, *x.shape[2:]))
 
 
-def pack_kept(context, hidden, scores, valid, positions, protected, keep):
+def pack_kept(context, hidden, scores, valid, positions, protected, keep, weight=None):
     """After a layer's attention: the kept tokens of each sample, packed.
 
     context (B, H, n, d) and hidden (B, n, D) of the entering tokens → the kept tokens' context as
     (B, K, H·d), their residual stream (B, K, D), and ``(valid, positions, protected)`` of the packed
-    layout.  Every family's drop layer ends this way before its output projection and FFN.
+    layout (and ``weight``, the tokens' sizes or soft masses where a method tracks them: None stays
+    None).  Every family's drop layer ends this way before its output projection and FFN.
     """
     index, kept_valid = keep_top(scores, valid, protected, keep)
     batch, _, n, _ = context.shape
     context = gather_tokens(context.transpose(1, 2).reshape(batch, n, -1), index)
-    state = (kept_valid, gather_tokens(positions, index), gather_tokens(protected, index) & kept_valid)
+    state = (kept_valid, gather_tokens(positions, index), gather_tokens(protected, index) & kept_valid,
+             None if weight is None else gather_tokens(weight, index).masked_fill(~kept_valid, 1.0))
     return context, gather_tokens(hidden, index), state

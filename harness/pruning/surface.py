@@ -43,6 +43,12 @@ class PrunedModelMixin:
         self.config.harness_pruning = self.harness_pruner.settings.to_dict()
 
     @property
+    def pruning_method(self):
+        """This model's method instance (``harness.contracts.method.Method``; the training loop calls its
+        ``begin_training``, ``train_step`` and ``end_training``)."""
+        return self.harness_pruner.method
+
+    @property
     def pruning(self) -> PruningSettings:
         return self.harness_pruner.settings
 
@@ -74,7 +80,7 @@ class PrunedModelMixin:
         pruner = self.harness_pruner
         settings = pruner.settings
         counts = pruner.method.keep_counts(pruner.spec, length, settings.speedup, settings.schedule)
-        pruned = forward_flops(pruner.spec, length, list(counts)) + pruner.method.predictor_flops(pruner.spec, length)
+        pruned = pruner.method.flops(pruner.spec, length, counts) + pruner.method.predictor_flops(pruner.spec, length)
         return forward_flops(pruner.spec, length) / pruned
 
     def max_wallclock_speedup(self, batch: int, length: int, last_token_logits: bool = False) -> float:
@@ -103,6 +109,12 @@ class PrunedModelMixin:
         latency = latency.head(pruner.last_token_logits)
         counts = [int(valid.sum(dim=1).max()) for _, valid in pruner.last_positions]
         return latency.dense_ms(batch, length), latency.pruned_ms(batch, length, counts)
+
+    def fit_method(self, speedups: list[float], tuning) -> None:
+        """Let the method tune its inference state for ``speedups`` on held-out rows (``Method.fit``:
+        LTP's threshold scales, LAT's length configurations); a no-op for most methods."""
+        self.harness_pruner.method.fit(self, list(speedups), tuning)
+        self.config.harness_pruning = self.harness_pruner.settings.to_dict()
 
     def protect_tail(self, lengths: list[int]):
         """Context manager: within it, every layer also keeps the last ``lengths[b]`` tokens of sample b."""

@@ -25,7 +25,8 @@ BOARD_COLUMNS = [
     "batch_size", "seq_len", "threads", "device", "hardware",
 ]
 # Kept in the frame for the plots, not shown on the board.
-EXTRA_COLUMNS = ["cell_key", "kept_tokens", "latency_p10_ms", "latency_p90_ms"]
+EXTRA_COLUMNS = ["cell_key", "kept_tokens", "latency_p10_ms", "latency_p90_ms", "seed", "eval_examples",
+                 "train_recipe", "train_epochs", "train_examples"]
 SORT_COLUMNS = ["model", "task", "method", "speedup_model", "speedup"]
 
 _RATIO_COLUMNS = {"speedup", "predicted_speedup", "measured_speedup", "predicted_wallclock_speedup",
@@ -42,6 +43,10 @@ def _flatten(row: dict[str, Any], run: str) -> dict[str, Any]:
         flops = row.get("flops_" + column.removeprefix("gflops_"))
         flat[column] = None if flops is None else flops / 1e9
     flat["speedup_model"] = row.get("speedup_model") or "flops"  # rows from before the latency model
+    flat["seed"] = row.get("seed", (row.get("train") or {}).get("seed"))
+    train = row.get("train") or {}
+    flat["train_recipe"], flat["train_epochs"] = train.get("recipe"), train.get("epochs")
+    flat["train_examples"] = train.get("examples")
     hardware = row.get("hardware")
     flat["hardware"] = hardware.get("id") if isinstance(hardware, dict) else hardware
     if row.get("weights") == RANDOM_WEIGHTS:  # a score of random weights is chance, not quality

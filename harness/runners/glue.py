@@ -2,6 +2,9 @@
 
 Offline tuning: every training batch runs at a speedup drawn uniformly from ``speedup_range``
 (default 1..4), so one fine-tuned model serves every speedup at inference by ``set_speedup`` alone.
+The loop is shared by every recipe: a method that trains its own way (LAT's sandwich rule, LTP's soft
+masks, LayerDrop) supplies each step's loss (``Method.train_step``) and any extra parameters, so the
+training budget (epochs, examples, batch size, schedule) is the same for every method.
 It is the default training recipe (``harness.contracts.method.RECIPES``); a method names its own
 recipe (``Method.recipe``) when it trains differently, and registers it there.
 Fine-tuned models are cached under ``<HARNESS_CACHE>/finetuned/<key>`` where the key hashes the
@@ -69,11 +72,14 @@ def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, p
     rows = encode(tokenizer, train_frame, task.text_fields, settings.max_length)
     labels = _labels(train_frame, task.num_labels).to(device)
     rng = random.Random(settings.seed)
+    step_rng = random.Random(settings.seed + 1)  # the method's sub-network draws leave the data order alone
     torch.manual_seed(settings.seed)
     top = min(settings.speedup_range[1], model.max_speedup())
     steps_per_epoch = -(-len(rows) // settings.batch_size)
     total = max(1, int(steps_per_epoch * settings.epochs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    method = model.pruning_method
+    groups = [{"params": list(model.parameters())}, *method.begin_training(model)]
+    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
     model.train()
     order: list[int] = []
@@ -85,13 +91,14 @@ def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, p
         batch_ids, order = order[: settings.batch_size], order[settings.batch_size:]
         model.set_speedup(rng.uniform(settings.speedup_range[0], top))
         batch = collate(tokenizer, [rows[i] for i in batch_ids], device)
-        loss = model(**batch, labels=labels[batch_ids]).loss
+        loss = method.train_step(model, batch, labels[batch_ids], step_rng)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    method.end_training(model)
     model.eval()
     model.set_speedup(1.0)
 

@@ -1,7 +1,9 @@
 """The built-in protocols (the contract: ``harness.contracts.protocol``): how a sweep measures quality.
 
-* ``finetune``: fine-tune once per (model, task, method) with the method's recipe (offline tuning by
-  default; cached), then evaluate every speedup on the task's evaluation split(s).  Encoders' default,
+* ``finetune``: fine-tune once per (model, task, method, seed) with the method's recipe (offline
+  tuning by default; cached), let the method tune its inference state on held-out rows
+  (``Method.fit``: LTP's threshold scales, LAT's length search), then evaluate every speedup on the
+  task's evaluation split(s).  Encoders' default,
   and decoders' classification heads.
 * ``zero-shot``: run the task's lm-eval configuration through the pruned decoder and record lm-eval's
   metrics and standard errors.  Decoders' default.
@@ -15,6 +17,7 @@ from dataclasses import asdict, replace
 
 import torch
 
+from harness.contracts.method import Tuning
 from harness.contracts.protocol import NO_QUALITY, Prepared, Protocol
 from harness.contracts.task import main_score
 from harness.data.metrics import compute_metrics
@@ -23,7 +26,7 @@ from harness.models.catalog import load_causal_lm, load_classifier
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
 from harness.runners import prompt_suites
-from harness.runners.glue import load_or_fine_tune, predict
+from harness.runners.glue import encode, load_or_fine_tune, predict
 
 
 def _on(device: str, loaded):
@@ -31,8 +34,36 @@ def _on(device: str, loaded):
     return loaded
 
 
+TUNING_ROWS = 256
+"""Held-out rows a method tunes its inference state on (LTP's threshold scales, LAT's length search)."""
+
+
+def tuning_rows(task_data, seed: int):
+    """Rows no reported score is computed on: the validation split where the task reports on test
+    (rt-polarity), else a seeded sample of the training rows (GLUE and BoolQ report on validation)."""
+    spec = task_data.spec
+    if "validation" in task_data.splits and "validation" not in spec.eval_splits:
+        frame = task_data.splits["validation"]
+    else:
+        frame = task_data.splits["train"]
+    return frame.sample(n=min(TUNING_ROWS, len(frame)), random_state=seed) if len(frame) > TUNING_ROWS else frame
+
+
+def tuning_for(loaded, task_data, config, seed: int) -> Tuning:
+    """What ``Method.fit`` tunes on: quality and realised FLOPs of the model on the held-out rows."""
+    frame, spec = tuning_rows(task_data, seed), task_data.spec
+
+    def evaluate(model) -> tuple[float, ForwardStats]:
+        predictions, stats = predict(loaded, frame, spec, config.batch_size, config.max_length)
+        metrics = compute_metrics(spec, predictions, frame["label"].to_numpy())
+        return main_score(metrics, spec.main_metric, spec.name), stats
+
+    lengths = [len(row["input_ids"]) for row in encode(loaded.tokenizer, frame, spec.text_fields, config.max_length)]
+    return Tuning(evaluate, lengths, search=config.search, seed=seed, progress=config.progress)
+
+
 class FineTune(Protocol):
-    name, kinds = "finetune", ("encoder", "decoder")
+    name, kinds, trains = "finetune", ("encoder", "decoder"), True
     description = "fine-tune once per method with its recipe (offline tuning), evaluate every speedup"
 
     def check(self, family, task) -> None:
@@ -52,15 +83,19 @@ class FineTune(Protocol):
         torch.manual_seed(train.seed)
         loaded = _on(config.device, load_classifier(model_name, "pretrained", task.num_labels))
         loaded, folder, reused = load_or_fine_tune(loaded, task_data, train, config.progress)
+        loaded.model.fit_method(config.speedups, tuning_for(loaded, task_data, config, train.seed))
         texts = task_data.splits[task.eval_splits[0]][task.text_fields[0]].astype(str)
-        context = {"data": task_data.provenance, "train": {"cache": str(folder), "reused": reused, **asdict(train)}}
+        context = {"data": task_data.provenance,
+                   "train": {"cache": str(folder), "reused": reused, "recipe": method.recipe,
+                             "examples": len(task_data.splits["train"]), **asdict(train)}}
         return Prepared(loaded, lambda loaded: self.quality(loaded, task_data, config), texts, context)
 
     @staticmethod
     def quality(loaded, task_data, config) -> dict:
-        metrics, stats = {}, ForwardStats()
+        metrics, stats, examples = {}, ForwardStats(), 0
         for split in task_data.spec.eval_splits:
             frame = task_data.splits[split]
+            examples += len(frame)
             predictions, split_stats = predict(loaded, frame, task_data.spec, config.batch_size, config.max_length)
             prefix = "mm_" if split == "validation_mismatched" else ""
             for name, value in compute_metrics(task_data.spec, predictions, frame["label"].to_numpy()).items():
@@ -68,7 +103,8 @@ class FineTune(Protocol):
             stats = stats + split_stats
         main = task_data.spec.main_metric
         return {"metrics": metrics, "main_metric": main, "score": main_score(metrics, main, task_data.spec.name),
-                "eval_predicted_speedup": stats.realised_speedup, "eval_clamped": stats.clamped}
+                "eval_predicted_speedup": stats.realised_speedup, "eval_clamped": stats.clamped,
+                "eval_examples": examples}
 
 
 class ZeroShot(Protocol):

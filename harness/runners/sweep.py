@@ -1,4 +1,4 @@
-"""A sweep: every (model, task, method, speedup) cell fine-tuned once, evaluated, timed and counted.
+"""A sweep: every (model, task, method, speedup) cell fine-tuned once (per seed), evaluated, timed and counted.
 
 Each finished cell is appended to ``<out>/results.jsonl`` at once; a rerun of the same sweep skips the
 cells already there (and, through the fine-tune cache, the training too), so a sweep that dies half-way
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -93,6 +93,10 @@ class SweepConfig:
     """Demonstrations in few-shot mode (None: the task file's, 5)."""
     chat_template: bool = False
     """Instruction mode through the tokenizer's chat template (recorded in every row)."""
+    seeds: int = 1
+    """Fine-tunes per (model, task, method), with training seeds 0..seeds-1 (protocols that train)."""
+    search: int = 8
+    """Generations of the inference search of methods that have one (LAT); 0: the shared profile."""
     warmup: int = 2
     repeats: int | None = None
     """Timed forwards per variant and cell; None: ``REPEATS``, or ``PROMPT_REPEATS`` with ``prompts``."""
@@ -125,6 +129,9 @@ class SweepConfig:
                 check_num_fewshot(task, self.num_fewshot)
         for name in self.methods:
             METHODS.get(name)
+        if len(set(self.methods)) != len(self.methods):
+            raise HarnessError(f"--methods names a method twice: {','.join(self.methods)}")
+        self._check_methods_fit(specs)
         check_weights(self.weights)
         check_speedup_model(self.speedup_model)
         self.device = check_device(self.device)
@@ -139,12 +146,25 @@ class SweepConfig:
     def _check_numbers(self) -> None:
         """Numbers that would crash deep inside the sweep, or make it spin (``--limit 0``), refused here."""
         counts = (("--batch-size", self.batch_size), ("--max-length", self.max_length), ("--repeats", self.repeats),
-                  ("--max-train", self.max_train), ("--limit/--max-eval", self.max_eval))
+                  ("--max-train", self.max_train), ("--limit/--max-eval", self.max_eval), ("--seeds", self.seeds))
         for name, value in counts:
             if value is not None and value < 1:
                 raise HarnessError(f"{name} must be a positive integer, got {value}")
+        if isinstance(self.search, bool) or not isinstance(self.search, int) or self.search < 0:
+            raise HarnessError(f"--search must be an integer >= 0, got {self.search}")
         if not (math.isfinite(self.train.epochs) and self.train.epochs > 0):
             raise HarnessError(f"--epochs must be a finite number > 0, got {self.train.epochs:g}")
+
+    def _check_methods_fit(self, specs: dict) -> None:
+        """Methods that only some families support, or only the FLOP speedup model, refused up front."""
+        for method in map(METHODS.get, self.methods):
+            if self.speedup_model == "latency" and not method.latency_model:
+                raise HarnessError(f"method {method.name!r} plans its own counts; it works with --speedup-model "
+                                   f"flops only")
+            for name, spec in specs.items():
+                if method.families is not None and spec.family not in method.families:
+                    raise HarnessError(f"method {method.name!r} supports {', '.join(method.families)} models, "
+                                       f"not {name} ({spec.family})")
 
     def _check_reachable(self, name: str, spec) -> None:
         with torch.device("meta"):
@@ -180,9 +200,10 @@ class SweepConfig:
 
 
 def cell_key(model: str, weights: str, task: str, protocol: str, method: str, speedup: float,
-             speedup_model: str = "flops") -> str:
+             speedup_model: str = "flops", seed: int = 0) -> str:
     key = f"{model}|{weights}|{task}|{protocol}|{method}|{speedup:g}"
-    return key if speedup_model == "flops" else f"{key}|{speedup_model}"  # FLOP keys as before (resume)
+    key = key if speedup_model == "flops" else f"{key}|{speedup_model}"  # FLOP keys as before (resume)
+    return key if seed == 0 else f"{key}|seed{seed}"
 
 
 def latency_batch(tokenizer, texts, batch_size: int, seq_len: int, vocab_size: int) -> torch.Tensor:
@@ -221,14 +242,17 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
     for model_name, spec in resolved["models"].items():
         for protocol, task in ((PROTOCOLS.get(name), task) for task in resolved["tasks"].values()
                                for name in config.protocols_for(spec)):
-            for method in config.methods:
+            seeds = range(config.seeds) if protocol.trains and config.weights == "pretrained" else [0]
+            for method, seed in ((method, seed) for method in config.methods for seed in seeds):
                 keys = {speedup: cell_key(model_name, config.weights, task.name, protocol.name, method, speedup,
-                                          config.speedup_model)
+                                          config.speedup_model, seed)
                         for speedup in config.speedups}
                 todo = {speedup: key for speedup, key in keys.items() if key not in done}
                 if todo:
-                    prepared = protocol.prepare(config, model_name, task, METHODS.get(method))
-                    cells = {"model": model_name, "task": task.name, "protocol": protocol.name, "method": method}
+                    seeded = replace(config, train=replace(config.train, seed=seed))
+                    prepared = protocol.prepare(seeded, model_name, task, METHODS.get(method))
+                    cells = {"model": model_name, "task": task.name, "protocol": protocol.name, "method": method,
+                             "seed": seed}
                     _run_cells(config, cells, todo, store, hardware, prepared)
 
 
@@ -247,7 +271,7 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared) -> No
                               speedup_model=config.speedup_model).eval()
         row = {"cell_key": key, "model": cells["model"], "checkpoint": loaded.checkpoint, "weights": loaded.weights,
                "task": cells["task"], "protocol": cells["protocol"], "method": cells["method"], "speedup": speedup,
-               "speedup_model": config.speedup_model}
+               "speedup_model": config.speedup_model, "seed": cells["seed"]}
         row.update(prepared.quality(loaded))
         row.update(_speed(model, stock, batch, config), flops_dense=flops_dense)
         row.update(hardware=hardware, data=prepared.context.get("data", {}), train=prepared.context.get("train", {}),

@@ -1,0 +1,41 @@
+"""The built-in pruning methods, one module each (the contract: ``harness.contracts.method``).
+
+Every method scores the word-vectors that enter a layer; by default the layer keeps the highest-scoring
+k_l of them (see ``select.keep_top``) with k_l from the shared elimination profile.  Methods are
+registered by name here, the one registry, or through the ``harness.methods`` entry-point group.
+
+* ``acc`` — Attention Context Contribution, the reference (``acc``);
+* ``acc-vnorm`` — ACC weighted by the value norms (``acc_vnorm``);
+* ``power-bert`` — attention received from the other tokens (``power_bert``);
+* ``lat`` — Length-Adaptive Transformer: LengthDrop, sandwich rule, searched lengths (``lat``);
+* ``ltp`` — Learned Token Pruning: learned thresholds per layer (``ltp``);
+* ``tome`` — token merging by bipartite soft matching (``tome``);
+* ``layerdrop`` — depth instead of width: whole top layers dropped (``layerdrop``);
+* ``random``, ``truncation`` — the trivial baselines (``random_tokens``, ``truncation``).
+
+Each is fine-tuned for itself (its ``recipe``: the offline-tuning fine-tune with its own selection,
+or its own training where it has one), and at speedup 1 each runs the dense model of that recipe.
+"""
+
+from __future__ import annotations
+
+from harness.contracts.method import Method, ScoreInputs
+from harness.registry import Registry, instance
+
+__all__ = ["METHODS", "Method", "ScoreInputs", "acc_scores", "random_scores", "truncation_scores"]
+
+METHODS: Registry[Method] = Registry("method", group="harness.methods",
+                                     accepts=lambda obj: isinstance(instance(obj), Method), adapt=instance)
+
+from harness.pruning.methods.acc import Acc, acc_scores  # noqa: E402  (the registry exists first)
+from harness.pruning.methods.acc_vnorm import AccVnorm  # noqa: E402
+from harness.pruning.methods.layerdrop import LayerDrop  # noqa: E402
+from harness.pruning.methods.lat import Lat  # noqa: E402
+from harness.pruning.methods.ltp import Ltp  # noqa: E402
+from harness.pruning.methods.power_bert import PowerBert  # noqa: E402
+from harness.pruning.methods.random_tokens import RandomTokens, random_scores  # noqa: E402
+from harness.pruning.methods.tome import Tome  # noqa: E402
+from harness.pruning.methods.truncation import Truncation, truncation_scores  # noqa: E402
+
+for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), Tome(), LayerDrop(), AccVnorm()):
+    METHODS.register(_method.name, _method)

@@ -1,0 +1,67 @@
+"""``layerdrop`` — depth instead of width: drop whole top layers to the FLOP budget (after Fan et al.,
+"Reducing Transformer Depth on Demand with Structured Dropout", ICLR 2020).
+
+At a requested speedup the model runs its first D layers on every token and skips the rest, with D
+the most layers whose FLOPs still reach the target (the head reads [CLS] from layer D's output).
+Depth moves in whole layers, so most speedups are over-reached; the row reports the speedup reached.
+
+Training (recipe ``layerdrop``): LayerDrop, as the paper trains: in every step each layer is skipped
+with probability p = 0.2 (at least one runs), so the network does not rely on any one layer and a
+shallower sub-network works without retraining.  The paper prunes every other layer at inference;
+we drop the top ones, as the comparison asks ("the same FLOP budget, spent on depth").
+"""
+
+from __future__ import annotations
+
+import copy
+
+from harness.contracts.method import Method, ScoreInputs
+from harness.pruning.flops import ArchSpec, Schedule, forward_flops, reaches
+from harness.pruning.methods import recipes  # noqa: F401  (registers the recipe)
+
+LAYERDROP_RATE = 0.2
+
+
+def depth_for_speedup(spec: ArchSpec, n: int, speedup: float) -> int:
+    """The most layers whose dense forward on ``n`` tokens reaches ``speedup`` (at least 1)."""
+    full = forward_flops(spec, n)
+    for depth in range(spec.num_layers, 0, -1):
+        if reaches(full / forward_flops(spec, n, [n] * depth), speedup):
+            return depth
+    return 1
+
+
+class LayerDrop(Method):
+    name, recipe, latency_model = "layerdrop", "layerdrop", False
+    description = "LayerDrop: skip whole top layers to the FLOP budget (trained with random layer drops, p=0.2)"
+
+    def __init__(self):
+        self.pruner = None
+        self.skip: frozenset[int] | None = None
+        """Layers skipped in the current training step."""
+
+    def bind(self, pruner) -> "LayerDrop":
+        bound = copy.copy(self)
+        bound.pruner = pruner
+        return bound
+
+    def score(self, inputs: ScoreInputs):
+        return inputs.valid.float()  # never asked: no layer drops tokens
+
+    def keep_counts(self, spec: ArchSpec, n: int, speedup: float, schedule: Schedule) -> tuple[int, ...]:
+        if self.skip is not None and self.pruner is not None and self.pruner.training:
+            return tuple(0 if layer in self.skip else n for layer in range(spec.num_layers))
+        depth = depth_for_speedup(spec, n, speedup)
+        return (n,) * depth + (0,) * (spec.num_layers - depth)
+
+    def flops(self, spec: ArchSpec, n: int, counts) -> int:
+        return forward_flops(spec, n, [count for count in counts if count])
+
+    def train_step(self, model, batch, labels, rng=None):
+        layers = model.arch_spec.num_layers
+        skip = {layer for layer in range(layers) if rng is not None and rng.random() < LAYERDROP_RATE}
+        self.skip = frozenset(skip if len(skip) < layers else skip - {0})
+        try:
+            return model(**batch, labels=labels).loss
+        finally:
+            self.skip = None
