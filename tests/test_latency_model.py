@@ -217,7 +217,7 @@ def test_calibration_rounds_visit_every_point_in_a_rotating_order():
     """Each round times every grid point once (so a host that slows down mid-calibration slows every
     point alike); the start of the order moves each round; a value is the median of its rounds."""
     order: list[str] = []
-    probes = [calibration.Probe(1, name, 0, lambda item, name=name: order.append(name), [None])
+    probes = [calibration.Probe(name, 0, lambda item, name=name: order.append(name), [None])
               for name in ("a", "b", "c")]
     calibration.time_probes(probes, "cpu", budget_s=0.0, rounds=3)
     timed = order[6:]  # two untimed sizing calls per probe come first

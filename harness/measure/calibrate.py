@@ -74,7 +74,6 @@ class Probe:
     """One grid point: a series at one (batch, length), timed by calling ``call`` on ``items`` in turn
     (the layers, so weights stream from memory as they do in a forward)."""
 
-    batch: int
     series: str
     index: int | None
     """Position in the length grid (None: ``single``, one value per batch size)."""
@@ -115,10 +114,10 @@ def time_probes(probes: list[Probe], device: str, budget_s: float, rounds: int =
     points by less than the machine's noise)."""
     from tqdm.auto import tqdm
 
+    share = budget_s / max(rounds, 1)
     for probe in probes:  # one untimed call (first-touch allocation), then one to size the rounds
         probe.run(device)
         once = probe.run(device)
-        share = budget_s / max(rounds, 1)
         probe.per_round = int(max(1, min(2 * len(probe.items), share // max(once, 1e-6))))
         probe.warm = once < share
     for index in tqdm(range(rounds), desc="calibration rounds", unit="round", disable=not progress, file=sys.stderr):
@@ -192,7 +191,7 @@ def grid_probes(model, batch: int, lengths: list[int], device: str) -> tuple[lis
     meta = {"protected": 1, "separate_after": True, "aliases": [], "outside": outside}
 
     def add(series, index, call, items):
-        probes.append(Probe(batch, series, index, call, items))
+        probes.append(Probe(series, index, call, items))
 
     for index, n in enumerate(lengths):
         inputs = _inputs(model, batch, n, device)

@@ -23,9 +23,7 @@ the store's atomic writers.
 
 from __future__ import annotations
 
-import io
 import math
-import re
 from pathlib import Path
 
 import matplotlib
@@ -33,8 +31,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.report.plots import MARKERS, PAPER_STYLE
-from harness.report.store import write_bytes_atomic, write_text_atomic
+from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
+from harness.report.store import write_text_atomic
 
 GROUP = ["task", "model", "weights", "checkpoint", "hardware", "speedup_model", "method", "speedup"]
 MEANS = ["measured_speedup", "predicted_speedup", "eval_predicted_speedup", "gflops_measured", "latency_ms",
@@ -187,13 +185,7 @@ def plot_compare(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             metric = _first(rows["main_metric"]) or "score"
             ax.set(xlabel="measured speedup (×, latency vs stock dense)", ylabel=f"{metric} (%)")
             ax.set_title(f"{task} — {hardware} · batch {_first(rows['batch_size'])} × seq {_first(rows['seq_len'])}")
-            handles, labels = ax.get_legend_handles_labels()
-            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3))
-            stem = f"compare_{task}" if scored["hardware"].nunique() <= 1 else f"compare_{task}_{hardware}"
-            for fmt in ("png", "svg"):
-                buffer = io.BytesIO()
-                fig.savefig(buffer, format=fmt, dpi=200, bbox_inches="tight")
-                path = out_dir / f"{re.sub(r'[^A-Za-z0-9._+-]+', '-', stem)}.{fmt}"
-                write_bytes_atomic(path, buffer.getvalue())
-                paths.append(path)
+            _legend(fig, ax)
+            parts = ("compare", task) if scored["hardware"].nunique() <= 1 else ("compare", task, hardware)
+            paths += _save(fig, out_dir, _slug(*parts))
     return paths
