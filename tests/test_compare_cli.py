@@ -46,6 +46,19 @@ def test_methods_with_their_own_recipes_and_seeds_end_to_end(workdir, tiny_check
     assert (workdir / "reports" / "plots" / "cmp" / "compare_sst2.svg").is_file()
 
 
+def test_acc_search_reuses_accs_fine_tune_and_searches_its_lengths(workdir, tiny_checkpoint, tiny_sentiment_dir):
+    out = workdir / "runs" / "search"
+    args = ["run", "--models", str(tiny_checkpoint), "--tasks", "sst2", "--data-dir", str(tiny_sentiment_dir),
+            "--speedups", "1,2", "--methods", "acc,acc-search", "--search", "1", "--epochs", "1",
+            "--batch-size", "16", "--max-length", "32", "--repeats", "1", "--out", str(out), "--no-progress"]
+    assert cli.main(args) == 0
+    rows = {(row["method"], row["speedup"]): row
+            for row in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert rows["acc-search", 2.0]["train"]["cache"] == rows["acc", 2.0]["train"]["cache"]  # one fine-tune
+    assert rows["acc-search", 2.0]["train"]["reused"] and rows["acc-search", 1.0]["score"] == rows["acc", 1.0]["score"]
+    assert rows["acc-search", 2.0]["eval_predicted_speedup"] >= 2.0 - 1e-6
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--methods", "acc,nope"], "unknown method 'nope'; valid methods: acc, random, truncation, power-bert"),
     (["run", "--methods", "acc,lat,acc"], "--methods names a method twice: acc,lat,acc"),

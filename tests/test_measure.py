@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +20,8 @@ from harness.measure import (
     interleaved_latency,
     measure_latency,
 )
+from harness.measure import latency
+from harness.measure.latency import HostLoad
 
 D, F_DIM, LAYERS, HEADS, SEQ, BATCH = 32, 64, 2, 4, 16, 2
 
@@ -95,3 +100,36 @@ def test_hardware_fingerprint_keys() -> None:
         assert key in info
     assert info["id"].startswith("cpu:") and info["id"].endswith(f":{torch.get_num_threads()}t")
     assert hardware_fingerprint("cpu")["id"] == info["id"]
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="HostLoad reads /proc/stat (Linux)")
+def test_host_load_sees_another_process_using_the_cpu() -> None:
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)  # the child is spinning
+        with HostLoad() as load:
+            time.sleep(0.8)  # this process idles: what the meter sees is the child's
+    finally:
+        spinner.wait()
+    assert load.cores is not None and load.cores > 0.5
+
+
+def test_busy_timings_are_retried_and_the_quietest_kept(monkeypatch) -> None:
+    loads = iter([0.9, 0.4, 0.6])
+
+    class FakeLoad:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.cores = next(loads)
+
+    monkeypatch.setattr(latency, "HostLoad", FakeLoad)
+    calls: list[int] = []
+    _, busy = latency.quietest_latency({"a": lambda: calls.append(1)}, attempts=3, wait_s=0, warmup=0, repeats=2)
+    assert busy == 0.4 and len(calls) == 6  # three busy tries, the least busy kept
+
+    loads = iter([0.1, 0.9])
+    calls.clear()
+    _, busy = latency.quietest_latency({"a": lambda: calls.append(1)}, attempts=3, wait_s=0, warmup=0, repeats=2)
+    assert busy == 0.1 and len(calls) == 2  # quiet at once: no retry

@@ -15,13 +15,13 @@ from harness.contracts.family import Tokens
 from harness.pruning.attention import attend_and_score
 from harness.pruning.flops import Schedule, counts_for_speedup, forward_flops
 from harness.pruning.methods import METHODS
-from harness.pruning.methods.lat import config_counts, evolutionary_search, pareto_front, pick
+from harness.pruning.length_search import config_counts, evolutionary_search, pareto_front, pick
 from harness.pruning.methods.ltp import Ltp
 from harness.pruning.methods.tome import bipartite_merge, tome_counts
 from harness.registry import HarnessError
 
 ALL = METHODS.names()
-BUILT_IN = ["acc", "random", "truncation", "power-bert", "lat", "ltp", "tome", "layerdrop", "acc-vnorm"]
+BUILT_IN = ["acc", "random", "truncation", "power-bert", "lat", "ltp", "tome", "layerdrop", "acc-vnorm", "acc-search"]
 
 
 def test_every_built_in_method_is_registered():
@@ -32,7 +32,8 @@ def _with_state(model, method):
     """Per-model state as training and tuning leave it (thresholds, scales, searched lengths)."""
     layers = model.arch_spec.num_layers
     state = {"ltp": {"thresholds": [0.3 * (layer + 1) for layer in range(layers)], "scales": {"2": 1.0}},
-             "lat": {"configs": {"2": [0.9 ** (layer + 1) for layer in range(layers)]}}}.get(method)
+             "lat": {"configs": {"2": [0.9 ** (layer + 1) for layer in range(layers)]}},
+             "acc-search": {"configs": {"2": [0.6] * layers}}}.get(method)
     if state:
         model.harness_pruner.set_method_state(json.dumps(state))
     return model
@@ -71,13 +72,14 @@ def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, me
     assert model.last_forward.realised_speedup >= speedup - 1e-6 or model.last_forward.clamped
 
 
-def test_lat_runs_its_searched_lengths_and_ltp_counts_what_it_kept(tiny_classifier, padded_batch):
+def test_lat_and_acc_search_run_their_searched_lengths_and_ltp_counts_what_it_kept(tiny_classifier, padded_batch):
     ids, mask = padded_batch
-    lat = _with_state(harness.prune(tiny_classifier(), method="lat", speedup=2.0), "lat")
-    lat(ids, attention_mask=mask)
-    config = json.loads(lat.pruning.method_state)["configs"]["2"]
-    for sample, n in enumerate(mask.sum(dim=1).tolist()):
-        assert [len(layer[sample]) for layer in lat.last_kept] == config_counts(config, n, Schedule())
+    for method in ("lat", "acc-search"):
+        searched = _with_state(harness.prune(tiny_classifier(), method=method, speedup=2.0), method)
+        searched(ids, attention_mask=mask)
+        config = json.loads(searched.pruning.method_state)["configs"]["2"]
+        for sample, n in enumerate(mask.sum(dim=1).tolist()):
+            assert [len(layer[sample]) for layer in searched.last_kept] == config_counts(config, n, Schedule())
 
     ltp = _with_state(harness.prune(tiny_classifier(), method="ltp", speedup=2.0), "ltp")
     ltp(ids, attention_mask=mask)
@@ -248,7 +250,8 @@ def test_compare_table_seeds_drop_and_frontier(tmp_path):
                              "train_epochs": 1.0, "train_examples": 96, "batch_size": 8, "seq_len": 32,
                              "measured_speedup": 100 / latency, "predicted_speedup": speedup,
                              "eval_predicted_speedup": speedup, "gflops_measured": 1 / speedup,
-                             "latency_ms": latency, "dense_latency_ms": 100.0})
+                             "latency_ms": latency, "dense_latency_ms": 100.0,
+                             "host_busy_cores": 0.8 if (method, seed, speedup) == ("truncation", 1, 2.0) else 0.0})
     table = compare_frame(pd.DataFrame(rows))
     assert len(table) == 4 and set(table["seeds"]) == {2}
     acc2 = table[(table.method == "acc") & (table.speedup == 2)].iloc[0]
@@ -258,6 +261,7 @@ def test_compare_table_seeds_drop_and_frontier(tmp_path):
     assert frontier == {("acc", 1.0), ("acc", 2.0), ("truncation", 2.0)}
     text = compare_markdown(table)
     assert "1 epoch(s) over 96 training examples, the same for every method" in text and text.count("★") == 3
+    assert text.count(" †") == 1 and "† timed while other processes used more than 0.25 of a core" in text
     md, csv = write_compare(table, tmp_path / "leaderboards", "x_compare")
     assert md.is_file() and csv.is_file()
     assert sorted(p.suffix for p in plot_compare(table, tmp_path / "plots")) == [".png", ".svg"]

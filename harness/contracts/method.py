@@ -13,6 +13,9 @@ A method decides, in every layer that drops word-vectors:
 * how the model is trained for it (``recipe``: the name of a training recipe in ``RECIPES``; default
   the offline-tuning fine-tune of ``harness.runners.glue``; a method that trains its own way registers
   its recipe in ``RECIPES`` beside it); fine-tuned models are cached per (model, task, method, recipe);
+* whether it reuses another method's fine-tuned model (``fine_tune_as``: a method that changes only
+  inference, as ``acc-search`` changes only the lengths, is evaluated on the very weights it is
+  compared with, and costs no second training);
 * what a predictor it adds costs (``predictor_flops``; counted in the predicted speedup);
 * what a forward costs for its plan (``flops``; default the FLOP model on the kept counts; a count of
   0 for a whole layer means the layer is skipped, as LayerDrop does);
@@ -110,6 +113,8 @@ class Method(abc.ABC):
     """One of ``NEEDS``: what ``score`` reads from the layer."""
     recipe: ClassVar[str] = OFFLINE_TUNING
     """The training recipe (a name in ``RECIPES``) that fine-tunes for this method."""
+    fine_tune_as: ClassVar[str | None] = None
+    """The method whose fine-tuned model (and recipe) this one reuses; None: its own."""
     dynamic: ClassVar[bool] = False
     """Counts are decided inside the layers (``reduce`` may keep fewer than ``keep``): every layer runs
     the drop path when pruning, and the FLOPs are counted from what was kept."""

@@ -8,6 +8,8 @@ the measured speedup reported next to the predicted one.
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -103,3 +105,60 @@ def interleaved_latency(
         for name in names[shift:] + names[:shift]:
             samples[name].append(_timed_call(fns[name], device))
     return {name: LatencyStats.from_samples(samples[name]) for name in names}
+
+
+BUSY_CORES = 0.25
+"""Other processes using more than this many cores while a timing ran: the figure is marked busy.
+On a 2-core VM a single other process at nice 19 slowed a 2-thread forward up to five-fold (threads
+wait at every barrier for the one sharing a core), so even a quarter of a core is worth saying."""
+
+
+class HostLoad:
+    """CPU time other processes used while a block ran, in cores (``with HostLoad() as load: ...;
+    load.cores``): total busy time from ``/proc/stat`` minus this process's own.  None where there
+    is no ``/proc/stat`` (not Linux): the figure is then unknown, not quiet."""
+
+    def __enter__(self) -> "HostLoad":
+        self.cores: float | None = None
+        self._start = (_host_busy_s(), _own_cpu_s(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        host0, own0, wall0 = self._start
+        host1, own1, wall1 = _host_busy_s(), _own_cpu_s(), time.perf_counter()
+        if host0 is not None and host1 is not None and wall1 > wall0:
+            self.cores = max(0.0, ((host1 - host0) - (own1 - own0)) / (wall1 - wall0))
+
+
+def _host_busy_s() -> float | None:
+    """Seconds all CPUs spent busy since boot (everything but idle and iowait)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def quietest_latency(fns: dict[str, Callable[[], Any]], *, attempts: int = 3, wait_s: float = 20.0,
+                     **kwargs) -> tuple[dict[str, LatencyStats], float | None]:
+    """``interleaved_latency`` retried while other processes were busy: up to ``attempts`` tries,
+    ``wait_s`` apart, keeping the one with the least foreign load.  Returns the timings and that load
+    in cores (None: unknown), so a report can say when a figure was taken on a busy machine."""
+    best: tuple[dict[str, LatencyStats], float | None] | None = None
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(wait_s)
+        with HostLoad() as load:
+            timings = interleaved_latency(fns, **kwargs)
+        if best is None or (load.cores is not None and (best[1] is None or load.cores < best[1])):
+            best = (timings, load.cores)
+        if load.cores is None or load.cores <= BUSY_CORES:
+            break
+    return best

@@ -13,6 +13,8 @@ that were fine-tuned:
   predicted speedup for that batch, the speedup realised on the evaluation rows (methods whose counts
   depend on the input, such as LTP, and short inputs that cannot reach a target, differ there),
   measured GFLOPs and latency;
+* †: the timing was taken while other processes used more than ``BUSY_CORES`` of the CPU (the
+  sweep retries a busy timing before it keeps one): read that row's measured speedup with care;
 * ★: on the Pareto frontier of quality against measured latency among all rows of that task, model
   and machine (no other row is at least as fast and at least as good, and better in one).
 
@@ -31,6 +33,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness.measure.latency import BUSY_CORES
 from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
 from harness.report.store import write_text_atomic
 
@@ -38,7 +41,7 @@ GROUP = ["task", "model", "weights", "checkpoint", "hardware", "speedup_model", 
 MEANS = ["measured_speedup", "predicted_speedup", "eval_predicted_speedup", "gflops_measured", "latency_ms",
          "dense_latency_ms"]
 COLUMNS = [*GROUP, "recipe", "seeds", "main_metric", "quality", "se", "seed_sd", "seed_min", "seed_max", "drop_vs_dense",
-           *MEANS, "frontier", "epochs", "train_examples", "eval_examples", "batch_size", "seq_len"]
+           *MEANS, "host_busy_cores", "frontier", "epochs", "train_examples", "eval_examples", "batch_size", "seq_len"]
 
 
 def _first(series: pd.Series):
@@ -67,6 +70,8 @@ def _aggregate(rows: pd.DataFrame) -> dict:
         "eval_examples": examples, "batch_size": _first(rows["batch_size"]), "seq_len": _first(rows["seq_len"]),
     }
     out.update({column: rows[column].astype(float).mean() for column in MEANS})
+    busy = rows["host_busy_cores"].astype(float)
+    out["host_busy_cores"] = float(busy.max()) if busy.notna().any() else None  # the busiest seed's timing
     return out
 
 
@@ -117,6 +122,10 @@ def _num(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _busy(cores) -> str:
+    return " †" if cores is not None and cores > BUSY_CORES else ""  # NaN (not recorded) compares False
+
+
 def _budget(rows: pd.DataFrame) -> str:
     """The training budget, said once per task; unequal budgets are said too."""
     epochs = sorted({float(v) for v in rows["epochs"].dropna()})
@@ -144,10 +153,13 @@ def compare_markdown(table: pd.DataFrame) -> str:
             spread = (f"{_pct(row.seed_sd)}; {_pct(row.seed_min)}–{_pct(row.seed_max)} ({row.seeds} seeds)"
                       if _pct(row.seed_sd) else "")
             parts.append(f"| {row.model} | {row.weights} | {row.method} | {row.speedup:g} | {quality} | {spread} | "
-                         f"{_pct(row.drop_vs_dense, signed=True)} | {_num(row.measured_speedup)} | {_num(row.predicted_speedup)} | "
+                         f"{_pct(row.drop_vs_dense, signed=True)} | {_num(row.measured_speedup)}{_busy(row.host_busy_cores)} | "
+                         f"{_num(row.predicted_speedup)} | "
                          f"{_num(row.eval_predicted_speedup)} | {_num(row.gflops_measured, 3)} | "
                          f"{_num(row.latency_ms, 0)} ({_num(row.dense_latency_ms, 0)}) | {'★' if row.frontier else ''} |")
         checkpoints = rows.drop_duplicates(["model", "weights"])
+        if any(_busy(cores) for cores in rows["host_busy_cores"]):
+            parts += ["", f"† timed while other processes used more than {BUSY_CORES:g} of a core: a busy machine."]
         parts += ["", *(f"Weights of {r.model} ({r.weights}): {r.checkpoint or 'random weights'}."
                         for r in checkpoints.itertuples()), ""]
     return "\n".join(parts)

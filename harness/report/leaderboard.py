@@ -26,7 +26,7 @@ BOARD_COLUMNS = [
 ]
 # Kept in the frame for the plots, not shown on the board.
 EXTRA_COLUMNS = ["cell_key", "kept_tokens", "latency_p10_ms", "latency_p90_ms", "seed", "eval_examples",
-                 "train_recipe", "train_epochs", "train_examples"]
+                 "train_recipe", "train_epochs", "train_examples", "host_busy_cores"]
 SORT_COLUMNS = ["model", "task", "method", "speedup_model", "speedup"]
 
 _RATIO_COLUMNS = {"speedup", "predicted_speedup", "measured_speedup", "predicted_wallclock_speedup",

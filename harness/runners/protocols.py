@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 
 import torch
 
+import harness
 from harness.contracts.method import Tuning
 from harness.contracts.protocol import NO_QUALITY, Prepared, Protocol
 from harness.contracts.task import main_score
@@ -26,6 +27,7 @@ from harness.models.catalog import load_causal_lm, load_classifier
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
 from harness.runners import prompt_suites
+from harness.pruning.methods import METHODS
 from harness.runners.glue import encode, load_or_fine_tune, predict
 
 
@@ -75,7 +77,7 @@ class FineTune(Protocol):
     def prepare(self, config, model_name, task, method) -> Prepared:
         if config.weights == "random":
             return Prepared(_on(config.device, load_classifier(model_name, "random", task.num_labels)))
-        train = replace(config.train, method=method.name)
+        train = replace(config.train, method=method.fine_tune_as or method.name)
         # data first: a bad --data-dir fails before any model loads
         task_data = load_task(task, data_dir=config.data_dir, seed=train.seed, limit=config.limits(task))
         # The new head's initial weights come from the training seed, not from whatever drew random numbers
@@ -83,10 +85,12 @@ class FineTune(Protocol):
         torch.manual_seed(train.seed)
         loaded = _on(config.device, load_classifier(model_name, "pretrained", task.num_labels))
         loaded, folder, reused = load_or_fine_tune(loaded, task_data, train, config.progress)
+        harness.prune(loaded.model, method=method.name)  # a method reusing another's fine-tune (fine_tune_as)
         loaded.model.fit_method(config.speedups, tuning_for(loaded, task_data, config, train.seed))
         texts = task_data.splits[task.eval_splits[0]][task.text_fields[0]].astype(str)
         context = {"data": task_data.provenance,
-                   "train": {"cache": str(folder), "reused": reused, "recipe": method.recipe,
+                   "train": {"cache": str(folder), "reused": reused,
+                             "recipe": METHODS.get(train.method).recipe,
                              "examples": len(task_data.splits["train"]), **asdict(train)}}
         return Prepared(loaded, lambda loaded: self.quality(loaded, task_data, config), texts, context)
 

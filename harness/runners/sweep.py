@@ -18,6 +18,8 @@ the evaluation split, chunked, under ``finetune``; random ids otherwise: speed d
 which tokens they are), so the analytic prediction and the measurement describe the same work.  The
 reference is stock transformers' dense forward of the same weights with its default attention, timed
 interleaved with the pruned model in the same process, on the device the sweep names (``--device``).
+A timing during which other processes used the CPU is retried a little later, and the row records the
+foreign load of the timing it kept (``host_busy_cores``), so reports can mark busy-machine figures.
 With ``speedup_model="latency"`` the speedups are wall-clock targets solved on this machine's calibration
 for the latency batch's shape; every row names its speedup model and carries the latency the
 calibration predicts (where one exists) beside the measured one.
@@ -38,7 +40,7 @@ import harness
 from harness.data.tasks import get_task, is_task_file
 from harness.measure.flop_count import count_flops
 from harness.measure.hardware import check_device, hardware_fingerprint
-from harness.measure.latency import interleaved_latency
+from harness.measure.latency import quietest_latency
 from harness.models import family_for
 from harness.models.catalog import check_weights, model_spec
 from harness.pruning.flops import check_speedup, require_reachable
@@ -282,8 +284,8 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared) -> No
 
 @torch.no_grad()
 def _speed(model, stock, batch, config) -> dict:
-    timings = interleaved_latency({"dense": lambda: stock(**batch), "pruned": lambda: model(**batch)},
-                                  warmup=config.warmup, repeats=config.repeats, device=config.device)
+    timings, busy = quietest_latency({"dense": lambda: stock(**batch), "pruned": lambda: model(**batch)},
+                                     warmup=config.warmup, repeats=config.repeats, device=config.device)
     flops_measured = count_flops(lambda: model(**batch))
     forward = model.last_forward
     predicted = model.predicted_latency()  # of the latency batch, on this machine's calibration (if any)
@@ -299,5 +301,5 @@ def _speed(model, stock, batch, config) -> dict:
         "predicted_wallclock_speedup": predicted and predicted[0] / predicted[1],
         "batch_size": config.batch_size, "seq_len": batch["input_ids"].shape[1],
         "threads": torch.get_num_threads(), "device": config.device, "kept_tokens": kept,
-        "latency_repeats": pruned_t.repeats,
+        "latency_repeats": pruned_t.repeats, "host_busy_cores": busy,
     }

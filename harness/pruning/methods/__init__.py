@@ -6,6 +6,7 @@ registered by name here, the one registry, or through the ``harness.methods`` en
 
 * ``acc`` — Attention Context Contribution, the reference (``acc``);
 * ``acc-vnorm`` — ACC weighted by the value norms (``acc_vnorm``);
+* ``acc-search`` — ACC with per-layer lengths searched on held-out rows (``acc_search``);
 * ``power-bert`` — attention received from the other tokens (``power_bert``);
 * ``lat`` — Length-Adaptive Transformer: LengthDrop, sandwich rule, searched lengths (``lat``);
 * ``ltp`` — Learned Token Pruning: learned thresholds per layer (``ltp``);
@@ -28,6 +29,7 @@ METHODS: Registry[Method] = Registry("method", group="harness.methods",
                                      accepts=lambda obj: isinstance(instance(obj), Method), adapt=instance)
 
 from harness.pruning.methods.acc import Acc, acc_scores  # noqa: E402  (the registry exists first)
+from harness.pruning.methods.acc_search import AccSearch  # noqa: E402
 from harness.pruning.methods.acc_vnorm import AccVnorm  # noqa: E402
 from harness.pruning.methods.layerdrop import LayerDrop  # noqa: E402
 from harness.pruning.methods.lat import Lat  # noqa: E402
@@ -37,5 +39,6 @@ from harness.pruning.methods.random_tokens import RandomTokens, random_scores  #
 from harness.pruning.methods.tome import Tome  # noqa: E402
 from harness.pruning.methods.truncation import Truncation, truncation_scores  # noqa: E402
 
-for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), Tome(), LayerDrop(), AccVnorm()):
+for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), Tome(), LayerDrop(), AccVnorm(),
+                AccSearch()):
     METHODS.register(_method.name, _method)
