@@ -21,7 +21,7 @@ from harness.pruning.methods.tome import bipartite_merge, tome_counts
 from harness.registry import HarnessError
 
 ALL = METHODS.names()
-BUILT_IN = ["acc", "random", "truncation", "power-bert", "lat", "ltp", "tome", "layerdrop", "acc-vnorm", "acc-search"]
+BUILT_IN = ["acc", "random", "truncation", "power-bert", "lat", "ltp", "tome", "layerdrop", "acc-vnorm", "acc-search", "acc-distill"]
 
 
 def test_every_built_in_method_is_registered():
@@ -33,7 +33,7 @@ def _with_state(model, method):
     layers = model.arch_spec.num_layers
     state = {"ltp": {"thresholds": [0.3 * (layer + 1) for layer in range(layers)], "scales": {"2": 1.0}},
              "lat": {"configs": {"2": [0.9 ** (layer + 1) for layer in range(layers)]}},
-             "acc-search": {"configs": {"2": [0.6] * layers}}}.get(method)
+             "acc-search": {"configs": {"2": [0.6] * layers}}, "acc-distill": {"configs": {"2": [0.7] * layers}}}.get(method)
     if state:
         model.harness_pruner.set_method_state(json.dumps(state))
     return model
@@ -74,7 +74,7 @@ def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, me
 
 def test_lat_and_acc_search_run_their_searched_lengths_and_ltp_counts_what_it_kept(tiny_classifier, padded_batch):
     ids, mask = padded_batch
-    for method in ("lat", "acc-search"):
+    for method in ("lat", "acc-search", "acc-distill"):
         searched = _with_state(harness.prune(tiny_classifier(), method=method, speedup=2.0), method)
         searched(ids, attention_mask=mask)
         config = json.loads(searched.pruning.method_state)["configs"]["2"]
@@ -172,6 +172,22 @@ def test_ltp_thresholds_move_in_a_short_training_run(tiny_classifier, padded_bat
     after = torch.tensor(json.loads(model.pruning.method_state)["thresholds"])
     assert (after - before).abs().min() > 0  # every layer's threshold learned something
     assert model.last_kept and all(len(layer[0]) == 24 for layer in model.last_kept)  # soft: nothing dropped
+
+
+def test_acc_distill_step_is_the_full_loss_plus_the_pruned_pass_learning_from_it(tiny_classifier, padded_batch):
+    from harness.pruning.methods.lat import distillation
+
+    model = harness.prune(tiny_classifier(), method="acc-distill", speedup=2.0)
+    ids, mask = padded_batch
+    labels = torch.tensor([0, 1, 2])
+    loss = model.pruning_method.train_step(model, {"input_ids": ids, "attention_mask": mask}, labels)
+    assert model.pruning.speedup == 2.0  # the loop's draw is left as it was
+    model.set_speedup(1.0)
+    full = model(ids, attention_mask=mask, labels=labels)
+    model.set_speedup(2.0)
+    pruned = model(ids, attention_mask=mask).logits
+    assert model.last_forward.realised_speedup > 1.5
+    assert loss.item() == pytest.approx((full.loss + distillation(pruned, full.logits)).item(), rel=1e-5)
 
 
 def test_lat_search_returns_the_pareto_front_of_its_candidates():

@@ -7,6 +7,7 @@ registered by name here, the one registry, or through the ``harness.methods`` en
 * ``acc`` — Attention Context Contribution, the reference (``acc``);
 * ``acc-vnorm`` — ACC weighted by the value norms (``acc_vnorm``);
 * ``acc-search`` — ACC with per-layer lengths searched on held-out rows (``acc_search``);
+* ``acc-distill`` — ACC trained with the sandwich rule and distillation, searched lengths (``acc_distill``);
 * ``power-bert`` — attention received from the other tokens (``power_bert``);
 * ``lat`` — Length-Adaptive Transformer: LengthDrop, sandwich rule, searched lengths (``lat``);
 * ``ltp`` — Learned Token Pruning: learned thresholds per layer (``ltp``);
@@ -29,6 +30,7 @@ METHODS: Registry[Method] = Registry("method", group="harness.methods",
                                      accepts=lambda obj: isinstance(instance(obj), Method), adapt=instance)
 
 from harness.pruning.methods.acc import Acc, acc_scores  # noqa: E402  (the registry exists first)
+from harness.pruning.methods.acc_distill import AccDistill  # noqa: E402
 from harness.pruning.methods.acc_search import AccSearch  # noqa: E402
 from harness.pruning.methods.acc_vnorm import AccVnorm  # noqa: E402
 from harness.pruning.methods.layerdrop import LayerDrop  # noqa: E402
@@ -40,5 +42,5 @@ from harness.pruning.methods.tome import Tome  # noqa: E402
 from harness.pruning.methods.truncation import Truncation, truncation_scores  # noqa: E402
 
 for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), Tome(), LayerDrop(), AccVnorm(),
-                AccSearch()):
+                AccSearch(), AccDistill()):
     METHODS.register(_method.name, _method)
