@@ -75,15 +75,18 @@ def plot_positions(by_method: dict[str, list[list[float]]], out_dir: str | Path,
     with matplotlib.rc_context(PAPER_STYLE):
         fig = Figure(figsize=(1.5 * min(layers, PANEL_COLUMNS) + 0.4, 1.25 * rows + 0.8), layout="constrained")
         axes = np.atleast_1d(fig.subplots(rows, min(layers, PANEL_COLUMNS), sharex=True, sharey=True, squeeze=False)).ravel()
+        top = 0.0
         for layer, ax in enumerate(axes):
             if layer >= layers:
                 ax.set_visible(False)
                 continue
             for method, per_layer in by_method.items():
                 if layer < len(per_layer):
-                    ax.stairs(100 * histogram(per_layer[layer]), edges, label=method)
+                    shares = 100 * histogram(per_layer[layer])
+                    ax.stairs(shares, edges, label=method)
+                    top = max(top, float(shares.max()))
             ax.set_title(f"layer {layer + 1}", pad=2)
-            ax.set(xlim=(0, 1), ylim=(0, None))
+        axes[0].set(xlim=(0, 1), ylim=(0, 1.05 * top or 1))  # shared: set once, from every panel's highest bar
         for ax in axes[-PANEL_COLUMNS:]:
             ax.set_xlabel("relative position")
         for ax in axes[::PANEL_COLUMNS]:
