@@ -1,4 +1,4 @@
-"""The ``harness`` command line: run, leaderboard, compare, plot, list, cache, calibrate.
+"""The ``harness`` command line: run, leaderboard, compare, plot, positions, list, cache, calibrate.
 
 User errors (unknown names, bad numbers, unreachable speedups, missing data, unwritable folders) print
 one line, ``harness: error: ...``, and exit with code 2; no traceback.  ``harness run`` with no
@@ -90,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", help="run folders")
     plot.add_argument("--out", default=None, help="folder (default: plots/<first run folder's name>)")
 
+    where = commands.add_parser("positions", help="decoders: where the kept tokens sit, per layer and method (histograms)")
+    where.add_argument("--model", default="smollm2", help="a decoder (default: smollm2)")
+    where.add_argument("--methods", default="acc,last-token,gemfilter,truncation,random")
+    where.add_argument("--speedup", default="2", help="requested speedup (default: 2)")
+    where.add_argument("--task", default="rt-polarity-zs",
+                       help="an lm-eval task of tasks/ whose prompts are traced (default: rt-polarity-zs)")
+    where.add_argument("--limit", type=int, default=20, help="prompts traced (the task's first N documents; default 20)")
+    where.add_argument("--weights", default="pretrained", choices=("pretrained", "random"))
+    where.add_argument("--threads", type=int, default=None)
+    where.add_argument("--out", default=str(PLOTS), help="folder for the figure (default: plots)")
+
     cal = commands.add_parser("calibrate", help="time an architecture's layers on this machine for --speedup-model latency")
     cal.add_argument("--models", default="bert", help="comma-separated aliases or local folders (default: bert)")
     cal.add_argument("--batch-sizes", default="1,16", help="comma-separated batch sizes to time (default: 1,16)")
@@ -162,6 +173,37 @@ def _calibrate(args) -> None:
               f"{', '.join(map(str, latency.batch_sizes))}, up to {latency.max_length} tokens ({state}): "
               f"{calibration_path(latency.key)}")
         print(f"{name}: {validation_line(latency.validation)}")
+
+
+def _positions(args) -> None:
+    """``harness positions``: trace a task's prompts through each method and draw where kept tokens sit."""
+    from harness.measure.hardware import set_threads
+    from harness.models.catalog import load_causal_lm, model_spec
+    from harness.pruning.flops import check_speedup
+    from harness.pruning.methods import METHODS
+    from harness.report.positions import plot_positions, positions_by_method, summary
+    from harness.runners.prompt_suites import build_prompts
+
+    methods = _names(args.methods, "--methods")
+    for method in methods:
+        METHODS.get(method)
+    speedup = check_speedup(args.speedup)
+    if args.limit < 1:
+        raise HarnessError(f"--limit must be a positive integer, got {args.limit}")
+    if not model_spec(args.model).is_decoder:
+        raise HarnessError(f"harness positions traces decoders; {args.model!r} is not one")
+    set_threads(args.threads)
+    loaded = load_causal_lm(args.model, args.weights)
+    prompts = [loaded.tokenizer(prompt.text)["input_ids"] for prompt in build_prompts(args.task, None, args.limit)]
+    by_method = positions_by_method(loaded.model.eval(), methods, speedup, prompts)
+    lengths = sorted(len(ids) for ids in prompts)
+    title = (f"{args.model} ({args.weights}) · {args.task}: {len(prompts)} prompts of {lengths[0]}–{lengths[-1]} "
+             f"tokens · {speedup:g}× requested — where the kept tokens sit")
+    paths = plot_positions(by_method, Path(args.out), title, f"positions_{args.model}_{args.task}_{speedup:g}x")
+    for method, numbers in summary(by_method).items():
+        print(f"{method}: mean relative position {numbers['mean']:.2f}, first tenth {100 * numbers['first tenth']:.0f}%, "
+              f"last tenth {100 * numbers['last tenth']:.0f}% of kept tokens (all layers)")
+    print("positions: " + " ".join(map(str, paths)))
 
 
 def _board(runs: list[Path], out: Path, name: str):
@@ -312,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out) if args.out else PLOTS / runs[0].name
             _figures(load_rows(runs), out)
             _prompt_figures(runs, out)
+        elif args.command == "positions":
+            _positions(args)
         elif args.command == "list":
             _list()
         elif args.command == "cache":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import re
 
 import datasets
@@ -22,6 +23,12 @@ import datasets
 HELDOUT_DOCS = 200
 # Scored words at the end of each held-out document: the context before them is what pruning acts on.
 CONTINUATION_WORDS = 32
+# rt-polarity-long: prompts built (``--metadata long_docs=N`` changes the count), the characters of
+# reviews packed into each (uniform in this range; 1,024-2,048 tokens for smollm2's and gpt2's
+# tokenizers, measured in tasks/README.md), and the seed of the sampling.
+LONG_DOCS = 500
+LONG_CHARS = (4_000, 7_000)
+LONG_SEED = 1234
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,6 +97,55 @@ def heldout_text(heldout_docs: int | None = None, **kwargs) -> datasets.DatasetD
     if count < 1:
         raise HarnessError(f"heldout_docs must be a whole number >= 1, got {heldout_docs!r}")
     return _heldout(count)
+
+
+def long_reviews(sentences: list[str], labels: list[int], count: int, seed: int = LONG_SEED,
+                 chars: tuple[int, int] = LONG_CHARS) -> list[dict]:
+    """``count`` long-context items: numbered reviews packed to a seeded length, one asked about.
+
+    Each item draws its reviews without repeats (reviews recur across items) until their text reaches a
+    length drawn from ``chars``; the asked review is drawn from the first half, so at least half the
+    prompt lies between it and the question, and its label alternates negative/positive over items (a
+    balanced set, when the first half has one of each).  ``review`` is its 1-based number, ``depth``
+    its place in the list (0 first, 1 last), ``count`` the reviews in the prompt.
+    """
+    rng = random.Random(seed)
+    items = []
+    for index in range(count):
+        budget, picked, total = rng.randint(*chars), [], 0
+        for row in rng.sample(range(len(sentences)), len(sentences)):
+            picked.append(row)
+            total += len(sentences[row])
+            if total >= budget:
+                break
+        half = range(max(1, len(picked) // 2))
+        wanted = [k for k in half if labels[picked[k]] == index % 2] or list(half)
+        asked = rng.choice(wanted)
+        text = "\n".join(f"Review #{k + 1}: {sentences[row]}" for k, row in enumerate(picked))
+        items.append({"reviews": text, "review": asked + 1, "count": len(picked), "label": int(labels[picked[asked]]),
+                      "depth": asked / max(len(picked) - 1, 1)})
+    return items
+
+
+@functools.lru_cache(maxsize=None)
+def _long(count: int) -> datasets.DatasetDict:
+    test = _from_task("rt-polarity")["test"]
+    items = long_reviews(list(test["sentence"]), list(test["label"]), count)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(items)})
+
+
+def rt_polarity_long(long_docs: int | None = None, **kwargs) -> datasets.DatasetDict:
+    """rt-polarity-long's ``test`` split: ``long_docs`` items (default ``LONG_DOCS``) built by
+    ``long_reviews`` from the harness's rt-polarity test split (1,276 reviews, seeded)."""
+    from harness.registry import HarnessError
+
+    try:
+        count = LONG_DOCS if long_docs is None else int(long_docs)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1:
+        raise HarnessError(f"long_docs must be a whole number >= 1, got {long_docs!r}")
+    return _long(count)
 
 
 def continuation_perplexity(doc: dict, results: list) -> dict:

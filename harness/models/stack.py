@@ -5,7 +5,8 @@ pruner for the plan, runs each layer stock where no sample drops a token, the fa
 where some do (and in every layer once word-vectors carry weights, or where the method decides its
 counts inside the layers), skips a layer whose plan keeps 0 (LayerDrop), keeps the attention mask
 (and, through ``Family.after_drop``, rotary angles or a bias) right for the packed kept tokens, and
-records what each layer kept.
+records what each layer kept.  For a two-pass method (``Method.filter_layer``: GemFilter) it first runs
+the selection pass (``select_input``) and then the layers on the selected tokens.
 
 ``install`` is the one way a family puts its pruned forward in place: an instance attribute
 ``forward`` on one module of the model (BERT: its encoder; decoders: the base model), so the class,
@@ -25,6 +26,7 @@ from torch import nn
 
 from harness.contracts.family import Family, LayerCall, Tokens
 from harness.pruning.attention import allowed_keys, for_implementation
+from harness.pruning.select import gather_tokens
 
 
 def first_tokens(valid: torch.Tensor, pruner) -> Tokens:
@@ -41,6 +43,11 @@ def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call
     method = pruner.method
     scoring = method.dynamic and (call.training or pruner.settings.speedup > 1)  # the layers decide counts
     dropped = False
+    layer = method.filter_layer(pruner.spec)
+    if layer is not None and bool((counts[:, 0] < tokens.valid.sum(dim=1)).any()):
+        hidden, tokens = select_input(family, layers, hidden, tokens, counts[:, 0], layer, call)
+        dropped = True
+    pruner.input_valid = tokens.valid
     for index, layer in enumerate(layers):
         keep = counts[:, index]
         single = family.single_token_layer(layer, hidden) if (
@@ -63,6 +70,27 @@ def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call
     return hidden, tokens, dropped
 
 
+def select_input(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, keep: torch.Tensor, layer: int,
+                 call: LayerCall) -> tuple[torch.Tensor, Tokens]:
+    """A two-pass method's selection pass: the input rows of the ``keep[b]`` tokens it selects.
+
+    Layers before ``layer`` run stock on every token, then ``layer``'s drop layer scores and selects
+    (the method's ``score``; protected tokens stay).  No KV cache is written: the second pass, on the
+    selected embeddings, writes it.  The first layer's tokens are the input in order, so a selected
+    token's position is its row in ``hidden``.  ``call``'s mask and per-token inputs (rotary angles)
+    are brought to the selected tokens, which keep their original positions.
+    """
+    cache, call.cache = call.cache, None
+    states = hidden
+    for stock in layers[:layer]:
+        states = family.run_layer(stock, states, call)
+    _, selected = family.drop_layer(layers[layer], states, tokens, keep, call)
+    call.cache = cache
+    call.mask = for_implementation(allowed_keys(selected.valid, call.causal), hidden, call.implementation)
+    family.after_drop(call, selected)
+    return gather_tokens(hidden, selected.positions), selected
+
+
 class Rows:
     """State between a forward and what follows it: where the output rows came from (for the head
     hooks; None when nothing was dropped), and which entries of each layer's KV cache are real tokens."""
@@ -71,6 +99,8 @@ class Rows:
         self.kept: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self.active = False
         self.cache_valid: list[torch.Tensor] = []
+        self.next_position = 0
+        """The position the next decoded token takes: the prompt's length, plus the tokens decoded since."""
 
 
 def scatter_rows(compact: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int) -> torch.Tensor:

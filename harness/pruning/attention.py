@@ -9,7 +9,9 @@ probabilities), so the probabilities never exist as one
 (B, H, n, n) tensor: at long sequences that tensor's memory traffic, not its arithmetic, would set the
 layer's time.  Without autograd the softmax and the context product write in place, for the same
 reason.  Blocking changes no result (every sum is per sample), and the products are the same ones a
-full attention computes.  Methods that do not read attention use the fused kernel.
+full attention computes.  Methods that do not read attention use the fused kernel; those that read
+only the last query's row ("last-query": LazyLLM-style, GemFilter) use it too, plus one q·Kᵀ row per
+sample (``last_query_probs``), never the whole map.
 """
 
 from __future__ import annotations
@@ -60,6 +62,22 @@ def with_weight(bias: torch.Tensor | None, weight: torch.Tensor | None) -> torch
     return log_weight if bias is None else bias + log_weight
 
 
+def last_query_probs(query, key, valid, scaling: float, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, n): softmax over the valid keys of each sample's last valid query's logits.
+
+    The last valid query sees every valid key (keys after it are padding), so no causal mask is
+    needed; the cost is one (1 × d) @ (d × n) product per head, 1/n of the score product."""
+    batch, _, n, _ = query.shape
+    order = torch.arange(1, n + 1, device=valid.device)
+    last = (valid.long() * order).argmax(dim=1)  # index of the last valid token
+    rows = torch.arange(batch, device=query.device)
+    logits = torch.einsum("bhd,bhnd->bhn", query[rows, :, last], key) * scaling
+    if bias is not None:
+        logits = logits + bias[rows if bias.shape[0] > 1 else 0, :, last].reshape(-1, bias.shape[1], n)
+    logits = logits.masked_fill(~valid[:, None, :], torch.finfo(logits.dtype).min)
+    return logits.softmax(dim=-1)
+
+
 def attend_and_score(query, key, value, valid, positions, method: Method, *, scaling: float,
                      dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False,
                      bias: torch.Tensor | None = None):
@@ -72,7 +90,9 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     if not method.needs_attention:
         context = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=_with_bias(mask, bias, query), dropout_p=dropout, scale=scaling)
-        return context, method.score(ScoreInputs(valid, positions, None, generator, causal, keys=keys))
+        last = last_query_probs(query, key, valid, scaling, bias) if method.needs == "last-query" else None
+        return context, method.score(ScoreInputs(valid, positions, None, generator, causal, keys=keys,
+                                                 last_query=last))
     batch, heads, n, _ = query.shape
     row_bytes = heads * n * query.element_size()
     samples = max(1, BLOCK_BYTES // (row_bytes * n))
@@ -80,7 +100,7 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     context = query.new_empty(query.shape)  # contiguous, so whole-row blocks are written in place
     received = query.new_zeros(batch, heads, 1, n)
     diagonal = query.new_zeros(batch, heads, n)
-    query_weight = valid.to(query.dtype)[:, None, None, :]
+    query_weight = method.query_weights(valid, causal).to(query.dtype)[:, None, None, :]
     query = query * scaling  # scaled once here rather than on every (rows × n) block of logits
     in_place = not (torch.is_grad_enabled() and query.requires_grad)  # out= cannot be differentiated
     for b in range(0, batch, samples):

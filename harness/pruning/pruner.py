@@ -112,6 +112,9 @@ class Pruner:
         self.max_length = max_length
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.last_positions: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.input_valid: torch.Tensor | None = None
+        """(B, n) the tokens that entered the first layer in the last forward: the input, or a two-pass
+        method's selection (the first layer's KV cache holds these)."""
         self.last_forward = ForwardStats()
         self._plan_lengths: list[int] = []
         self.last_shape: tuple[int, int] = (0, 0)

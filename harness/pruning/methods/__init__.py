@@ -13,7 +13,11 @@ registered by name here, the one registry, or through the ``harness.methods`` en
 * ``ltp`` — Learned Token Pruning: learned thresholds per layer (``ltp``);
 * ``tome`` — token merging by bipartite soft matching (``tome``);
 * ``layerdrop`` — depth instead of width: whole top layers dropped (``layerdrop``);
-* ``random``, ``truncation`` — the trivial baselines (``random_tokens``, ``truncation``).
+* ``random``, ``truncation`` — the trivial baselines (``random_tokens``, ``truncation``; a decoder
+  truncates from the front, keeping the most recent tokens);
+* decoders' prefill baselines: ``last-token`` — the last token's attention, progressive (``last_token``,
+  after LazyLLM); ``gemfilter`` — select in an early layer, rerun the model on the selection
+  (``gemfilter``); ``acc-recent`` — causal ACC with queries ramped toward the end (``acc_recent``).
 
 Each is fine-tuned for itself (its ``recipe``: the offline-tuning fine-tune with its own selection,
 or its own training where it has one), and at speedup 1 each runs the dense model of that recipe.
@@ -31,8 +35,11 @@ METHODS: Registry[Method] = Registry("method", group="harness.methods",
 
 from harness.pruning.methods.acc import Acc, acc_scores  # noqa: E402  (the registry exists first)
 from harness.pruning.methods.acc_distill import AccDistill  # noqa: E402
+from harness.pruning.methods.acc_recent import AccRecent  # noqa: E402
 from harness.pruning.methods.acc_search import AccSearch  # noqa: E402
 from harness.pruning.methods.acc_vnorm import AccVnorm  # noqa: E402
+from harness.pruning.methods.gemfilter import GemFilter  # noqa: E402
+from harness.pruning.methods.last_token import LastToken  # noqa: E402
 from harness.pruning.methods.layerdrop import LayerDrop  # noqa: E402
 from harness.pruning.methods.lat import Lat  # noqa: E402
 from harness.pruning.methods.ltp import Ltp  # noqa: E402
@@ -42,5 +49,5 @@ from harness.pruning.methods.tome import Tome  # noqa: E402
 from harness.pruning.methods.truncation import Truncation, truncation_scores  # noqa: E402
 
 for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), Tome(), LayerDrop(), AccVnorm(),
-                AccSearch(), AccDistill()):
+                AccSearch(), AccDistill(), LastToken(), GemFilter(), AccRecent()):
     METHODS.register(_method.name, _method)
