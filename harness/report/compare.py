@@ -16,7 +16,10 @@ that were fine-tuned:
 * †: the timing was taken while other processes used more than ``BUSY_CORES`` of the CPU (the
   sweep retries a busy timing before it keeps one): read that row's measured speedup with care;
 * ★: on the Pareto frontier of quality against measured latency among all rows of that task, model
-  and machine (no other row is at least as fast and at least as good, and better in one).
+  and machine (no other row is at least as fast and at least as good, and better in one).  Latency
+  there is relative: the pruned median over the dense median timed beside it (1 / measured speedup),
+  because rows timed minutes apart on a shared machine saw different machines; the dense forward
+  of the same batch is the common unit.
 
 The table says the training budget (epochs, examples, recipes) so that "equal cost" can be checked.
 Rows keep naming their weights (``weights``, ``checkpoint``).  Built from ``load_rows``; written with
@@ -105,7 +108,8 @@ def compare_frame(frame: pd.DataFrame) -> pd.DataFrame:
     table["drop_vs_dense"] = _drops(table)
     table["frontier"] = False
     for _, rows in table.groupby(["task", "model", "weights", "hardware"], dropna=False):
-        mask = pareto_mask(rows["latency_ms"].to_numpy(float), rows["quality"].astype(float).to_numpy())
+        relative = 1.0 / rows["measured_speedup"].to_numpy(float)
+        mask = pareto_mask(relative, rows["quality"].astype(float).to_numpy())
         table.loc[rows.index, "frontier"] = mask
     return table[COLUMNS].reset_index(drop=True)
 
