@@ -40,6 +40,7 @@ import harness
 from harness.data.tasks import get_task, is_task_file
 from harness.measure.flop_count import count_flops
 from harness.measure.hardware import check_device, hardware_fingerprint
+from harness.measure.generation import DECODE_TOKENS, generation_calls, generation_speeds
 from harness.measure.latency import quietest_latency
 from harness.models import family_for
 from harness.models.catalog import check_weights, model_spec
@@ -276,6 +277,8 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared) -> No
                "speedup_model": config.speedup_model, "seed": cells["seed"]}
         row.update(prepared.quality(loaded))
         row.update(_speed(model, stock, batch, config), flops_dense=flops_dense)
+        if _generates(loaded.model):
+            row.update(_generation_speed(model, stock, batch, config))
         row.update(hardware=hardware, data=prepared.context.get("data", {}), train=prepared.context.get("train", {}),
                    timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    harness_version=harness.__version__)
@@ -301,5 +304,21 @@ def _speed(model, stock, batch, config) -> dict:
         "predicted_wallclock_speedup": predicted and predicted[0] / predicted[1],
         "batch_size": config.batch_size, "seq_len": batch["input_ids"].shape[1],
         "threads": torch.get_num_threads(), "device": config.device, "kept_tokens": kept,
-        "latency_repeats": pruned_t.repeats, "host_busy_cores": busy,
+        "latency_repeats": pruned_t.repeats, "host_busy_cores": busy, "latency_clamped": forward.clamped,
     }
+
+
+def _generates(model) -> bool:
+    """A decoder with an LM head: time to first token is what its users wait for (a classification head,
+    or an encoder-decoder, has its forward latency only)."""
+    return family_for(model).kind == "decoder" and model.can_generate()
+
+
+@torch.no_grad()
+def _generation_speed(model, stock, batch, config) -> dict:
+    """TTFT and decode tokens/s through ``generate`` on the latency batch, pruned against stock dense."""
+    prompt = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    calls, clocks = generation_calls(model, stock, prompt, DECODE_TOKENS, config.device)
+    timings, busy = quietest_latency(calls, warmup=1, repeats=config.repeats, device=config.device)
+    return {**generation_speeds(timings, clocks, batch["input_ids"].shape[0], DECODE_TOKENS),
+            "generation_busy_cores": busy}
