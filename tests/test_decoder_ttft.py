@@ -62,6 +62,7 @@ def test_decoder_sweep_rows_carry_ttft_at_speedups_one_and_one_and_a_half(tiny_l
     for row in rows.values():
         assert all(row[field] > 0 for field in GENERATION_FIELDS), row
         assert row["decode_new_tokens"] == 8 and row["generation_repeats"] == 1 and row["latency_clamped"] == 0
+        assert row["generation_prompt_len"] == row["seq_len"] == 64
     one = rows[1.0]
     assert one["ttft_speedup"] == pytest.approx(one["dense_ttft_ms"] / one["ttft_ms"])
     assert rows[1.5]["predicted_speedup"] == pytest.approx(1.5, rel=0.02)
@@ -69,6 +70,18 @@ def test_decoder_sweep_rows_carry_ttft_at_speedups_one_and_one_and_a_half(tiny_l
     assert cli.main(["compare", str(out), "--out", str(tiny_llama_folder.parent / "reports")]) == 0
     text = capsys.readouterr().out
     assert "| TTFT speedup | TTFT ms (dense) | decode tok/s (dense) |" in text and "Equal predicted FLOPs" in text
+
+
+def test_a_prompt_at_the_models_last_position_leaves_room_for_the_new_tokens(tiny_llama_folder):
+    from transformers import GPT2Config
+
+    folder, out = tiny_llama_folder.parent / "tiny-gpt2", tiny_llama_folder.parent / "gpt2-run"
+    GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=97).save_pretrained(folder)
+    assert cli.main(["run", "--models", str(folder), "--weights", "random", "--tasks", "rt-polarity", "--speedups", "1",
+                     "--batch-size", "1", "--max-length", "64", "--repeats", "1", "--out", str(out),
+                     "--no-progress"]) == 0
+    row = json.loads((out / "results.jsonl").read_text())
+    assert row["seq_len"] == 64 and row["generation_prompt_len"] == 64 - 9 and row["ttft_ms"] > 0
 
 
 def decoder_rows():

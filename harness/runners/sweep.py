@@ -23,6 +23,15 @@ foreign load of the timing it kept (``host_busy_cores``), so reports can mark bu
 With ``speedup_model="latency"`` the speedups are wall-clock targets solved on this machine's calibration
 for the latency batch's shape; every row names its speedup model and carries the latency the
 calibration predicts (where one exists) beside the measured one.
+
+Decoders with an LM head are also timed through ``generate`` (``harness.measure.generation``): time to
+first token and decode tokens/s, pruned against stock dense, interleaved.  The prompt is the latency
+batch itself (``batch_size`` prompts of ``max_length`` tokens, no padding), so TTFT, the forward latency
+and the FLOP prediction all describe one shape, and ``--batch-size``/``--max-length`` set the prompt
+(``--batch-size 1 --max-length 1024`` is one 1,024-token chat prompt), less its first tokens where the
+model has no positions left for the new ones (GPT-2 at 1,024 tokens; ``generation_prompt_len`` says).
+``--repeats`` sets the timed rounds of these too; their warm-up is one round (the forward timing just
+before has warmed the weights).
 Only the pruned model's public surface is read (``harness.pruning.surface``).
 """
 
@@ -317,8 +326,9 @@ def _generates(model) -> bool:
 @torch.no_grad()
 def _generation_speed(model, stock, batch, config) -> dict:
     """TTFT and decode tokens/s through ``generate`` on the latency batch, pruned against stock dense."""
-    prompt = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    room = model.max_length - 1 - DECODE_TOKENS  # GPT-2 at --max-length 1024 has no position left to generate
+    prompt = {"input_ids": batch["input_ids"][:, -room:], "attention_mask": batch["attention_mask"][:, -room:]}
     calls, clocks = generation_calls(model, stock, prompt, DECODE_TOKENS, config.device)
     timings, busy = quietest_latency(calls, warmup=1, repeats=config.repeats, device=config.device)
     return {**generation_speeds(timings, clocks, batch["input_ids"].shape[0], DECODE_TOKENS),
-            "generation_busy_cores": busy}
+            "generation_prompt_len": prompt["input_ids"].shape[1], "generation_busy_cores": busy}
