@@ -193,7 +193,7 @@ def compare_markdown(table: pd.DataFrame) -> str:
         if not timed.all():
             parts += _encoder_table(rows[~timed])
         if timed.any():
-            parts += _decoder_tables(rows[timed])
+            parts += ([] if timed.all() else [""]) + _decoder_tables(rows[timed])
         checkpoints = rows.drop_duplicates(["model", "weights"])
         if any(_busy(cores) for cores in [*rows["host_busy_cores"], *rows["generation_busy_cores"]]):
             parts += ["", f"† timed while other processes used more than {BUSY_CORES:g} of a core: a busy machine."]
@@ -203,6 +203,8 @@ def compare_markdown(table: pd.DataFrame) -> str:
 
 
 def _encoder_table(rows: pd.DataFrame) -> list[str]:
+    """Rows without TTFT (encoders, decoders' classification heads, rows from before TTFT existed), as
+    they always were: quality against forward latency, the seeds' spread, GFLOPs."""
     metric = _first(rows["main_metric"]) or "score"
     parts = [f"| model | weights | method | speedup | {metric} (%) ± SE | seed spread (sd; min–max) | drop vs own 1× "
              "| measured speedup | predicted speedup | eval speedup | GFLOPs | latency ms (dense) | frontier |",
