@@ -72,6 +72,21 @@ def test_decoder_sweep_rows_carry_ttft_at_speedups_one_and_one_and_a_half(tiny_l
     assert "| TTFT speedup | TTFT ms (dense) | decode tok/s (dense) |" in text and "Equal predicted FLOPs" in text
 
 
+def test_gemfilter_clamped_below_its_request_is_reported(tiny_llama_folder, capsys):
+    """At 64 tokens gemfilter's selection pass caps it at 1.71x, though the shared profile reaches 2.08x:
+    the row says so (``latency_clamped``) and compare marks the predicted speedup with ‡."""
+    out = tiny_llama_folder.parent / "gem"
+    assert cli.main(["run", "--models", str(tiny_llama_folder), "--weights", "random", "--tasks", "rt-polarity",
+                     "--speedups", "2", "--methods", "gemfilter", "--batch-size", "1", "--max-length", "64",
+                     "--repeats", "1", "--out", str(out), "--no-progress"]) == 0
+    row = json.loads((out / "results.jsonl").read_text())
+    assert row["latency_clamped"] == 1 and row["predicted_speedup"] == pytest.approx(1.709, abs=1e-3)
+    capsys.readouterr()
+    assert cli.main(["compare", str(out), "--out", str(tiny_llama_folder.parent / "reports")]) == 0
+    text = capsys.readouterr().out
+    assert "| 1.71 ‡ |" in text and "‡ clamped" in text
+
+
 def test_a_prompt_at_the_models_last_position_leaves_room_for_the_new_tokens(tiny_llama_folder):
     from transformers import GPT2Config
 
