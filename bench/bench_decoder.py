@@ -20,6 +20,7 @@ import sys
 import torch
 
 import harness
+from harness.measure.generation import generation_calls, generation_speeds
 from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.latency import interleaved_latency
 from harness.models.catalog import load_causal_lm
@@ -52,22 +53,16 @@ def prefill(model, stock, length: int, speedups: list[float], repeats: int, devi
 
 def generation(model, stock, length: int, speedups: list[float], repeats: int, new_tokens: int = 32,
                device: str = "cpu") -> list[dict]:
-    """Time to first token and decode tokens/s through ``generate`` (greedy, KV cache)."""
+    """Time to first token and decode tokens/s through ``generate`` (greedy, KV cache), with the calls and
+    fields the sweep records (``harness.measure.generation``)."""
     ids = torch.randint(100, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(1)).to(device)
-    settings = dict(do_sample=False, pad_token_id=model.config.eos_token_id)
+    prompt = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     rows = []
     for speedup in speedups:
         model.set_speedup(speedup)
-        timings = interleaved_latency({
-            "dense_first": lambda: stock.generate(ids, max_new_tokens=1, **settings),
-            "pruned_first": lambda: model.generate(ids, max_new_tokens=1, **settings),
-            "dense_all": lambda: stock.generate(ids, max_new_tokens=1 + new_tokens, min_new_tokens=1 + new_tokens, **settings),
-            "pruned_all": lambda: model.generate(ids, max_new_tokens=1 + new_tokens, min_new_tokens=1 + new_tokens, **settings),
-        }, warmup=1, repeats=repeats, device=device)
-        ms = {name: stats.median_ms for name, stats in timings.items()}
-        rows.append({"speedup": speedup, "ttft_dense": ms["dense_first"], "ttft_pruned": ms["pruned_first"],
-                     "decode_dense": 1000 * new_tokens / (ms["dense_all"] - ms["dense_first"]),
-                     "decode_pruned": 1000 * new_tokens / (ms["pruned_all"] - ms["pruned_first"])})
+        calls, clocks = generation_calls(model, stock, prompt, new_tokens, device)
+        timings = interleaved_latency(calls, warmup=1, repeats=repeats, device=device)
+        rows.append({"speedup": speedup, **generation_speeds(timings, clocks, 1, new_tokens)})
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -111,8 +106,8 @@ def main() -> None:
               f"{args.prompt_length}-token prompt, 32 new tokens:", "",
               "| speedup | TTFT dense ms | TTFT pruned ms | TTFT speedup | decode tok/s dense | decode tok/s pruned |",
               "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['speedup']:g} | {r['ttft_dense']:.0f} | {r['ttft_pruned']:.0f} | {r['ttft_dense'] / r['ttft_pruned']:.2f} | "
-              f"{r['decode_dense']:.1f} | {r['decode_pruned']:.1f} |" for r in generate]
+    lines += [f"| {r['speedup']:g} | {r['dense_ttft_ms']:.0f} | {r['ttft_ms']:.0f} | {r['ttft_speedup']:.2f} | "
+              f"{r['dense_decode_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.1f} |" for r in generate]
     lines += ["", f"Quality (lm-eval, limit {args.limit} documents per task; ± standard error):", "",
               "| protect_first | speedup | rt-polarity-zs acc | boolq-zs acc | heldout-ppl word perplexity |",
               "|---:|---:|---:|---:|---:|"]

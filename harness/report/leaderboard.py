@@ -24,9 +24,13 @@ BOARD_COLUMNS = [
     "gflops_measured", "gflops_analytic", "latency_ms", "predicted_latency_ms", "dense_latency_ms",
     "batch_size", "seq_len", "threads", "device", "hardware",
 ]
+GENERATION_COLUMNS = ["ttft_ms", "dense_ttft_ms", "ttft_speedup", "decode_tokens_per_s", "dense_decode_tokens_per_s",
+                      "decode_speedup", "generation_busy_cores"]
+"""Decoders' timings through ``generate`` (``harness.measure.generation``), read by ``harness compare``."""
 # Kept in the frame for the plots, not shown on the board.
 EXTRA_COLUMNS = ["cell_key", "kept_tokens", "latency_p10_ms", "latency_p90_ms", "seed", "eval_examples",
-                 "train_recipe", "train_epochs", "train_examples", "host_busy_cores"]
+                 "train_recipe", "train_epochs", "train_examples", "host_busy_cores", "eval_documents", "eval_clamped",
+                 "latency_clamped", *GENERATION_COLUMNS]
 SORT_COLUMNS = ["model", "task", "method", "speedup_model", "speedup"]
 
 _RATIO_COLUMNS = {"speedup", "predicted_speedup", "measured_speedup", "predicted_wallclock_speedup",

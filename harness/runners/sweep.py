@@ -23,6 +23,15 @@ foreign load of the timing it kept (``host_busy_cores``), so reports can mark bu
 With ``speedup_model="latency"`` the speedups are wall-clock targets solved on this machine's calibration
 for the latency batch's shape; every row names its speedup model and carries the latency the
 calibration predicts (where one exists) beside the measured one.
+
+Decoders with an LM head are also timed through ``generate`` (``harness.measure.generation``): time to
+first token and decode tokens/s, pruned against stock dense, interleaved.  The prompt is the latency
+batch itself (``batch_size`` prompts of ``max_length`` tokens, no padding), so TTFT, the forward latency
+and the FLOP prediction all describe one shape, and ``--batch-size``/``--max-length`` set the prompt
+(``--batch-size 1 --max-length 1024`` is one 1,024-token chat prompt), less its first tokens where the
+model has no positions left for the new ones (GPT-2 at 1,024 tokens; ``generation_prompt_len`` says).
+``--repeats`` sets the timed rounds of these too; their warm-up is one round (the forward timing just
+before has warmed the weights).
 Only the pruned model's public surface is read (``harness.pruning.surface``).
 """
 
@@ -40,6 +49,7 @@ import harness
 from harness.data.tasks import get_task, is_task_file
 from harness.measure.flop_count import count_flops
 from harness.measure.hardware import check_device, hardware_fingerprint
+from harness.measure.generation import DECODE_TOKENS, generation_calls, generation_speeds
 from harness.measure.latency import quietest_latency
 from harness.models import family_for
 from harness.models.catalog import check_weights, model_spec
@@ -276,6 +286,8 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared) -> No
                "speedup_model": config.speedup_model, "seed": cells["seed"]}
         row.update(prepared.quality(loaded))
         row.update(_speed(model, stock, batch, config), flops_dense=flops_dense)
+        if _generates(loaded.model):
+            row.update(_generation_speed(model, stock, batch, config))
         row.update(hardware=hardware, data=prepared.context.get("data", {}), train=prepared.context.get("train", {}),
                    timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    harness_version=harness.__version__)
@@ -301,5 +313,22 @@ def _speed(model, stock, batch, config) -> dict:
         "predicted_wallclock_speedup": predicted and predicted[0] / predicted[1],
         "batch_size": config.batch_size, "seq_len": batch["input_ids"].shape[1],
         "threads": torch.get_num_threads(), "device": config.device, "kept_tokens": kept,
-        "latency_repeats": pruned_t.repeats, "host_busy_cores": busy,
+        "latency_repeats": pruned_t.repeats, "host_busy_cores": busy, "latency_clamped": forward.clamped,
     }
+
+
+def _generates(model) -> bool:
+    """A decoder with an LM head: time to first token is what its users wait for (a classification head,
+    or an encoder-decoder, has its forward latency only)."""
+    return family_for(model).kind == "decoder" and model.can_generate()
+
+
+@torch.no_grad()
+def _generation_speed(model, stock, batch, config) -> dict:
+    """TTFT and decode tokens/s through ``generate`` on the latency batch, pruned against stock dense."""
+    room = model.max_length - 1 - DECODE_TOKENS  # GPT-2 at --max-length 1024 has no position left to generate
+    prompt = {"input_ids": batch["input_ids"][:, -room:], "attention_mask": batch["attention_mask"][:, -room:]}
+    calls, clocks = generation_calls(model, stock, prompt, DECODE_TOKENS, config.device)
+    timings, busy = quietest_latency(calls, warmup=1, repeats=config.repeats, device=config.device)
+    return {**generation_speeds(timings, clocks, batch["input_ids"].shape[0], DECODE_TOKENS),
+            "generation_prompt_len": prompt["input_ids"].shape[1], "generation_busy_cores": busy}
