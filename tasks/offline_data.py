@@ -88,15 +88,20 @@ def heldout_text(heldout_docs: int | None = None, **kwargs) -> datasets.DatasetD
     The first ``heldout_docs`` usable documents in file order (default ``HELDOUT_DOCS``); the runner's
     ``limit`` cuts further.  Words are re-joined with single spaces.
     """
+    return _heldout(_count("heldout_docs", heldout_docs, HELDOUT_DOCS))
+
+
+def _count(name: str, value, default: int) -> int:
+    """A task-metadata document count (lm-eval passes metadata as given): a whole number >= 1, else one line."""
     from harness.registry import HarnessError
 
     try:
-        count = HELDOUT_DOCS if heldout_docs is None else int(heldout_docs)
+        count = default if value is None else int(value)
     except (TypeError, ValueError):
         count = 0
     if count < 1:
-        raise HarnessError(f"heldout_docs must be a whole number >= 1, got {heldout_docs!r}")
-    return _heldout(count)
+        raise HarnessError(f"{name} must be a whole number >= 1, got {value!r}")
+    return count
 
 
 def long_reviews(sentences: list[str], labels: list[int], count: int, seed: int = LONG_SEED,
@@ -137,15 +142,7 @@ def _long(count: int) -> datasets.DatasetDict:
 def rt_polarity_long(long_docs: int | None = None, **kwargs) -> datasets.DatasetDict:
     """rt-polarity-long's ``test`` split: ``long_docs`` items (default ``LONG_DOCS``) built by
     ``long_reviews`` from the harness's rt-polarity test split (1,276 reviews, seeded)."""
-    from harness.registry import HarnessError
-
-    try:
-        count = LONG_DOCS if long_docs is None else int(long_docs)
-    except (TypeError, ValueError):
-        count = 0
-    if count < 1:
-        raise HarnessError(f"long_docs must be a whole number >= 1, got {long_docs!r}")
-    return _long(count)
+    return _long(_count("long_docs", long_docs, LONG_DOCS))
 
 
 def continuation_perplexity(doc: dict, results: list) -> dict:

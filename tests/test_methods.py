@@ -175,7 +175,7 @@ def test_ltp_thresholds_move_in_a_short_training_run(tiny_classifier, padded_bat
 
 
 def test_acc_distill_step_is_the_full_loss_plus_the_pruned_pass_learning_from_it(tiny_classifier, padded_batch):
-    from harness.pruning.methods.lat import distillation
+    from harness.pruning.methods.recipes import distillation
 
     model = harness.prune(tiny_classifier(), method="acc-distill", speedup=2.0)
     ids, mask = padded_batch

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from harness.contracts.method import RECIPES, ScoreInputs
+from harness.contracts.method import ScoreInputs
 from harness.pruning.length_search import SearchedLengths
 from harness.pruning.methods.acc import acc_scores
-from harness.pruning.methods.lat import distillation
-from harness.pruning.methods.recipes import method_steps
-
-RECIPES.register("acc-sandwich", method_steps)
+from harness.pruning.methods.recipes import sandwich_loss
 
 
 class AccDistill(SearchedLengths):
@@ -30,11 +27,8 @@ class AccDistill(SearchedLengths):
         return acc_scores(inputs)
 
     def train_step(self, model, batch, labels, rng=None):
-        drawn = model.pruning.speedup
+        drawn = model.pruning.speedup  # the offline-tuning loop's draw
         try:
-            model.set_speedup(1.0)
-            full = model(**batch, labels=labels)
-            model.set_speedup(drawn)
-            return full.loss + distillation(model(**batch).logits, full.logits.detach())
+            return sandwich_loss(model, batch, labels, lambda: model.set_speedup(1.0), [lambda: model.set_speedup(drawn)])
         finally:
             model.set_speedup(drawn)

@@ -29,7 +29,7 @@ import torch
 
 from harness.contracts.method import ScoreInputs
 from harness.pruning.length_search import Config, SearchedLengths
-from harness.pruning.methods import recipes  # noqa: F401  (registers the recipe)
+from harness.pruning.methods.recipes import sandwich_loss
 
 LENGTH_DROP = 0.8
 RANDOM_SUBMODELS = 2
@@ -61,28 +61,12 @@ class Lat(SearchedLengths):
         rng = rng or random.Random(0)
         layers = model.arch_spec.num_layers
         smallest = tuple(LENGTH_DROP ** (layer + 1) for layer in range(layers))
-        return sandwich_loss(self, model, batch, labels, [smallest, *(length_drop(layers, rng)
-                                                                     for _ in range(RANDOM_SUBMODELS))])
+        configs = [smallest, *(length_drop(layers, rng) for _ in range(RANDOM_SUBMODELS))]
+        try:
+            return sandwich_loss(model, batch, labels, lambda: self._use((1.0,) * layers),
+                                 [lambda config=config: self._use(config) for config in configs])
+        finally:
+            self.override = None
 
-
-def sandwich_loss(method: SearchedLengths, model, batch, labels, configs: list[Config]) -> torch.Tensor:
-    """The full model on the labels plus each sub-model (a length configuration) distilled from it."""
-    layers = model.arch_spec.num_layers
-    try:
-        method.override = (1.0,) * layers
-        full = model(**batch, labels=labels)
-        teacher = full.logits.detach()
-        loss = full.loss
-        for config in configs:
-            method.override = config
-            loss = loss + distillation(model(**batch).logits, teacher)
-    finally:
-        method.override = None
-    return loss
-
-
-def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """The sandwich rule's sub-model loss: soft cross-entropy to the full model (squared error for one output)."""
-    if student.shape[-1] == 1:
-        return torch.nn.functional.mse_loss(student, teacher)
-    return -(teacher.softmax(dim=-1) * student.log_softmax(dim=-1)).sum(dim=-1).mean()
+    def _use(self, config: Config) -> None:
+        self.override = config

@@ -8,6 +8,10 @@ the same for every method by construction; the recipe's name is part of the fine
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
+import torch
+
 from harness.contracts.method import RECIPES
 
 
@@ -18,5 +22,27 @@ def method_steps(loaded, train_frame, task, settings, progress: bool = True) -> 
     fine_tune(loaded, train_frame, task, settings, progress)
 
 
-for _name in ("lat-sandwich", "ltp-soft-masks", "layerdrop"):
+def sandwich_loss(model, batch: dict, labels: torch.Tensor, full: Callable[[], None],
+                  subs: Iterable[Callable[[], None]]) -> torch.Tensor:
+    """The sandwich rule: the full model on the labels, plus each sub-model learning from the full
+    model's outputs.  ``full`` and each of ``subs`` put the model in that setting (the caller restores
+    its own afterwards)."""
+    full()
+    dense = model(**batch, labels=labels)
+    teacher = dense.logits.detach()
+    loss = dense.loss
+    for sub in subs:
+        sub()
+        loss = loss + distillation(model(**batch).logits, teacher)
+    return loss
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """A sub-model's loss: soft cross-entropy to the full model (squared error for one output)."""
+    if student.shape[-1] == 1:
+        return torch.nn.functional.mse_loss(student, teacher)
+    return -(teacher.softmax(dim=-1) * student.log_softmax(dim=-1)).sum(dim=-1).mean()
+
+
+for _name in ("lat-sandwich", "ltp-soft-masks", "layerdrop", "acc-sandwich"):
     RECIPES.register(_name, method_steps)
