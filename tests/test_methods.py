@@ -211,6 +211,33 @@ def test_lat_search_returns_the_pareto_front_of_its_candidates():
     assert chosen in front and (candidates[chosen][1] >= 2.0 or all(candidates[f][1] < 2.0 for f in front))
 
 
+def test_search_keeps_looking_near_each_target_when_a_faster_configuration_ties_it():
+    from harness.pruning.length_search import near_targets
+
+    # a collapsed landscape: every configuration at 2x or more scores the majority class, except a
+    # narrow region at 3.0-3.2x that only mutations of a parent near 3x reach
+    def speedup(config):
+        return 1 / (sum(config) / len(config))
+
+    def quality(config):
+        s = speedup(config)
+        return 0.8 if s < 2 else (0.75 if 3.0 <= s <= 3.2 and min(config) > 0.2 else 0.58)
+
+    initial = [(1.0,) * 4, (0.3,) * 4, (0.1,) * 4]  # 1x, 3.33x and 10x
+    candidates = {config: (quality(config), speedup(config)) for config in initial}
+    assert near_targets(candidates, (3.0,)) == [(0.3,) * 4]  # 10x ties at 0.58 but lies outside the band
+    assert (0.3,) * 4 not in pareto_front(candidates)  # so the front alone would not mutate it
+    def found_it(targets, seed) -> bool:
+        front, found = evolutionary_search(quality, speedup, initial, generations=8, rng=random.Random(seed),
+                                           targets=targets)
+        chosen = pick(front, found, 3.0)
+        return found[chosen][0] == 0.75 and 3.0 <= found[chosen][1] <= 3.2
+
+    with_band = sum(found_it((3.0,), seed) for seed in range(20))
+    front_only = sum(found_it((), seed) for seed in range(20))
+    assert with_band >= 8 and front_only <= 2, (with_band, front_only)
+
+
 def test_layerdrop_runs_the_first_layers_only(tiny_classifier, padded_batch):
     stock = tiny_classifier("eager")
     model = harness.prune(copy.deepcopy(stock), method="layerdrop", speedup=2.0)

@@ -6,7 +6,8 @@ k_l = max(protected, ceil(c_l · n)) of a sample's n tokens (never more than the
 
 The search (``Method.fit``): a population seeded from the shared profile at every requested speedup
 and at a spread of speedups, grown by mutation and crossover for ``search`` generations from the
-current Pareto front of (quality on the held-out rows, FLOP speedup); for each request, the
+current Pareto front of (quality on the held-out rows, FLOP speedup) and the best configuration
+near each request; for each request, the
 best-quality configuration on the final front whose FLOP speedup reaches it.  The paper's search is
 larger (more generations and candidates); ours is sized for minutes on a CPU.  With ``--search 0``
 the shared profile gives the lengths.
@@ -70,9 +71,14 @@ def crossover(a: Config, b: Config, rng: random.Random) -> Config:
 
 def evolutionary_search(evaluate: Callable[[Config], float], speedup_of: Callable[[Config], float],
                         initial: list[Config], generations: int, rng: random.Random,
-                        population: int = POPULATION):
+                        population: int = POPULATION, targets: tuple[float, ...] = ()):
     """LAT's search: returns ``(front, candidates)``, the Pareto front of (quality, speedup) over every
-    evaluated configuration and all of them as ``{config: (quality, speedup)}``."""
+    evaluated configuration and all of them as ``{config: (quality, speedup)}``.
+
+    Parents are the current front and, for each of ``targets``, the best configuration within
+    ``BAND`` of it: on a small model a much faster configuration can tie the quality of everything
+    near a target (all at the majority class), and the front then skips the target's neighbourhood,
+    where the search must keep looking."""
     candidates: dict[Config, tuple[float, float]] = {}
 
     def add(config: Config) -> None:
@@ -82,13 +88,27 @@ def evolutionary_search(evaluate: Callable[[Config], float], speedup_of: Callabl
     for config in initial:
         add(_tidy(config))
     for _ in range(generations):
-        parents = pareto_front(candidates)
+        parents = list(dict.fromkeys([*pareto_front(candidates), *near_targets(candidates, targets)]))
         for _ in range(population):
             if len(parents) > 1 and rng.random() < 0.5:
                 add(crossover(rng.choice(parents), rng.choice(parents), rng))
             else:
                 add(mutate(rng.choice(parents), rng))
     return pareto_front(candidates), candidates
+
+
+BAND = 1.25
+"""A configuration is near a target when its speedup lies in [target, BAND · target]."""
+
+
+def near_targets(candidates: dict[Config, tuple[float, float]], targets) -> list[Config]:
+    """For each target, the best-quality candidate whose speedup reaches it within ``BAND``."""
+    best = []
+    for target in targets:
+        near = [c for c, (_, speedup) in candidates.items() if reaches(speedup, target) and speedup <= BAND * target]
+        if near:
+            best.append(max(near, key=lambda config: candidates[config][0]))
+    return best
 
 
 def pick(front: list[Config], candidates: dict, speedup: float) -> Config:
@@ -163,7 +183,7 @@ class SearchedLengths(Method):
         typical = sorted(tuning.lengths)[len(tuning.lengths) // 2]
         initial = [tuple(profile_shares(spec, typical, s, schedule)) for s in seeds_for(targets)]
         front, candidates = evolutionary_search(evaluate, speedup_of, initial, tuning.search,
-                                                random.Random(tuning.seed))
+                                                random.Random(tuning.seed), targets=tuple(targets))
         chosen = {f"{s:g}": pick(front, candidates, s) for s in targets}
         state = {"configs": {key: list(config) for key, config in chosen.items()},
                  "tuning": {key: list(candidates[config]) for key, config in chosen.items()}}
