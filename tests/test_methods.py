@@ -308,3 +308,18 @@ def test_compare_table_seeds_drop_and_frontier(tmp_path):
     md, csv = write_compare(table, tmp_path / "leaderboards", "x_compare")
     assert md.is_file() and csv.is_file()
     assert sorted(p.suffix for p in plot_compare(table, tmp_path / "plots")) == [".png", ".svg"]
+
+
+def test_random_selection_restarts_when_re_pruned(tiny_classifier, padded_batch):
+    """A sweep re-prunes its model for each cell after timing forwards of the last one: the random
+    method's rows must not depend on how many forwards ran before."""
+    ids, mask = padded_batch
+    model = harness.prune(tiny_classifier(), method="random", speedup=2.0)
+    model(ids, attention_mask=mask)
+    first = model.last_kept
+    for _ in range(3):  # forwards that move the random stream on (a cell's timing)
+        model(ids, attention_mask=mask)
+    assert model.last_kept != first  # the stream moved: otherwise this test proves nothing
+    harness.prune(model, method="random", speedup=2.0)
+    model(ids, attention_mask=mask)
+    assert model.last_kept == first

@@ -125,6 +125,9 @@ def attach(model: torch.nn.Module, family, settings: PruningSettings) -> None:
     """Give ``model`` its pruner (or new settings, if it has one), its pruned forward and the public surface."""
     if isinstance(model, PrunedModelMixin):
         model.harness_pruner.settings = settings
+        # the random stream restarts: a re-pruned model (a sweep's next cell) draws what a fresh one
+        # would, whatever ran before it (timing forwards, retried when the machine was busy)
+        model.harness_pruner.generator.manual_seed(settings.seed)
         return
     model.harness_pruner = Pruner(family.arch_spec(model), settings, family.max_length(model))
     model.harness_pruner.family_name = family.name
