@@ -5,7 +5,6 @@ better, clamped marks) and figure; the encoder table unchanged."""
 from __future__ import annotations
 
 import copy
-import functools
 import json
 
 import pandas as pd
@@ -16,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import harness
 from harness import cli
 from harness.measure.generation import generation_calls, generation_speeds
-from harness.measure.latency import interleaved_latency, quietest_latency
+from harness.measure.latency import interleaved_latency
 from harness.report.compare import compare_frame, compare_markdown, plot_compare
 
 TINY = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
@@ -46,8 +45,6 @@ def test_generation_calls_time_the_first_token_and_every_decoding_step():
 def tiny_llama_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    # one try per timing: the retry's 20 s waits on a busy machine are not what this test checks
-    monkeypatch.setattr("harness.runners.sweep.quietest_latency", functools.partial(quietest_latency, attempts=1))
     LlamaConfig(**TINY).save_pretrained(tmp_path / "tiny-llama")
     return tmp_path / "tiny-llama"
 

@@ -146,13 +146,19 @@ def _own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def quietest_latency(fns: dict[str, Callable[[], Any]], *, attempts: int = 3, wait_s: float = 20.0,
+ATTEMPTS = 3
+"""Tries of a busy timing (``quietest_latency``); the test suite sets 1, so that its speed does not
+depend on what else the machine runs."""
+
+
+def quietest_latency(fns: dict[str, Callable[[], Any]], *, attempts: int | None = None, wait_s: float = 20.0,
                      **kwargs) -> tuple[dict[str, LatencyStats], float | None]:
-    """``interleaved_latency`` retried while other processes were busy: up to ``attempts`` tries,
-    ``wait_s`` apart, keeping the one with the least foreign load.  Returns the timings and that load
-    in cores (None: unknown), so a report can say when a figure was taken on a busy machine."""
+    """``interleaved_latency`` retried while other processes were busy: up to ``attempts`` tries
+    (default ``ATTEMPTS``), ``wait_s`` apart, keeping the one with the least foreign load.  Returns the
+    timings and that load in cores (None: unknown), so a report can say when a figure was taken on a
+    busy machine."""
     best: tuple[dict[str, LatencyStats], float | None] | None = None
-    for attempt in range(attempts):
+    for attempt in range(ATTEMPTS if attempts is None else attempts):
         if attempt:
             time.sleep(wait_s)
         with HostLoad() as load:
