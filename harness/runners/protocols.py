@@ -24,10 +24,10 @@ from harness.contracts.task import main_score
 from harness.data.metrics import compute_metrics
 from harness.data.tasks import load_task
 from harness.models.catalog import load_causal_lm, load_classifier
+from harness.pruning.methods import METHODS
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
 from harness.runners import prompt_suites
-from harness.pruning.methods import METHODS
 from harness.runners.glue import encode, load_or_fine_tune, predict
 
 
