@@ -28,7 +28,5 @@ class AccDistill(SearchedLengths):
 
     def train_step(self, model, batch, labels, rng=None):
         drawn = model.pruning.speedup  # the offline-tuning loop's draw
-        try:
-            return sandwich_loss(model, batch, labels, lambda: model.set_speedup(1.0), [lambda: model.set_speedup(drawn)])
-        finally:
-            model.set_speedup(drawn)
+        return sandwich_loss(model, batch, labels, lambda: model.set_speedup(1.0), [lambda: model.set_speedup(drawn)],
+                             lambda: model.set_speedup(drawn))

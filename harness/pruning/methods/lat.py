@@ -62,11 +62,8 @@ class Lat(SearchedLengths):
         layers = model.arch_spec.num_layers
         smallest = tuple(LENGTH_DROP ** (layer + 1) for layer in range(layers))
         configs = [smallest, *(length_drop(layers, rng) for _ in range(RANDOM_SUBMODELS))]
-        try:
-            return sandwich_loss(model, batch, labels, lambda: self._use((1.0,) * layers),
-                                 [lambda config=config: self._use(config) for config in configs])
-        finally:
-            self.override = None
+        return sandwich_loss(model, batch, labels, lambda: self._use((1.0,) * layers),
+                             [lambda config=config: self._use(config) for config in configs], lambda: self._use(None))
 
-    def _use(self, config: Config) -> None:
+    def _use(self, config: Config | None) -> None:
         self.override = config

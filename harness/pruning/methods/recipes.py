@@ -23,18 +23,21 @@ def method_steps(loaded, train_frame, task, settings, progress: bool = True) -> 
 
 
 def sandwich_loss(model, batch: dict, labels: torch.Tensor, full: Callable[[], None],
-                  subs: Iterable[Callable[[], None]]) -> torch.Tensor:
+                  subs: Iterable[Callable[[], None]], restore: Callable[[], None]) -> torch.Tensor:
     """The sandwich rule: the full model on the labels, plus each sub-model learning from the full
-    model's outputs.  ``full`` and each of ``subs`` put the model in that setting (the caller restores
-    its own afterwards)."""
-    full()
-    dense = model(**batch, labels=labels)
-    teacher = dense.logits.detach()
-    loss = dense.loss
-    for sub in subs:
-        sub()
-        loss = loss + distillation(model(**batch).logits, teacher)
-    return loss
+    model's outputs.  ``full`` and each of ``subs`` put the model in that setting; ``restore`` puts
+    back the one the training loop set, whatever happens."""
+    try:
+        full()
+        dense = model(**batch, labels=labels)
+        teacher = dense.logits.detach()
+        loss = dense.loss
+        for sub in subs:
+            sub()
+            loss = loss + distillation(model(**batch).logits, teacher)
+        return loss
+    finally:
+        restore()
 
 
 def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
