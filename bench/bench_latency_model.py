@@ -28,7 +28,7 @@ import time
 import torch
 
 import harness
-from harness.measure.calibrate import calibrate, load_for_timing, residual_line, validation_line
+from harness.measure.calibrate import calibrate, load_for_timing, validation_line
 from harness.measure.hardware import check_device, hardware_fingerprint, set_threads
 from harness.models import family_for
 from harness.pruning.flops import UnreachableSpeedupError
@@ -161,7 +161,7 @@ def main() -> None:
         latency, reused = calibrate(name, sorted({b for b, _ in shapes}), device=device,
                                     max_length=max(n for _, n in shapes), force=args.recalibrate,
                                     log=lambda line: print(line, file=sys.stderr, flush=True), model=model)
-        line = f"{validation_line(latency.validation)}; {residual_line(latency)}"
+        line = validation_line(latency.validation)
         print(f"{name}: {line}", file=sys.stderr, flush=True)
         rows = []
         for batch, length in shapes:

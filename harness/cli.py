@@ -156,7 +156,7 @@ def _run(args) -> None:
 
 
 def _calibrate(args) -> None:
-    from harness.measure.calibrate import calibrate, residual_line, validation_line
+    from harness.measure.calibrate import calibrate, validation_line
 
     try:
         sizes = [int(part) for part in _names(args.batch_sizes, "--batch-sizes", "such as 1,16")]
@@ -172,7 +172,6 @@ def _calibrate(args) -> None:
         print(f"{name}: calibration of {describe_key(latency.key)}, batch sizes "
               f"{', '.join(map(str, latency.batch_sizes))}, up to {latency.max_length} tokens ({state}): "
               f"{calibration_path(latency.key)}")
-        print(f"{name}: {residual_line(latency)}")
         print(f"{name}: {validation_line(latency.validation)}")
 
 

@@ -2,7 +2,6 @@
 calibration and its key, and the errors a user meets."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -64,28 +63,6 @@ def test_last_token_head_has_its_own_series():
     assert last.pruned_ms(1, 37, counts) == pytest.approx(model.pruned_ms(1, 37, counts) - (0.5 + 0.01 * 37) + 0.1)
     assert synthetic(calibration_key("bert", SPEC)).head(True).dense_ms(1, 37) == pytest.approx(
         synthetic(calibration_key("bert", SPEC)).dense_ms(1, 37))  # no last-token series: the head as timed
-
-
-def test_residual_factor_scales_pruned_forwards_only():
-    """The factor timed on real forwards multiplies a pruned prediction once a layer drops, interpolated
-    in log speedup, log n and batch size; dense predictions and undropped forwards stay the tables' sum."""
-    model = synthetic(calibration_key("bert", SPEC))
-    plain = synthetic(calibration_key("bert", SPEC))
-    model.residuals = {1: {"lengths": [16, 64], "points": [[[2.0, 1.10], [8.0, 1.30]], [[2.0, 1.00]]]}}
-    counts = [16, 8, 4, 2]
-    raw, dropped = model.layer_sum_ms(1, 16, counts)
-    speedup = model.dense_ms(1, 16) / raw
-    assert dropped and raw == pytest.approx(plain.pruned_ms(1, 16, counts))
-    expected = 1.10 + 0.20 * math.log(speedup / 2) / math.log(4) if 2 < speedup < 8 else (1.10 if speedup <= 2 else 1.30)
-    assert model.pruned_ms(1, 16, counts) == pytest.approx(raw * expected)
-    assert model.residual(1, 32, 2.0) == pytest.approx(1.05)  # halfway between 16 and 64 in log n
-    assert model.residual(1, 128, 50.0) == pytest.approx(1.00) and model.residual(1, 4, 1.0) == pytest.approx(1.10)
-    assert model.residual(4, 32, 2.0) == pytest.approx(1.05)  # one batch size timed: it holds for all
-    assert model.dense_ms(1, 16) == plain.dense_ms(1, 16)
-    assert model.pruned_ms(1, 16, [16] * 4) == plain.pruned_ms(1, 16, [16] * 4)  # no drop, no factor
-    again = LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
-    assert again.pruned_ms(1, 16, counts) == pytest.approx(model.pruned_ms(1, 16, counts))
-    assert model.head(True).residuals is model.residuals
 
 
 @pytest.mark.parametrize("batch, n, target", [(1, 40, 1.3), (1, 100, 2.0), (4, 100, 1.7), (2, 77, 1.5)])
@@ -168,19 +145,12 @@ def test_calibration_is_stored_by_key_and_reused(tiny_checkpoint, cache, monkeyp
     assert stored["key"]["threads"] == torch.get_num_threads() and stored["key"]["device"] == "cpu"
     assert stored["validation"]["latency_predictions"] > 0 and "latency_within_10pct" in stored["validation"]
     assert all(len(stored["tables"]["1"][name]) == len(latency.lengths) for name in ("stock", "drop_min", "drop_all"))
-    for batch in ("1", "2"):  # real forwards at the residual lengths up to the maximum, pruned at reachable targets
-        residual = stored["residuals"][batch]
-        assert residual["lengths"][-1] == 16 and all(n in (16, *calibration.RESIDUAL_LENGTHS) for n in residual["lengths"])
-        assert all(speedup > 0 and factor > 0 for points in residual["points"] for speedup, factor in points)
 
     monkeypatch.setattr(calibration, "time_probes", lambda *a, **k: pytest.fail("timed again"))
     again, reused = calibration.calibrate(str(tiny_checkpoint), [2], max_length=12, progress=False)
     assert reused and again is find_calibration(latency.key)
     # another thread count is another machine as far as latency goes
     assert find_calibration({**latency.key, "threads": latency.key["threads"] + 7}) is None
-    # a calibration an older harness stored (no residual factors) counts as missing: it is made again
-    path.write_text(json.dumps({**stored, "format": 1}))
-    assert find_calibration(latency.key) is None
 
 
 def test_cli_calibrate_then_run_rows_carry_the_speedup_model(tiny_checkpoint, tmp_path, cache, monkeypatch, capsys):
@@ -188,7 +158,7 @@ def test_cli_calibrate_then_run_rows_carry_the_speedup_model(tiny_checkpoint, tm
     assert cli.main(["calibrate", "--models", str(tiny_checkpoint), "--batch-sizes", "2", "--max-length", "8",
                      "--budget", "0", "--validate-seconds", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "calibration of bert-L6" in out and "no held-out validation" in out and "residual factors" in out
+    assert "calibration of bert-L6" in out and "no held-out validation" in out
 
     # the run reads the calibration of this machine: a synthetic one keeps the test free of timing noise
     from harness.measure.calibrate import load_for_timing

@@ -12,12 +12,6 @@ where the forward takes it (a decoder's prefill).  Every grid point of every bat
 ``ROUNDS`` interleaved rounds over the whole grid (``time_probes`` says why); a point is the median
 of its rounds.
 
-Then the residual factors (``harness.pruning.latency_model`` says why): at ``RESIDUAL_LENGTHS`` (cut at
-the calibrated maximum, which is added) per batch size, the stock dense forward and pruned forwards at
-``RESIDUAL_TARGETS`` FLOP speedups (as far as reachable), timed in interleaved rounds per shape as a
-measured speedup is (median dense ÷ median pruned); a point's factor is its measured (pruned ÷ dense)
-over the tables' prediction of it.
-
 Validation, on shapes outside the grid: lengths between the grid points and batch sizes between the
 calibrated ones, stock dense forwards and pruned forwards at FLOP targets 2 and 3.5 (real kept counts),
 interleaved, medians of ``repeats``; the mean absolute percentage error of predicted vs measured
@@ -58,17 +52,6 @@ LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256,
 
 ROUNDS = 7
 """Rounds over the whole grid: each point's value is the median of its rounds."""
-
-
-RESIDUAL_LENGTHS = (32, 128, 512, 2048, 8192)
-"""Lengths whose real forwards give the residual factors (a sparse subset of the grid: a dense forward of
-bert-base at batch 16 × 512 takes 10 s here); the factor is interpolated in log n between them."""
-RESIDUAL_TARGETS = (2.0, 4.0, 7.0)
-"""FLOP speedups of the pruned forwards timed for the residual factors: the latency solver asks for FLOP
-speedups up to about 7 at batch 1 (a wall-clock 4x on bert-base)."""
-RESIDUAL_SECONDS = 10.0
-"""Seconds of interleaved rounds per residual shape, within ``RESIDUAL_REPEATS`` (fewest, most) rounds."""
-RESIDUAL_REPEATS = (5, 25)
 
 
 SPREADS: list[float] = []
@@ -250,44 +233,6 @@ def _outside(model, inputs: dict, out: int | None, extra: dict):
         return model(**inputs, **extra)
 
 
-@torch.no_grad()
-def residual_table(model, latency: LatencyModel, batch: int, device: str, progress: bool = False) -> dict:
-    """One batch size's residual factors (module docstring): per residual length, the stock dense forward
-    (on ``model``'s weights) and pruned copies at the residual targets, timed as the bench and the sweep
-    time a speedup (interleaved rounds, medians); ``{"lengths": [...], "points": [[[table-predicted
-    speedup, factor], ...] per length]}``, factor = (measured pruned ÷ dense) ÷ (predicted pruned ÷ dense)."""
-    stock = stock_copy(model)
-    last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    view = latency.head(bool(last))
-    lengths, points = [], []
-    for n in sorted({n for n in RESIDUAL_LENGTHS if n < latency.max_length} | {latency.max_length}):
-        inputs = {**_inputs(model, batch, n, device), **last}
-        fns, predicted = {"dense": lambda i=inputs: stock(**i)}, {}
-        for target in RESIDUAL_TARGETS:
-            pruned = copy.deepcopy(model, memo={id(t): t for t in (*model.parameters(), *model.buffers())})
-            pruned.set_speedup(min(target, pruned.max_speedup(n)))
-            pruned(**inputs)
-            counts = tuple(max(map(len, layer)) for layer in pruned.last_kept)
-            raw, dropped = view.layer_sum_ms(batch, n, counts)
-            if dropped and counts not in predicted:
-                predicted[counts] = raw / view.dense_ms(batch, n)
-                fns[counts] = lambda m=pruned, i=inputs: m(**i)
-        if not predicted:
-            continue
-        start = time.perf_counter()
-        for fn in fns.values():
-            fn()
-        repeats = int(min(RESIDUAL_REPEATS[1], max(RESIDUAL_REPEATS[0], RESIDUAL_SECONDS // (time.perf_counter() - start))))
-        timings = interleaved_latency(fns, warmup=0, repeats=repeats, device=device)
-        dense = timings.pop("dense").median_ms
-        lengths.append(n)
-        points.append([[1 / predicted[c], timings[c].median_ms / dense / predicted[c]] for c in timings])
-        if progress:
-            print(f"  residual batch {batch} x {n} tokens ({repeats} rounds): "
-                  + ", ".join(f"{s:.2f}x predicted -> factor {f:.3f}" for s, f in points[-1]), file=sys.stderr, flush=True)
-    return {"lengths": lengths, "points": points} if lengths else {}
-
-
 def grid_tables(probes: list[Probe], meta: dict, lengths: list[int]) -> dict:
     """One batch size's latency series (per-layer ms over ``lengths``) from its timed probes."""
     series: dict = {name: [None] * len(lengths) for name in ("stock", "drop_min", "drop_all", "stock_after",
@@ -376,17 +321,6 @@ def validation_line(validation: dict) -> str:
             f"{100 * v['speedup_within_5pct']:.0f}% within ±5%")
 
 
-def residual_line(latency: LatencyModel) -> str:
-    """The residual factors in one line: per batch size their range over the timed forwards."""
-    if not latency.residuals:
-        return "no residual factors (the tables' sum is the prediction)"
-    parts = []
-    for batch, residual in sorted(latency.residuals.items()):
-        factors = [factor for points in residual["points"] for _, factor in points]
-        parts.append(f"batch {batch}: {min(factors):.3f}-{max(factors):.3f} at {', '.join(map(str, residual['lengths']))} tokens")
-    return "residual factors on the pruned forward (measured ÷ tables' prediction), " + "; ".join(parts)
-
-
 def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int | None = None,
               max_length: int | None = None, budget_s: float = 0.25, validate_s: float = 60.0,
               force: bool = False, progress: bool = True, log=print, rounds: int = ROUNDS,
@@ -422,8 +356,6 @@ def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int 
                            info={"model": name, "hardware_id": hardware["id"], "fit_seconds": 0.0,
                                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                  "method": model.pruning.method})
-    latency.residuals = {batch: table for batch in sizes
-                         if (table := residual_table(model, latency, batch, device, progress))}
     latency.info["fit_seconds"] = round(time.perf_counter() - start, 1)
     spread = float(np.median(SPREADS)) if SPREADS else 1.0
     latency.info["timing_spread"] = round(spread, 3)

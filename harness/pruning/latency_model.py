@@ -25,23 +25,7 @@ this machine's stock modules and kernels through the family's own methods:
   head on the kept rows) reading the protected minimum or all n rows; linear in the rows in between.
 
 Tables are per layer (each point is the median of calls cycled over all layers, so weights stream
-from memory as they do in a forward), made non-decreasing in n.
-
-**A residual factor on the pruned forward.**  The sum of a pruned forward's layer calls, each timed on
-its own, fell short of the real pruned forward by 5-7% at batch 1 × 128 tokens on a 2-core CPU, in
-every calibration (while the dense forward was predicted within 2%), and no single call explained it:
-a forward's calls follow one another, allocate and free tensors of changing shapes, and run the
-selection between them, which layer calls timed in isolation do not.  So the calibration also times
-real forwards, dense and pruned at a few FLOP targets, in interleaved rounds as a measured speedup is
-timed (medians), at a few lengths (``RESIDUAL_LENGTHS`` in ``harness.measure.calibrate``) per
-calibrated batch size, and stores per point the factor ``(measured pruned ÷ measured dense) ÷
-(predicted pruned ÷ predicted dense)``: a ratio of forwards timed side by side, so the host's drift
-between the table's timings and these cancels.  A pruned prediction with at least one dropping layer is multiplied by the factor
-interpolated linearly in log(predicted speedup) between the targets timed at a length, in log n
-between lengths, and in the batch size between batch sizes as the tables are (held constant beyond
-the timed range).  Dense predictions are the tables' sum, uncorrected.  Decoders time these forwards
-as a prefill (``logits_to_keep=1``), the use their latency model serves; the factor corrects both
-head views alike.  Between calibrated lengths time is linear in n; between calibrated
+from memory as they do in a forward), made non-decreasing in n.  Between calibrated lengths time is linear in n; between calibrated
 batch sizes, linear in the batch size at the same n; above the largest, proportional to it.  Lengths
 beyond the calibrated range are an error that says how to calibrate further.  Predicted dense latency
 is ``outside_dense + L·stock``; the prediction is for a batch of equal-length samples (the latency
@@ -70,8 +54,7 @@ from harness.registry import HarnessError
 SPEEDUP_MODELS = ("flops", "latency")
 """What a requested speedup means: FLOPs(dense)/FLOPs(pruned) (default), or predicted wall-clock
 latency(dense)/latency(pruned) on this machine for the batch shape being run."""
-FORMAT = 2
-"""Version 2 added the residual factors; an older calibration is treated as missing (made again)."""
+FORMAT = 1
 SERIES = ("stock", "stock_after", "drop_min", "drop_all", "outside_dense", "outside_min", "outside_all")
 FALLBACK = {"stock_after": "stock", "outside_dense_last": "outside_dense", "outside_last": "outside_min"}
 """Series a calibration may lack (an encoder's stock layer after a drop is its stock layer; a model
@@ -161,8 +144,6 @@ def find_calibration(key: dict) -> "LatencyModel | None":
         return cached[1]
     try:
         data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            return None  # made by an older harness: calibrate again (``harness calibrate`` makes it anew)
         model = LatencyModel.from_dict(data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"the latency calibration {path} cannot be read ({exc}); delete it and run "
@@ -191,7 +172,7 @@ def require_calibration(key: dict, model_name: str | None = None) -> "LatencyMod
     if model is None:
         raise MissingCalibrationError(
             f"speedup_model='latency' needs a latency calibration of {describe_key(key)}, and there is none "
-            f"(of this harness version) in {calibration_dir()}; make one with: {how_to_calibrate(key, model_name or _alias_for(key))}")
+            f"in {calibration_dir()}; make one with: {how_to_calibrate(key, model_name or _alias_for(key))}")
     return model
 
 
@@ -212,16 +193,6 @@ def _alias_for(key: dict) -> str | None:
 
 
 # --- the model ---------------------------------------------------------------------------------------------
-
-def _residual_at(residual: dict, n: int, speedup: float) -> float:
-    """One batch size's residual factor: per timed length, linear in log speedup between its targets;
-    then linear in log n between lengths (constant outside either range)."""
-    per_length = []
-    for points in residual["points"]:
-        xs, ys = zip(*sorted(points))
-        per_length.append(float(np.interp(math.log(max(speedup, 1e-9)), np.log(xs), ys)))
-    return float(np.interp(math.log(max(n, 1)), np.log(residual["lengths"]), per_length))
-
 
 def _monotone(values) -> np.ndarray:
     """A series made non-decreasing in n by the minimum over every longer length: fewer tokens never
@@ -244,9 +215,6 @@ class LatencyModel:
     """batch size -> series name -> per-length values (``single``: one value or None)."""
     validation: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
-    residuals: dict[int, dict] = field(default_factory=dict)
-    """batch size -> {"lengths": [n...], "points": [[[predicted speedup, factor], ...] per length]}: the
-    pruned forward's residual factor (module docstring); empty: no correction."""
     last_token: bool = False
     """This view predicts forwards whose head computes logits for the last token only (``head``)."""
 
@@ -262,23 +230,21 @@ class LatencyModel:
             return self
         if self._last_view is None:
             self._last_view = LatencyModel(self.key, self.num_layers, self.protected, self.lengths, self.tables,
-                                           self.validation, self.info, self.residuals, last_token=True)
+                                           self.validation, self.info, last_token=True)
         return self._last_view
 
     # -- storage --
     def to_dict(self) -> dict:
         return {"format": FORMAT, "key": self.key, "num_layers": self.num_layers, "protected": self.protected,
                 "lengths": self.lengths, "tables": {str(b): t for b, t in self.tables.items()},
-                "validation": self.validation, "info": self.info,
-                "residuals": {str(b): r for b, r in self.residuals.items()}}
+                "validation": self.validation, "info": self.info}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LatencyModel":
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')} is not {FORMAT}")
         return cls(data["key"], data["num_layers"], data["protected"], data["lengths"],
-                   {int(b): t for b, t in data["tables"].items()}, data.get("validation", {}), data.get("info", {}),
-                   {int(b): r for b, r in data.get("residuals", {}).items()})
+                   {int(b): t for b, t in data["tables"].items()}, data.get("validation", {}), data.get("info", {}))
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -339,15 +305,7 @@ class LatencyModel:
         return self._at(table, "outside_dense", n) + self.num_layers * self._at(table, "stock", n)
 
     def pruned_ms(self, batch: int, n: int, counts) -> float:
-        """Predicted latency of the pruned forward whose layers keep ``counts`` of ``n`` tokens per sample:
-        the tables' sum, times the residual factor once a layer drops (module docstring)."""
-        total, dropped = self.layer_sum_ms(batch, n, counts)
-        if not dropped:
-            return total
-        return total * self.residual(batch, n, self.dense_ms(batch, n) / total)
-
-    def layer_sum_ms(self, batch: int, n: int, counts) -> tuple[float, bool]:
-        """The tables' sum for the pruned forward (no residual factor), and whether any layer drops."""
+        """Predicted latency of the pruned forward whose layers keep ``counts`` of ``n`` tokens per sample."""
         self._check_length(n)
         table = self._table(batch)
         total, n_in, dropped = 0.0, n, False
@@ -363,19 +321,10 @@ class LatencyModel:
                 dropped = True
             n_in = k
         if not dropped:
-            return total + self._at(table, "outside_dense", n), False
+            return total + self._at(table, "outside_dense", n)
         low, high = self._at(table, "outside_min", n), self._at(table, "outside_all", n)
         share = 0.0 if n <= self.protected else (n_in - min(self.protected, n)) / (n - min(self.protected, n))
-        return total + low + share * (high - low), True
-
-    def residual(self, batch: int, n: int, speedup: float) -> float:
-        """The pruned forward's residual factor at ``batch`` × ``n`` for a table-predicted ``speedup``
-        (1 without residuals): linear in log speedup, log n and the batch size, constant beyond."""
-        if not self.residuals:
-            return 1.0
-        sizes = sorted(self.residuals)
-        values = [_residual_at(self.residuals[size], n, speedup) for size in sizes]
-        return float(np.interp(batch, sizes, values))
+        return total + low + share * (high - low)
 
     def speedup(self, batch: int, n: int, counts) -> float:
         return self.dense_ms(batch, n) / self.pruned_ms(batch, n, counts)
