@@ -208,7 +208,19 @@ def test_lat_search_returns_the_pareto_front_of_its_candidates():
         assert any(candidates[f][0] >= q and candidates[f][1] >= s for f in front)
     assert pareto_front(candidates) == front
     chosen = pick(front, candidates, 2.0)
-    assert chosen in front and (candidates[chosen][1] >= 2.0 or all(candidates[f][1] < 2.0 for f in front))
+    near = [c for c, (q, s) in candidates.items() if 2.0 <= s <= 2.5]
+    if near:  # the best quality at the requested cost (within the band), not a faster front member's
+        assert candidates[chosen][0] == max(candidates[c][0] for c in near) and 2.0 <= candidates[chosen][1] <= 2.5
+    else:
+        assert chosen in front and (candidates[chosen][1] >= 2.0 or all(candidates[f][1] < 2.0 for f in front))
+
+
+def test_pick_stays_near_the_request_when_a_faster_configuration_ties_it():
+    candidates = {(1.0,) * 4: (0.80, 1.0), (0.25,) * 4: (0.57, 4.1), (0.2,) * 4: (0.56, 4.6), (0.1,) * 4: (0.58, 6.2)}
+    front = pareto_front(candidates)
+    assert (0.25,) * 4 not in front and pick(front, candidates, 4.0) == (0.25,) * 4
+    assert pick(front, candidates, 7.0) == (0.1,) * 4  # nothing reaches 7x: the fastest
+    assert pick(front, candidates, 5.5) == (0.1,) * 4  # 6.2x lies within 1.25x of 5.5x
 
 
 def test_search_keeps_looking_near_each_target_when_a_faster_configuration_ties_it():
