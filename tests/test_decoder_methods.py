@@ -219,3 +219,33 @@ def test_decoder_methods_refuse_encoders(tiny_classifier):
 def test_ramp_weights_rank_valid_queries_only():
     valid = torch.tensor([[False, True, True, True, False]])
     assert torch.allclose(ramp_weights(valid), torch.tensor([[0.0, 1 / 3, 2 / 3, 1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("method", ["acc", "truncation", "gemfilter"])
+def test_fused_causal_kernel_after_a_drop_matches_the_explicit_mask(method, monkeypatch):
+    """Unpadded kept tokens under ``sdpa`` run the fused causal kernel with no mask (stock layers after a
+    drop, a non-scoring drop layer's context, GemFilter's second pass); the logits, the kept positions
+    and the generated tokens are those of the explicit lower-triangle mask, and with left padding the
+    explicit mask stays."""
+    from harness.pruning import attention
+
+    model = harness.prune(llama("sdpa"), method=method, speedup=2.0)
+    ids = prompt(64)
+    _, padded, mask = left_padded()
+
+    def run():
+        with torch.no_grad():
+            logits = model(ids).logits
+            kept = copy.deepcopy(model.last_kept)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
+            padded_logits = model(padded, attention_mask=mask).logits
+        return logits, kept, out, padded_logits
+
+    fused = run()
+    seen = []
+    monkeypatch.setattr(attention, "fused_causal", lambda *args: seen.append(args) or False)
+    explicit = run()
+    assert seen  # the explicit path really ran
+    torch.testing.assert_close(fused[0], explicit[0], rtol=1e-4, atol=1e-4, equal_nan=True)  # NaN: dropped rows
+    assert fused[1] == explicit[1] and torch.equal(fused[2], explicit[2])
+    torch.testing.assert_close(fused[3], explicit[3], rtol=1e-4, atol=1e-4, equal_nan=True)

@@ -39,7 +39,7 @@ from harness.contracts.family import Tokens
 from harness.measure.hardware import check_device, hardware_fingerprint, set_threads
 from harness.measure.latency import interleaved_latency
 from harness.models import family_for, stack
-from harness.pruning.attention import allowed_keys, for_implementation
+from harness.pruning.attention import layer_mask
 from harness.pruning.latency_model import (LatencyModel, calibration_key, describe_key, find_calibration,
                                            save_calibration)
 from harness.pruning.surface import stock_copy
@@ -159,7 +159,7 @@ def _after_drop(family, layer, hidden, tokens, call, keep):
     """A drop layer's output and the layer-call state the loop hands the next layer (as ``run_stack``)."""
     hidden, tokens = family.drop_layer(layer, hidden, tokens, keep, call)
     call = copy.copy(call)
-    call.mask = for_implementation(allowed_keys(tokens.valid, call.causal), hidden, call.implementation)
+    call.mask = layer_mask(tokens.valid, call.causal, hidden, call.implementation)
     family.after_drop(call, tokens)
     return hidden, tokens, call
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from harness.contracts.family import Family, LayerCall, Tokens
-from harness.pruning.attention import allowed_keys, for_implementation
+from harness.pruning.attention import layer_mask
 from harness.pruning.select import gather_tokens
 
 
@@ -61,7 +61,7 @@ def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call
             hidden = family.run_layer(layer, hidden, call)
         else:
             hidden, tokens = family.drop_layer(layer, hidden, tokens, keep, call)
-            call.mask = for_implementation(allowed_keys(tokens.valid, call.causal), hidden, call.implementation)
+            call.mask = layer_mask(tokens.valid, call.causal, hidden, call.implementation)
             family.after_drop(call, tokens)
             dropped = True
         pruner.record(tokens.positions, tokens.valid)
@@ -86,7 +86,7 @@ def select_input(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, k
         states = family.run_layer(stock, states, call)
     _, selected = family.drop_layer(layers[layer], states, tokens, keep, call)
     call.cache = cache
-    call.mask = for_implementation(allowed_keys(selected.valid, call.causal), hidden, call.implementation)
+    call.mask = layer_mask(selected.valid, call.causal, hidden, call.implementation)
     family.after_drop(call, selected)
     return gather_tokens(hidden, selected.positions), selected
 

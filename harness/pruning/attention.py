@@ -45,6 +45,24 @@ def for_implementation(mask: torch.Tensor | None, like: torch.Tensor, implementa
     return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(~mask, torch.finfo(like.dtype).min)
 
 
+def fused_causal(valid: torch.Tensor, causal: bool, queries: int, keys: int) -> bool:
+    """Causal attention the fused kernel can do with no mask (``is_causal``): no padding, and queries and
+    keys the same tokens (a prefill from an empty cache).  Kept tokens keep their order, so causality
+    among them is the lower triangle of their packed order, which is what ``is_causal`` applies."""
+    return causal and queries == keys and bool(valid.all())
+
+
+def layer_mask(valid: torch.Tensor, causal: bool, like: torch.Tensor, implementation: str):
+    """The mask a stock layer takes for the packed kept tokens of a forward from an empty cache: None
+    where the stock attention needs none, so that it runs its fused kernel as the stock forward does
+    (bidirectional without padding; causal without padding under ``sdpa``, which then applies
+    causality itself).  Measured on smollm2's 1,024-token prefill: the explicit mask after a drop cost
+    truncation and random 8-10% of their prefill speedup against the stock-layer bound."""
+    if implementation == "sdpa" and fused_causal(valid, causal, valid.shape[1], valid.shape[1]):
+        return None
+    return for_implementation(allowed_keys(valid, causal), like, implementation)
+
+
 def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     """The fused kernel's ``attn_mask``: the boolean mask, or the bias with masked keys at -inf."""
     if bias is None:
@@ -88,8 +106,10 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     mask = allowed_keys(valid, causal)
     keys = key if method.needs == "keys" else None
     if not method.needs_attention:
+        fused = bias is None and fused_causal(valid, causal, query.shape[2], key.shape[2])
         context = nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=_with_bias(mask, bias, query), dropout_p=dropout, scale=scaling)
+            query, key, value, attn_mask=None if fused else _with_bias(mask, bias, query), dropout_p=dropout,
+            scale=scaling, is_causal=fused)
         last = last_query_probs(query, key, valid, scaling, bias) if method.needs == "last-query" else None
         return context, method.score(ScoreInputs(valid, positions, None, generator, causal, keys=keys,
                                                  last_query=last))
