@@ -13,8 +13,10 @@ each kind of layer call the pruned forward really makes (``harness.models.stack.
 this machine's stock modules and kernels through the family's own methods:
 
 * ``stock[n]``: the stock layer on n tokens (no token dropped yet: the fused attention kernel);
-* ``stock_after[n]``: the stock layer on n tokens after a drop (decoders then pass an explicit causal
-  mask for the packed tokens; encoders without padding pass none, so it is ``stock``);
+* ``stock_after[n]``: the stock layer on n tokens after a drop, with the mask the forward then passes
+  (``harness.pruning.attention.layer_mask``: an explicit causal mask for the packed tokens of a padded
+  decoder batch or under eager attention, none without padding under ``sdpa``, and none for an encoder
+  without padding, whose ``stock_after`` is then ``stock``);
 * ``drop_min[n]`` and ``drop_all[n]``: the drop layer (explicit attention for the scores, selection,
   then output projection and FFN on the kept tokens) from n tokens down to the protected minimum and
   keeping all n.  A drop layer from n to k is ``drop_min[n] + drop_all[k] - drop_min[k]``: its
