@@ -53,6 +53,16 @@ def test_prediction_is_the_tables_arithmetic():
         model.dense_ms(1, 200)
 
 
+def test_tables_are_made_monotone_by_pooling_not_by_minima():
+    """Isotonic regression: a flat, noisy stretch (batch 1, weight-bound) is averaged, not taken at its
+    lowest sample, which made every short length read low."""
+    from harness.pruning.latency_model import _monotone
+
+    assert _monotone([3.0, 1.0, 2.0, 5.0, 4.0]).tolist() == pytest.approx([2.0, 2.0, 2.0, 4.5, 4.5])
+    assert _monotone([1.05, 0.95, 1.0, 1.0, 2.0]).tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 2.0])
+    assert _monotone([1.0, 2.0, 3.0]).tolist() == [1.0, 2.0, 3.0]
+
+
 def test_last_token_head_has_its_own_series():
     tables = {**linear_tables(), "outside_dense_last": [0.2] * len(LENGTHS), "outside_last": [0.1] * len(LENGTHS)}
     model = LatencyModel(calibration_key("llama", SPEC), 4, 1, LENGTHS, {1: tables})
