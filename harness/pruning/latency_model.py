@@ -204,8 +204,11 @@ def _monotone(values) -> np.ndarray:
     in n up to ~64 tokens (reading the weights sets it), and the minimum over a flat, noisy stretch is
     its lowest sample, so every short length came out low by about the timing noise.  The pruned
     forward, whose late layers run on short lengths, was then predicted 5-7% fast at batch 1 × 128
-    while the dense one (n = 128, above the flat stretch) was predicted within 2%: the measured
-    speedup fell to 0.92-0.93 of every request there.  Pooling averages a flat stretch instead."""
+    while the dense one (n = 128, above the flat stretch) was predicted within 2%, and the measured
+    speedup was 0.91-0.96 of every request there in every bench run.  Pooling averages a flat stretch
+    instead.  The first bench with it (2026-11-25, a busy host: held-out latency MAPE 21%) landed at
+    1.03-1.09 of the request at batch 1 × 128: the sign of the old bias is gone, and a quiet host must
+    tell whether what is left is noise (bench/README.md)."""
     blocks: list[list[float]] = []  # [sum, count] of each pooled run
     for value in np.asarray(values, dtype=float):
         blocks.append([value, 1])
