@@ -133,10 +133,10 @@ def generation(model, stock, length: int, speedups: list[float], repeats: int, n
     return rows
 
 
-def quality(loaded, speedups: list[float], limit: int, protect_first: int) -> dict[float, dict]:
+def quality(loaded, method: str, speedups: list[float], limit: int, protect_first: int) -> dict[float, dict]:
     out = {}
     for speedup in speedups:
-        harness.prune(loaded.model, speedup=speedup, protect_first=protect_first)
+        harness.prune(loaded.model, method=method, speedup=speedup, protect_first=protect_first)
         out[speedup] = evaluate(loaded.model, loaded.tokenizer, TASKS, batch_size=8, limit=limit)
         print(speedup, protect_first, out[speedup], file=sys.stderr, flush=True)
     return out
@@ -181,7 +181,7 @@ def main() -> None:
         lines += [f"| {r['speedup']:g} | {r['dense_ttft_ms']:.0f} | {r['ttft_ms']:.0f} | {r['ttft_speedup']:.2f} | "
                   f"{r['dense_decode_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.1f} |" for r in generate]
     if "quality" in parts:
-        scores = {first: quality(loaded, speedups, args.limit, first) for first in (0, 1)}
+        scores = {first: quality(loaded, methods[0], speedups, args.limit, first) for first in (0, 1)}
         lines += ["", f"Quality ({methods[0]}; lm-eval, limit {args.limit} documents per task; ± standard error):", "",
                   "| protect_first | speedup | rt-polarity-zs acc | boolq-zs acc | heldout-ppl word perplexity |",
                   "|---:|---:|---:|---:|---:|"]

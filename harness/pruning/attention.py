@@ -105,16 +105,16 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
 
     ``bias``: an additive (B|1, H|1, n, n) term on the attention logits (T5's relative position bias).
     """
-    mask = allowed_keys(valid, causal)
     keys = key if method.needs == "keys" else None
     if not method.needs_attention:
         fused = bias is None and fused_causal(valid, causal, query.shape[2], key.shape[2])
         context = nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=None if fused else _with_bias(mask, bias, query), dropout_p=dropout,
-            scale=scaling, is_causal=fused)
+            query, key, value, attn_mask=None if fused else _with_bias(allowed_keys(valid, causal), bias, query),
+            dropout_p=dropout, scale=scaling, is_causal=fused)
         last = last_query_probs(query, key, valid, scaling, bias) if method.needs == "last-query" else None
         return context, method.score(ScoreInputs(valid, positions, None, generator, causal, keys=keys,
                                                  last_query=last))
+    mask = allowed_keys(valid, causal)
     batch, heads, n, _ = query.shape
     row_bytes = heads * n * query.element_size()
     samples = max(1, BLOCK_BYTES // (row_bytes * n))
