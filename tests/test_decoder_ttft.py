@@ -69,6 +69,24 @@ def test_decoder_sweep_rows_carry_ttft_at_speedups_one_and_one_and_a_half(tiny_l
     assert "| TTFT speedup | TTFT ms (dense) | decode tok/s (dense) |" in text and "Equal predicted FLOPs" in text
 
 
+def test_tasks_of_a_zero_shot_sweep_share_one_timing_of_the_same_random_ids(tiny_llama_folder):
+    """Zero-shot cells time random ids, the same work in every task: one measurement per (method, speedup)
+    serves both tasks' rows (equal to the last digit, which two timings never are), and says which task took it."""
+    out = tiny_llama_folder.parent / "two"
+    assert cli.main(["run", "--models", str(tiny_llama_folder), "--weights", "random", "--tasks",
+                     "rt-polarity,heldout-ppl", "--speedups", "1,2", "--methods", "acc", "--batch-size", "1",
+                     "--max-length", "64", "--limit", "2", "--repeats", "1", "--out", str(out), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    by_task = {(row["task"], row["speedup"]): row for row in rows}
+    assert len(rows) == 4 and {task for task, _ in by_task} == {"rt-polarity", "heldout-ppl"}
+    for speedup in (1.0, 2.0):
+        first, second = by_task["rt-polarity", speedup], by_task["heldout-ppl", speedup]
+        for field in ("latency_ms", "dense_latency_ms", "measured_speedup", *GENERATION_FIELDS):
+            assert first[field] == second[field], field
+        assert first["latency_timed_with"] == second["latency_timed_with"] == "rt-polarity"
+    assert by_task["rt-polarity", 1.0]["ttft_ms"] != by_task["rt-polarity", 2.0]["ttft_ms"]
+
+
 def test_gemfilter_clamped_below_its_request_is_reported(tiny_llama_folder, capsys):
     """At 64 tokens gemfilter's selection pass caps it at 1.71x, though the shared profile reaches 2.08x:
     the row says so (``latency_clamped``) and compare marks the predicted speedup with ‡."""

@@ -250,6 +250,7 @@ def run_sweep(config: SweepConfig) -> Path:
 def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict) -> None:
     done = store.done_keys()
     hardware = hardware_fingerprint(config.device)
+    speeds: dict = {}  # timings of random-id latency batches, shared by the tasks of this sweep
     write_json_atomic(store.run_dir / "sweep.json", {"config": asdict(config), "hardware": hardware})
     for model_name, spec in resolved["models"].items():
         for protocol, task in ((PROTOCOLS.get(name), task) for task in resolved["tasks"].values()
@@ -265,10 +266,10 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
                     prepared = protocol.prepare(seeded, model_name, task, METHODS.get(method))
                     cells = {"model": model_name, "task": task.name, "protocol": protocol.name, "method": method,
                              "seed": seed}
-                    _run_cells(config, cells, todo, store, hardware, prepared)
+                    _run_cells(config, cells, todo, store, hardware, prepared, speeds)
 
 
-def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared) -> None:
+def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared, speeds: dict) -> None:
     loaded = prepared.loaded
     stock = stock_copy(loaded.model)
     ids = latency_batch(loaded.tokenizer, prepared.texts, config.batch_size, prepared.seq_len or config.max_length,
@@ -285,13 +286,36 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared) -> No
                "task": cells["task"], "protocol": cells["protocol"], "method": cells["method"], "speedup": speedup,
                "speedup_model": config.speedup_model, "seed": cells["seed"]}
         row.update(prepared.quality(loaded))
-        row.update(_speed(model, stock, batch, config), flops_dense=flops_dense)
-        if _generates(loaded.model):
-            row.update(_generation_speed(model, stock, batch, config))
+        shared = _shared_timing_key(cells, loaded, prepared, ids, speedup)
+        row.update(_timed(model, stock, batch, config, _generates(loaded.model), speeds, shared, cells["task"]),
+                   flops_dense=flops_dense)
         row.update(hardware=hardware, data=prepared.context.get("data", {}), train=prepared.context.get("train", {}),
                    timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    harness_version=harness.__version__)
         store.append(row)
+
+
+def _shared_timing_key(cells: dict, loaded, prepared, ids, speedup: float):
+    """Cells whose latency batch is random ids (zero-shot and prompt protocols) time the same work in every
+    task: the same weights, method and speedup on the same ids.  They share one measurement within a sweep
+    rather than repeat minutes of identical timing per task (on a CPU, smollm2's 1,024-token TTFT rounds
+    took most of a cell); ``latency_timed_with`` names the task whose cell took it.  Text batches (fine-tuned
+    cells) differ per task and are timed per cell."""
+    if prepared.texts is not None:
+        return None
+    return cells["model"], loaded.checkpoint, loaded.weights, cells["method"], cells["seed"], speedup, tuple(ids.shape)
+
+
+def _timed(model, stock, batch, config, generates: bool, speeds: dict, key, task: str) -> dict:
+    """The row's speed columns: forward latency, FLOPs and (decoders with an LM head) generation speed."""
+    if key is not None and key in speeds:
+        return speeds[key]
+    timed = _speed(model, stock, batch, config)
+    if generates:
+        timed.update(_generation_speed(model, stock, batch, config))
+    if key is not None:
+        speeds[key] = timed = {**timed, "latency_timed_with": task}
+    return timed
 
 
 @torch.no_grad()
