@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import torch
 import harness
 from harness.contracts.family import Tokens
 from harness.pruning.attention import attend_and_score
-from harness.pruning.flops import Schedule, counts_for_speedup, forward_flops
+from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, forward_flops
 from harness.pruning.methods import METHODS
 from harness.pruning.length_search import config_counts, evolutionary_search, pareto_front, pick
 from harness.pruning.methods.ltp import Ltp
@@ -21,7 +22,8 @@ from harness.pruning.methods.tome import bipartite_merge, tome_counts
 from harness.registry import HarnessError
 
 ALL = METHODS.names()
-BUILT_IN = ["acc", "random", "truncation", "power-bert", "lat", "ltp", "tome", "layerdrop", "acc-vnorm", "acc-search", "acc-distill"]
+BUILT_IN = ["acc", "random", "truncation", "power-bert", "lat", "ltp", "tome", "layerdrop", "acc-vnorm", "acc-search", "acc-distill",
+            "acc-decay"]
 
 
 def test_every_built_in_method_is_registered():
@@ -50,7 +52,8 @@ def test_speedup_one_is_the_dense_model(tiny_classifier, padded_batch, method):
     assert pruned.last_forward.realised_speedup == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("method", ["acc", "random", "truncation", "power-bert", "acc-vnorm", "lat", "tome", "layerdrop"])
+@pytest.mark.parametrize("method", ["acc", "random", "truncation", "power-bert", "acc-vnorm", "lat", "tome", "layerdrop",
+                                    "acc-decay"])
 @pytest.mark.parametrize("speedup", [1.5, 2.0])
 def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, method, speedup):
     model = harness.prune(tiny_classifier(), method=method, speedup=speedup)
@@ -66,10 +69,12 @@ def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, me
             assert 0 in counts and counts[0] == n  # whole top layers go, the first never
             expected = list(counts)
         else:
-            expected = list(counts_for_speedup(spec, n, speedup, schedule))
+            profile = model.pruning_method.profile or schedule.profile
+            expected = list(counts_for_speedup(spec, n, speedup, replace(schedule, profile=profile)))
         assert kept == expected, (sample, kept, expected)
         assert all(0 in layer[sample] for layer in model.last_kept if layer[sample])  # [CLS] in every layer run
-    assert model.last_forward.realised_speedup >= speedup - 1e-6 or model.last_forward.clamped
+    if method != "layerdrop":  # whole layers: the nearest depth, which may fall short (its own test)
+        assert model.last_forward.realised_speedup >= speedup - 1e-6 or model.last_forward.clamped
 
 
 def test_lat_and_acc_search_run_their_searched_lengths_and_ltp_counts_what_it_kept(tiny_classifier, padded_batch):
@@ -250,6 +255,28 @@ def test_search_keeps_looking_near_each_target_when_a_faster_configuration_ties_
     assert with_band >= 8 and front_only <= 2, (with_band, front_only)
 
 
+def test_acc_decay_follows_its_own_profile_whatever_the_settings_name(tiny_classifier, padded_batch):
+    """acc-decay is ACC's score on the decay profile: the same word-vectors as acc pruned with
+    ``profile="decay"``, and the settings' profile does not change it (solver and checks included)."""
+    ids, mask = padded_batch
+    decay = harness.prune(tiny_classifier(), method="acc-decay", speedup=2.0, profile="tilt")
+    reference = harness.prune(tiny_classifier(), method="acc", speedup=2.0, profile="decay")
+    assert torch.equal(decay(ids, attention_mask=mask).logits, reference(ids, attention_mask=mask).logits)
+    assert decay.last_kept == reference.last_kept
+    assert len(decay.last_kept[0][0]) < int(mask[0].sum())  # decay prunes after the first layer already
+    assert decay.max_speedup(24) == reference.max_speedup(24)
+
+
+def test_layerdrop_takes_the_depth_nearest_the_request():
+    """MiniLM's shape: three of six layers is a 1.9998x forward (embeddings and head cost a little), so
+    "the most layers that reach 2x" ran two layers (3x) and 3x on one layer (6x)."""
+    from harness.pruning.methods.layerdrop import depth_for_speedup
+
+    spec = ArchSpec(num_layers=6, hidden=384, num_heads=12, head_dim=32, ffn_dim=1536, head_flops=2 * 384 * 386)
+    depths = {speedup: depth_for_speedup(spec, 128, speedup) for speedup in (1.0, 1.2, 2.0, 3.0, 3.9, 5.5)}
+    assert depths == {1.0: 6, 1.2: 5, 2.0: 3, 3.0: 2, 3.9: 2, 5.5: 1}
+
+
 def test_layerdrop_runs_the_first_layers_only(tiny_classifier, padded_batch):
     stock = tiny_classifier("eager")
     model = harness.prune(copy.deepcopy(stock), method="layerdrop", speedup=2.0)
@@ -320,6 +347,25 @@ def test_compare_table_seeds_drop_and_frontier(tmp_path):
     md, csv = write_compare(table, tmp_path / "leaderboards", "x_compare")
     assert md.is_file() and csv.is_file()
     assert sorted(p.suffix for p in plot_compare(table, tmp_path / "plots")) == [".png", ".svg"]
+
+
+def test_compare_figure_gives_every_method_its_own_colour():
+    """Eleven encoder methods in one comparison: matplotlib's ten default colours drew the 11th line in
+    the 1st's colour."""
+    import matplotlib.colors
+    import pandas as pd
+
+    from harness.report.compare import _figure
+    from harness.report.plots import PAPER_STYLE
+
+    methods = [f"method{i}" for i in range(11)]
+    rows = pd.DataFrame([{"model": "m", "method": method, "measured_speedup": speedup, "quality": 0.8 - 0.01 * i,
+                          "seed_sd": None, "se": 0.01, "frontier": False, "main_metric": "accuracy"}
+                         for i, method in enumerate(methods) for speedup in (1.0, 2.0)])
+    with matplotlib.rc_context(PAPER_STYLE):
+        ax = _figure(rows, "measured_speedup", "frontier", "x", "front").axes[0]
+    colours = [matplotlib.colors.to_hex(container.lines[0].get_color()) for container in ax.containers]
+    assert len(colours) == 11 and len(set(colours)) == 11
 
 
 def test_random_selection_restarts_when_re_pruned(tiny_classifier, padded_batch):

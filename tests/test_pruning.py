@@ -113,7 +113,7 @@ def test_batch_invariance(tiny_classifier, padded_batch):
         assert [layer[0] for layer in model.last_kept] == [layer[b] for layer in kept_together]
 
 
-@pytest.mark.parametrize("profile", ["tilt", "geometric"])
+@pytest.mark.parametrize("profile", ["tilt", "geometric", "decay"])
 def test_kept_counts_follow_profile(tiny_classifier, padded_batch, profile):
     """k_l = min(k_{l-1}, max(1, ceil(r_l * n))) with r_l from the profile at the solved tau."""
     model = harness.prune(tiny_classifier(), speedup=1.8, profile=profile)
@@ -135,6 +135,8 @@ def test_tilt_profile_formula():
     assert retention_ratios("tilt", 0.6, 4) == pytest.approx([1.0, 0.8, 0.6, 0.4])
     assert retention_ratios("tilt", 3.0, 4, r_min=0.1) == pytest.approx([1.0, 0.1, 0.1, 0.1])
     assert retention_ratios("geometric", 0.5, 3) == pytest.approx([1.0, 0.5, 0.25])
+    assert retention_ratios("decay", 0.5, 3) == pytest.approx([0.5, 0.25, 0.125])  # the first layer prunes too
+    assert retention_ratios("decay", 1.0, 3, r_min=0.2) == pytest.approx([0.2, 0.2, 0.2])
     assert keep_counts([1.0, 0.8, 0.6, 0.4], 10, protected=1) == [10, 8, 6, 4]
     assert keep_counts([1.0, 0.0, 0.0], 10, protected=2) == [10, 2, 2]
     assert keep_counts([1.0, 0.5, 0.0], 40, protected=2, min_keep=16) == [40, 20, 16]

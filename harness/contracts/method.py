@@ -9,7 +9,8 @@ A method decides, in every layer that drops word-vectors:
   "keys" — the layer's projected keys; "nothing" — positions and validity only, so the layer keeps
   the fused attention kernel);
 * how many each layer keeps (``keep_counts``; default: the shared elimination profile, with τ solved
-  per sample for the target speedup);
+  per sample for the target speedup; ``profile`` names the profile family a method always uses, as
+  ``acc-decay`` uses ``decay``, in place of the one the pruning settings name);
 * how it reduces them (``reduce``; default: drop the unkept ones; merging them into the kept ones is
   another reduction);
 * how the model is trained for it (``recipe``: the name of a training recipe in ``RECIPES``; default
@@ -129,6 +130,10 @@ class Method(abc.ABC):
     """The model families (``Family.name``) the method supports; None: every family."""
     latency_model: ClassVar[bool] = True
     """Works with ``speedup_model="latency"`` (which solves the shared profile for wall-clock targets)."""
+    profile: ClassVar[str | None] = None
+    """The elimination profile family (``harness.pruning.profile.PROFILES``) the method's counts always
+    follow, whatever ``PruningSettings.profile`` says; None: the settings' profile.  It is part of the
+    method, so the solver, the reachability checks, training and the latency model all use it."""
 
     @property
     def needs_attention(self) -> bool:

@@ -40,7 +40,8 @@ class PruningSettings:
     speedup: float = 1.0
     """Target FLOPs(dense)/FLOPs(pruned), a number >= 1."""
     profile: str = "tilt"
-    """Elimination profile: tilt | geometric."""
+    """Elimination profile: tilt | geometric | decay (``harness.pruning.profile``); a method that names its
+    own (``Method.profile``) uses that one instead."""
     r_min: float = 0.0
     """Retention floor within [0, 1]."""
     protect_first: int = 1
@@ -74,7 +75,9 @@ class PruningSettings:
 
     @property
     def schedule(self) -> Schedule:
-        return Schedule(self.profile, self.r_min, self.protect_first + self.protect_last, self.min_keep)
+        """The profile is the method's own where it names one (``Method.profile``), else the settings'."""
+        profile = METHODS.get(self.method).profile or self.profile
+        return Schedule(profile, self.r_min, self.protect_first + self.protect_last, self.min_keep)
 
     def to_dict(self) -> dict:
         return asdict(self)

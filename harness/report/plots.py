@@ -21,7 +21,11 @@ from matplotlib.figure import Figure
 
 from harness.report.store import write_bytes_atomic
 
+COLORS = [*matplotlib.colormaps["tab10"].colors, "black", "#b8860b"]
+"""Twelve line colours: matplotlib's ten repeat, and a comparison of every encoder method has eleven lines
+(the 11th drew in the 1st's colour)."""
 PAPER_STYLE = {
+    "axes.prop_cycle": matplotlib.cycler(color=COLORS),
     "font.family": "serif",
     "font.size": 8,
     "axes.titlesize": 8,
