@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-from dataclasses import replace
 
 import pytest
 import torch
@@ -59,7 +58,7 @@ def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, me
     model = harness.prune(tiny_classifier(), method=method, speedup=speedup)
     ids, mask = padded_batch
     model(ids, attention_mask=mask)
-    spec, schedule = model.arch_spec, Schedule()
+    spec, schedule = model.arch_spec, model.pruning.schedule  # a method's own profile included (acc-decay)
     for sample, n in enumerate(mask.sum(dim=1).tolist()):
         kept = [len(layer[sample]) for layer in model.last_kept]
         if method == "tome":
@@ -69,8 +68,7 @@ def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, me
             assert 0 in counts and counts[0] == n  # whole top layers go, the first never
             expected = list(counts)
         else:
-            profile = model.pruning_method.profile or schedule.profile
-            expected = list(counts_for_speedup(spec, n, speedup, replace(schedule, profile=profile)))
+            expected = list(counts_for_speedup(spec, n, speedup, schedule))
         assert kept == expected, (sample, kept, expected)
         assert all(0 in layer[sample] for layer in model.last_kept if layer[sample])  # [CLS] in every layer run
     if method != "layerdrop":  # whole layers: the nearest depth, which may fall short (its own test)
