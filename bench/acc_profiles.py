@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 from collections import defaultdict
-from dataclasses import replace
 
 import torch
 
@@ -41,7 +40,7 @@ def fine_tuned_acc(task, seed: int):
     data = load_task(task, seed=seed)
     torch.manual_seed(seed)  # the head's initial weights, as the sweep's fine-tune protocol draws them
     loaded = load_classifier("minilm", "pretrained", task.num_labels)
-    loaded, _, reused = load_or_fine_tune(loaded, data, replace(TrainSettings(), method="acc", seed=seed))
+    loaded, _, reused = load_or_fine_tune(loaded, data, TrainSettings(method="acc", seed=seed))
     return loaded, data, reused
 
 

@@ -60,7 +60,7 @@ def _geometric(tau: float, layer: int, num_layers: int, r_min: float) -> float:
 
 
 def _decay(tau: float, layer: int, num_layers: int, r_min: float) -> float:
-    return max(r_min, (1.0 - min(tau, 1.0)) ** layer)
+    return _geometric(tau, layer + 1, num_layers, r_min)  # the geometric profile, one layer earlier
 
 
 PROFILES.register("tilt", ProfileFamily("tilt", _tilt, lambda L, r_min: max(L - 1, 0) * (1.0 - r_min)))
