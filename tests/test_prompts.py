@@ -253,3 +253,26 @@ def test_prompt_modes_end_to_end_on_a_tiny_t5(tmp_path, monkeypatch):
     plots = {path.name for path in (tmp_path / "run" / "plots" / "run").iterdir()}
     for kind in ("prompt_modes", "kept_segments"):
         assert any(name.startswith(kind) and name.endswith("t5_piqa.png") for name in plots)
+
+
+def test_chat_template_refused_before_the_run_folder_changes(tmp_path, capsys):
+    """A tokenizer without a chat template is only known once the model loads: the refusal leaves an
+    existing run's sweep.json (the description of its rows) as it was, and the folder without results."""
+    from transformers import AutoTokenizer
+
+    from harness.models.catalog import t5_tokenizer
+    from test_t5 import tiny_t5
+
+    folder = tmp_path / "t5"
+    tiny_t5(vocab=32128).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(t5_tokenizer()).save_pretrained(folder)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "sweep.json").write_text('{"config": "an earlier run"}')
+    capsys.readouterr()  # the save's progress bars
+    assert main(["run", "--models", str(folder), "--tasks", "piqa", "--prompts", "instruction", "--chat-template",
+                 "--speedups", "1", "--limit", "2", "--no-progress", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer has no chat template" in err and err.count("\n") == 1
+    assert (run / "sweep.json").read_text() == '{"config": "an earlier run"}'
+    assert not (run / "results.jsonl").exists()

@@ -251,7 +251,7 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
     done = store.done_keys()
     hardware = hardware_fingerprint(config.device)
     speeds: dict = {}  # timings of random-id latency batches, shared by the tasks of this sweep
-    write_json_atomic(store.run_dir / "sweep.json", {"config": asdict(config), "hardware": hardware})
+    header = {"config": asdict(config), "hardware": hardware}
     for model_name, spec in resolved["models"].items():
         for protocol, task in ((PROTOCOLS.get(name), task) for task in resolved["tasks"].values()
                                for name in config.protocols_for(spec)):
@@ -264,6 +264,9 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
                 if todo:
                     seeded = replace(config, train=replace(config.train, seed=seed))
                     prepared = protocol.prepare(seeded, model_name, task, METHODS.get(method))
+                    if header:  # once the first cell's model and data load: a refused run leaves the folder as it was
+                        write_json_atomic(store.run_dir / "sweep.json", header)
+                        header = None
                     cells = {"model": model_name, "task": task.name, "protocol": protocol.name, "method": method,
                              "seed": seed}
                     _run_cells(config, cells, todo, store, hardware, prepared, speeds)
