@@ -26,7 +26,7 @@ def test_methods_with_their_own_recipes_and_seeds_end_to_end(workdir, tiny_check
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 4 * 2 * 2 and len({row["cell_key"] for row in rows}) == 16
     recipes = {row["method"]: row["train"]["recipe"] for row in rows}
-    assert recipes == {"lat": "lat-sandwich", "ltp": "ltp-soft-masks", "layerdrop": "layerdrop",
+    assert recipes == {"lat": "lat-sandwich", "ltp": "ltp-soft-masks", "layerdrop": "layerdrop-top",
                        "tome": "offline-tuning"}
     caches = {(row["method"], row["seed"]): row["train"]["cache"] for row in rows}
     assert len(set(caches.values())) == 8  # one fine-tune per method and seed

@@ -379,3 +379,28 @@ def test_random_selection_restarts_when_re_pruned(tiny_classifier, padded_batch)
     harness.prune(model, method="random", speedup=2.0)
     model(ids, attention_mask=mask)
     assert model.last_kept == first
+
+
+def test_layerdrop_trains_on_the_depth_of_the_drawn_speedup(tiny_classifier, padded_batch):
+    """Each training step skips every layer above the drawn speedup's depth (the layers inference drops),
+    and LayerDrop's random drops (p = 0.2) only below it, never all of them."""
+    import random
+
+    from harness.pruning.methods.layerdrop import depth_for_speedup
+
+    model = harness.prune(tiny_classifier("eager", num_hidden_layers=6), method="layerdrop", speedup=1.0).train()
+    method, seen = model.pruning_method, []
+    keep_counts = method.keep_counts
+    method.keep_counts = lambda *args: seen.append(keep_counts(*args)) or seen[-1]
+    ids, mask = padded_batch
+    rng, kept_below = random.Random(0), set()
+    for speedup in (1.0, 2.0, 3.0, 1.0, 2.0, 3.0) * 5:
+        model.set_speedup(speedup)
+        seen.clear()
+        method.train_step(model, {"input_ids": ids, "attention_mask": mask}, torch.tensor([0, 1, 0]), rng)
+        depth = depth_for_speedup(model.arch_spec, ids.shape[1], speedup)
+        counts = seen[-1]
+        assert all(count == 0 for count in counts[depth:]) and any(counts[:depth])
+        kept_below.add(counts[:depth].count(0))
+    assert depth < 6 and kept_below > {0}  # random drops below the depth happen, and not always
+    assert method.skip is None  # outside a step, inference's rule

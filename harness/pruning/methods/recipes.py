@@ -47,5 +47,5 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return -(teacher.softmax(dim=-1) * student.log_softmax(dim=-1)).sum(dim=-1).mean()
 
 
-for _name in ("lat-sandwich", "ltp-soft-masks", "layerdrop", "acc-sandwich"):
+for _name in ("lat-sandwich", "ltp-soft-masks", "layerdrop-top", "acc-sandwich"):
     RECIPES.register(_name, method_steps)
