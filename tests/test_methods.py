@@ -393,7 +393,7 @@ def test_layerdrop_trains_on_the_depth_of_the_drawn_speedup(tiny_classifier, pad
     keep_counts = method.keep_counts
     method.keep_counts = lambda *args: seen.append(keep_counts(*args)) or seen[-1]
     ids, mask = padded_batch
-    rng, kept_below = random.Random(0), set()
+    rng, dropped_below = random.Random(0), set()
     for speedup in (1.0, 2.0, 3.0, 1.0, 2.0, 3.0) * 5:
         model.set_speedup(speedup)
         seen.clear()
@@ -401,6 +401,6 @@ def test_layerdrop_trains_on_the_depth_of_the_drawn_speedup(tiny_classifier, pad
         depth = depth_for_speedup(model.arch_spec, ids.shape[1], speedup)
         counts = seen[-1]
         assert all(count == 0 for count in counts[depth:]) and any(counts[:depth])
-        kept_below.add(counts[:depth].count(0))
-    assert depth < 6 and kept_below > {0}  # random drops below the depth happen, and not always
+        dropped_below.add(counts[:depth].count(0))
+    assert depth < 6 and dropped_below > {0}  # random drops below the depth happen, and not always
     assert method.skip is None  # outside a step, inference's rule
