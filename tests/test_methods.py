@@ -384,8 +384,6 @@ def test_random_selection_restarts_when_re_pruned(tiny_classifier, padded_batch)
 def test_layerdrop_trains_on_the_depth_of_the_drawn_speedup(tiny_classifier, padded_batch):
     """Each training step skips every layer above the drawn speedup's depth (the layers inference drops),
     and LayerDrop's random drops (p = 0.2) only below it, never all of them."""
-    import random
-
     from harness.pruning.methods.layerdrop import depth_for_speedup
 
     model = harness.prune(tiny_classifier("eager", num_hidden_layers=6), method="layerdrop", speedup=1.0).train()

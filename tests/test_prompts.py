@@ -225,9 +225,8 @@ def test_leaderboard_and_plot_rebuild_the_prompt_board_of_a_prompt_run(tmp_path,
     assert "prompt-mode" not in capsys.readouterr().out.split("plain-run.md")[-1]
 
 
-@pytest.mark.slow
-def test_prompt_modes_end_to_end_on_a_tiny_t5(tmp_path, monkeypatch):
-    """Three modes × two speedups on 2 PIQA items: rows, the prompt board and its figures."""
+def _tiny_t5_folder(tmp_path):
+    """A local checkpoint folder: a tiny random T5 with the real T5 tokenizer (which has no chat template)."""
     from transformers import AutoTokenizer
 
     from harness.models.catalog import t5_tokenizer
@@ -236,6 +235,13 @@ def test_prompt_modes_end_to_end_on_a_tiny_t5(tmp_path, monkeypatch):
     folder = tmp_path / "t5"
     tiny_t5(vocab=32128).save_pretrained(folder)
     AutoTokenizer.from_pretrained(t5_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_prompt_modes_end_to_end_on_a_tiny_t5(tmp_path, monkeypatch):
+    """Three modes × two speedups on 2 PIQA items: rows, the prompt board and its figures."""
+    folder = _tiny_t5_folder(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--models", str(folder), "--tasks", "piqa", "--prompts", "zero-shot,few-shot,instruction",
                  "--speedups", "1,2", "--limit", "2", "--batch-size", "2", "--repeats", "1", "--num-fewshot", "2",
@@ -258,14 +264,7 @@ def test_prompt_modes_end_to_end_on_a_tiny_t5(tmp_path, monkeypatch):
 def test_chat_template_refused_before_the_run_folder_changes(tmp_path, capsys):
     """A tokenizer without a chat template is only known once the model loads: the refusal leaves an
     existing run's sweep.json (the description of its rows) as it was, and the folder without results."""
-    from transformers import AutoTokenizer
-
-    from harness.models.catalog import t5_tokenizer
-    from test_t5 import tiny_t5
-
-    folder = tmp_path / "t5"
-    tiny_t5(vocab=32128).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(t5_tokenizer()).save_pretrained(folder)
+    folder = _tiny_t5_folder(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
     (run / "sweep.json").write_text('{"config": "an earlier run"}')

@@ -71,7 +71,9 @@ class LayerDrop(Method):
         spec = model.arch_spec
         depth = depth_for_speedup(spec, batch["input_ids"].shape[1], model.pruning.speedup)  # the loop's draw
         dropped = {layer for layer in range(depth) if rng is not None and rng.random() < LAYERDROP_RATE}
-        self.skip = frozenset(set(range(depth, spec.num_layers)) | (dropped if len(dropped) < depth else dropped - {0}))
+        if len(dropped) == depth:
+            dropped.discard(0)  # at least one layer runs
+        self.skip = frozenset(dropped | set(range(depth, spec.num_layers)))
         try:
             return model(**batch, labels=labels).loss
         finally:
