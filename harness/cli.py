@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", default="rt-polarity",
                      help="comma-separated task names or task files (*.yaml, your own data; default: rt-polarity)")
     run.add_argument("--speedups", default="1,2,3,4", help="comma-separated target speedups >= 1 (default: 1,2,3,4)")
-    run.add_argument("--methods", default="acc", help="comma-separated pruning methods (default: acc)")
+    run.add_argument("--methods", help="comma-separated pruning methods (default: acc-decay-distill under "
+                                       "--protocol finetune, the best ACC recipe; acc, the reference, otherwise)")
     run.add_argument("--weights", default="pretrained", help="pretrained | random (random: latency and FLOPs only)")
     run.add_argument("--protocol", default=None,
                      help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)")
@@ -133,7 +134,8 @@ def _run(args) -> None:
     config = SweepConfig(
         models=_names(args.models, "--models"), tasks=_names(args.tasks, "--tasks"),
         speedups=_names(args.speedups, "--speedups", "numbers >= 1 such as 1,2,4"),
-        methods=_names(args.methods, "--methods"), weights=args.weights, protocol=args.protocol,
+        methods=_names(args.methods, "--methods") if args.methods is not None else None,
+        weights=args.weights, protocol=args.protocol,
         speedup_model=args.speedup_model,
         device=args.device, batch_size=args.batch_size, max_length=args.max_length, out=args.out,
         data_dir=args.data_dir, max_train=args.max_train, max_eval=args.max_eval, repeats=args.repeats,
@@ -148,7 +150,7 @@ def _run(args) -> None:
     run_dir = run_sweep(config)
     place.check_free()
     _figures(_board([run_dir], place.leaderboards, place.name), place.plots)
-    if len(config.methods) > 1 or config.seeds > 1:
+    if len(config.methods or ()) > 1 or config.seeds > 1:
         _compare([run_dir], place.leaderboards, place.plots, place.name)
     _prompt_board([run_dir], place.leaderboards, place.name)
     _prompt_figures([run_dir], place.plots)

@@ -140,6 +140,17 @@ def test_limit_is_max_eval_and_repeats_follow_the_protocol():
     assert config.repeats == 5
 
 
+def test_without_methods_each_protocol_runs_its_default():
+    from harness.runners.protocols import PROTOCOLS
+    from harness.runners.sweep import SweepConfig
+
+    config = SweepConfig(models=["minilm", "smollm2"])
+    assert config.methods_for(PROTOCOLS.get("finetune")) == ["acc-decay-distill"]  # the study's best recipe
+    assert config.methods_for(PROTOCOLS.get("zero-shot")) == ["acc"]  # nothing trained: the reference
+    assert SweepConfig(methods=["tome"]).methods_for(PROTOCOLS.get("finetune")) == ["tome"]
+    config.validate()  # the defaults are registered and fit both families
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--models", "nope"], "unknown model 'nope'; valid models: bert, minilm"),
     (["run", "--tasks", "nope"], "unknown task 'nope'; valid tasks: cola, sst2"),

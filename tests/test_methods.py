@@ -22,7 +22,7 @@ from harness.registry import HarnessError
 
 ALL = METHODS.names()
 BUILT_IN = ["acc", "random", "truncation", "power-bert", "lat", "ltp", "tome", "layerdrop", "acc-vnorm", "acc-search", "acc-distill",
-            "acc-decay"]
+            "acc-decay", "acc-decay-distill"]
 
 
 def test_every_built_in_method_is_registered():
@@ -52,7 +52,7 @@ def test_speedup_one_is_the_dense_model(tiny_classifier, padded_batch, method):
 
 
 @pytest.mark.parametrize("method", ["acc", "random", "truncation", "power-bert", "acc-vnorm", "lat", "tome", "layerdrop",
-                                    "acc-decay"])
+                                    "acc-decay", "acc-decay-distill"])
 @pytest.mark.parametrize("speedup", [1.5, 2.0])
 def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, method, speedup):
     model = harness.prune(tiny_classifier(), method=method, speedup=speedup)
@@ -191,6 +191,37 @@ def test_acc_distill_step_is_the_full_loss_plus_the_pruned_pass_learning_from_it
     pruned = model(ids, attention_mask=mask).logits
     assert model.last_forward.realised_speedup > 1.5
     assert loss.item() == pytest.approx((full.loss + distillation(pruned, full.logits)).item(), rel=1e-5)
+
+
+def test_acc_decay_distill_prunes_as_acc_decay_and_trains_the_sandwich(tiny_classifier, padded_batch):
+    """Only the training differs from acc-decay: the same word-vectors at inference, the drawn-speedup
+    sandwich as its step."""
+    from harness.pruning.methods.recipes import drawn_sandwich
+
+    ids, mask = padded_batch
+    model = harness.prune(tiny_classifier(), method="acc-decay-distill", speedup=2.0)
+    decay = harness.prune(tiny_classifier(), method="acc-decay", speedup=2.0)
+    assert torch.equal(model(ids, attention_mask=mask).logits, decay(ids, attention_mask=mask).logits)
+    assert model.last_kept == decay.last_kept
+    batch, labels = {"input_ids": ids, "attention_mask": mask}, torch.tensor([0, 1, 2])
+    loss = model.pruning_method.train_step(model, batch, labels)
+    assert loss.item() == pytest.approx(drawn_sandwich(model, batch, labels).item(), rel=1e-5)
+    assert model.pruning.speedup == 2.0
+
+
+def test_the_top_draw_trains_the_high_speedups_more_and_keeps_the_data_order():
+    from harness.runners.glue import draw_speedup
+
+    rng = random.Random(0)
+    tops = [draw_speedup("top", rng, 1.0, 4.0) for _ in range(4000)]
+    assert all(1.0 <= s <= 4.0 for s in tops)
+    assert sum(s > 3.0 for s in tops) / len(tops) == pytest.approx(5 / 9, abs=0.03)  # uniform: 1/3
+    uniform, top, plain = random.Random(1), random.Random(1), random.Random(1)
+    assert draw_speedup("uniform", uniform, 1.0, 4.0) == plain.uniform(1.0, 4.0)
+    draw_speedup("top", top, 1.0, 4.0)
+    assert uniform.random() == top.random() == plain.random()  # one draw each: the same data order follows
+    with pytest.raises(HarnessError, match="uniform, top"):
+        draw_speedup("bottom", rng, 1.0, 4.0)
 
 
 def test_lat_search_returns_the_pareto_front_of_its_candidates():

@@ -134,6 +134,10 @@ class Method(abc.ABC):
     """The elimination profile family (``harness.pruning.profile.PROFILES``) the method's counts always
     follow, whatever ``PruningSettings.profile`` says; None: the settings' profile.  It is part of the
     method, so the solver, the reachability checks, training and the latency model all use it."""
+    speedup_draw: ClassVar[str] = "uniform"
+    """How the offline-tuning loop draws each step's speedup from its range: ``"uniform"``, or ``"top"``
+    (density rising linearly from the bottom of the range to the top, so the high speedups, where
+    quality is lost, get three quarters of the steps above the middle of the range)."""
 
     @property
     def needs_attention(self) -> bool:

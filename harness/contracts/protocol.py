@@ -41,6 +41,9 @@ class Protocol(abc.ABC):
     """The family kinds whose models it evaluates."""
     trains: ClassVar[bool] = False
     """It fine-tunes (so ``--seeds N`` trains N models; a protocol that does not runs once)."""
+    default_method: ClassVar[str] = "acc"
+    """The method ``harness run`` evaluates when ``--methods`` is not given: ``acc``, the reference,
+    unless a study found a better recipe for this protocol's training (finetune: ``acc-decay-distill``)."""
 
     @abc.abstractmethod
     def check(self, family, task) -> None:

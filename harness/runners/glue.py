@@ -1,7 +1,7 @@
 """Fine-tuning with offline tuning, and evaluation, for sentence(-pair) classification tasks.
 
-Offline tuning: every training batch runs at a speedup drawn uniformly from ``speedup_range``
-(default 1..4), so one fine-tuned model serves every speedup at inference by ``set_speedup`` alone.
+Offline tuning: every training batch runs at a speedup drawn from ``speedup_range`` (default 1..4;
+uniformly, or weighted toward the top where the method asks: ``Method.speedup_draw``), so one fine-tuned model serves every speedup at inference by ``set_speedup`` alone.
 The loop is shared by every recipe: a method that trains its own way (LAT's sandwich rule, LTP's soft
 masks, LayerDrop) supplies each step's loss (``Method.train_step``) and any extra parameters, so the
 training budget (epochs, examples, batch size, schedule) is the same for every method.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from harness.contracts.method import OFFLINE_TUNING, RECIPES
 from harness.models.catalog import LoadedModel
 from harness.pruning.methods import METHODS
 from harness.pruning.pruner import ForwardStats
+from harness.registry import HarnessError
 
 CACHE_FORMAT = 3
 """Bumped when the meaning of a cached fine-tuned model changes (3: the head is initialised from the seed)."""
@@ -65,6 +67,16 @@ def _labels(frame, num_labels: int) -> torch.Tensor:
     return torch.tensor(frame["label"].to_numpy(), dtype=dtype)
 
 
+def draw_speedup(kind: str, rng: random.Random, low: float, top: float) -> float:
+    """One step's speedup (``Method.speedup_draw``).  Both kinds take one draw from ``rng``, so the
+    data order is the same whichever the method asks; ``top``'s density grows linearly toward ``top``."""
+    if kind == "uniform":
+        return rng.uniform(low, top)
+    if kind == "top":
+        return low + (top - low) * math.sqrt(rng.random())
+    raise HarnessError(f"speedup_draw {kind!r} is not one of: uniform, top")
+
+
 def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, progress: bool = True) -> None:
     """Train ``loaded.model`` (already pruned) in place with per-batch speedup sampling (offline tuning)."""
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -89,7 +101,7 @@ def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, p
             order = list(range(len(rows)))
             rng.shuffle(order)
         batch_ids, order = order[: settings.batch_size], order[settings.batch_size:]
-        model.set_speedup(rng.uniform(settings.speedup_range[0], top))
+        model.set_speedup(draw_speedup(method.speedup_draw, rng, settings.speedup_range[0], top))
         batch = collate(tokenizer, [rows[i] for i in batch_ids], device)
         loss = method.train_step(model, batch, labels[batch_ids], step_rng)
         loss.backward()

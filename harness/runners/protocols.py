@@ -66,6 +66,7 @@ def tuning_for(loaded, task_data, config, seed: int) -> Tuning:
 
 class FineTune(Protocol):
     name, kinds, trains = "finetune", ("encoder", "decoder"), True
+    default_method = "acc-decay-distill"  # the best ACC recipe on minilm × rt-polarity, 3 seeds (README)
     description = "fine-tune once per method with its recipe (offline tuning), evaluate every speedup"
 
     def check(self, family, task) -> None:

@@ -80,7 +80,9 @@ class SweepConfig:
     tasks: list[str] = field(default_factory=lambda: ["rt-polarity"])
     speedups: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0])
     """Numbers >= 1 (or their text, as the command line gives them); ``validate`` makes them floats."""
-    methods: list[str] = field(default_factory=lambda: ["acc"])
+    methods: list[str] | None = None
+    """None: each protocol's ``default_method`` (finetune: ``acc-decay-distill``, the best ACC recipe of
+    the study in the README; the others: ``acc``, the reference)."""
     weights: str = "pretrained"
     batch_size: int = 32
     max_length: int = 128
@@ -122,6 +124,10 @@ class SweepConfig:
         """Every protocol a model is evaluated under: one per prompt mode with ``prompts``, else one."""
         return [f"prompts/{mode}" for mode in self.prompts] if self.prompts else [self.protocol_for(spec)]
 
+    def methods_for(self, protocol) -> list[str]:
+        """The methods evaluated under ``protocol``: ``--methods``, else the protocol's default."""
+        return self.methods if self.methods is not None else [protocol.default_method]
+
     def validate(self) -> dict:
         """Every user error the sweep can know of before it spends time: one clear HarnessError.
 
@@ -139,9 +145,9 @@ class SweepConfig:
         if self.prompts and "few-shot" in self.prompts:
             for task in tasks:
                 check_num_fewshot(task, self.num_fewshot)
-        for name in self.methods:
+        for name in self.methods or ():
             METHODS.get(name)
-        if len(set(self.methods)) != len(self.methods):
+        if self.methods is not None and len(set(self.methods)) != len(self.methods):
             raise HarnessError(f"--methods names a method twice: {','.join(self.methods)}")
         self._check_methods_fit(specs)
         check_weights(self.weights)
@@ -169,11 +175,13 @@ class SweepConfig:
 
     def _check_methods_fit(self, specs: dict) -> None:
         """Methods that only some families support, or only the FLOP speedup model, refused up front."""
-        for method in map(METHODS.get, self.methods):
-            if self.speedup_model == "latency" and not method.latency_model:
-                raise HarnessError(f"method {method.name!r} plans its own counts; it works with --speedup-model "
-                                   f"flops only")
-            for name, spec in specs.items():
+        for name, spec in specs.items():
+            methods = dict.fromkeys(method for protocol in self.protocols_for(spec)
+                                    for method in self.methods_for(PROTOCOLS.get(protocol)))
+            for method in map(METHODS.get, methods):
+                if self.speedup_model == "latency" and not method.latency_model:
+                    raise HarnessError(f"method {method.name!r} plans its own counts; it works with "
+                                       f"--speedup-model flops only")
                 if method.families is not None and spec.family not in method.families:
                     raise HarnessError(f"method {method.name!r} supports {', '.join(method.families)} models, "
                                        f"not {name} ({spec.family})")
@@ -256,7 +264,7 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
         for protocol, task in ((PROTOCOLS.get(name), task) for task in resolved["tasks"].values()
                                for name in config.protocols_for(spec)):
             seeds = range(config.seeds) if protocol.trains and config.weights == "pretrained" else [0]
-            for method, seed in ((method, seed) for method in config.methods for seed in seeds):
+            for method, seed in ((method, seed) for method in config.methods_for(protocol) for seed in seeds):
                 keys = {speedup: cell_key(model_name, config.weights, task.name, protocol.name, method, speedup,
                                           config.speedup_model, seed)
                         for speedup in config.speedups}

@@ -7,6 +7,8 @@ registered by name here, the one registry, or through the ``harness.methods`` en
 * ``acc`` — Attention Context Contribution, the reference (``acc``);
 * ``acc-vnorm`` — ACC weighted by the value norms (``acc_vnorm``);
 * ``acc-decay`` — ACC with the ``decay`` profile: the first layer prunes too (``acc_decay``);
+* ``acc-decay-distill`` — ``acc-decay`` trained with the sandwich rule on speedups drawn toward the top
+  (``acc_decay_distill``);
 * ``acc-search`` — ACC with per-layer lengths searched on held-out rows (``acc_search``);
 * ``acc-distill`` — ACC trained with the sandwich rule and distillation, searched lengths (``acc_distill``);
 * ``power-bert`` — attention received from the other tokens (``power_bert``);
@@ -36,6 +38,7 @@ METHODS: Registry[Method] = Registry("method", group="harness.methods",
 
 from harness.pruning.methods.acc import Acc, acc_scores  # noqa: E402  (the registry exists first)
 from harness.pruning.methods.acc_decay import AccDecay  # noqa: E402
+from harness.pruning.methods.acc_decay_distill import AccDecayDistill  # noqa: E402
 from harness.pruning.methods.acc_distill import AccDistill  # noqa: E402
 from harness.pruning.methods.acc_recent import AccRecent  # noqa: E402
 from harness.pruning.methods.acc_search import AccSearch  # noqa: E402
@@ -51,5 +54,5 @@ from harness.pruning.methods.tome import Tome  # noqa: E402
 from harness.pruning.methods.truncation import Truncation, truncation_scores  # noqa: E402
 
 for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), Tome(), LayerDrop(), AccVnorm(),
-                AccSearch(), AccDistill(), AccDecay(), LastToken(), GemFilter(), AccRecent()):
+                AccSearch(), AccDistill(), AccDecay(), AccDecayDistill(), LastToken(), GemFilter(), AccRecent()):
     METHODS.register(_method.name, _method)

@@ -16,7 +16,7 @@ import torch
 from harness.contracts.method import ScoreInputs
 from harness.pruning.length_search import SearchedLengths
 from harness.pruning.methods.acc import acc_scores
-from harness.pruning.methods.recipes import sandwich_loss
+from harness.pruning.methods.recipes import drawn_sandwich
 
 
 class AccDistill(SearchedLengths):
@@ -27,6 +27,4 @@ class AccDistill(SearchedLengths):
         return acc_scores(inputs)
 
     def train_step(self, model, batch, labels, rng=None):
-        drawn = model.pruning.speedup  # the offline-tuning loop's draw
-        return sandwich_loss(model, batch, labels, lambda: model.set_speedup(1.0), [lambda: model.set_speedup(drawn)],
-                             lambda: model.set_speedup(drawn))
+        return drawn_sandwich(model, batch, labels)

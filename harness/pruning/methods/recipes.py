@@ -40,6 +40,14 @@ def sandwich_loss(model, batch: dict, labels: torch.Tensor, full: Callable[[], N
         restore()
 
 
+def drawn_sandwich(model, batch: dict, labels: torch.Tensor) -> torch.Tensor:
+    """The sandwich rule with one sub-model: the full model, and the model at the speedup the
+    offline-tuning loop drew learning from it (``acc-distill``, ``acc-decay-distill``)."""
+    drawn = model.pruning.speedup
+    return sandwich_loss(model, batch, labels, lambda: model.set_speedup(1.0), [lambda: model.set_speedup(drawn)],
+                         lambda: model.set_speedup(drawn))
+
+
 def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """A sub-model's loss: soft cross-entropy to the full model (squared error for one output)."""
     if student.shape[-1] == 1:
