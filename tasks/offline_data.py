@@ -29,6 +29,9 @@ CONTINUATION_WORDS = 32
 LONG_DOCS = 500
 LONG_CHARS = (4_000, 7_000)
 LONG_SEED = 1234
+# rt-polarity-recall: the words of the asked review given as its cue, and the words to recall after them.
+RECALL_CUE = 4
+RECALL_WORDS = 8
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,6 +107,21 @@ def _count(name: str, value, default: int) -> int:
     return count
 
 
+def _packed(rng: random.Random, sentences: list[str], chars: tuple[int, int]) -> list[int]:
+    """Rows of ``sentences`` drawn without repeats until their text reaches a length drawn from ``chars``."""
+    budget, picked, total = rng.randint(*chars), [], 0
+    for row in rng.sample(range(len(sentences)), len(sentences)):
+        picked.append(row)
+        total += len(sentences[row])
+        if total >= budget:
+            break
+    return picked
+
+
+def _numbered(sentences: list[str], picked: list[int]) -> str:
+    return "\n".join(f"Review #{k + 1}: {sentences[row]}" for k, row in enumerate(picked))
+
+
 def long_reviews(sentences: list[str], labels: list[int], count: int, seed: int = LONG_SEED,
                  chars: tuple[int, int] = LONG_CHARS) -> list[dict]:
     """``count`` long-context items: numbered reviews packed to a seeded length, one asked about.
@@ -117,18 +135,12 @@ def long_reviews(sentences: list[str], labels: list[int], count: int, seed: int 
     rng = random.Random(seed)
     items = []
     for index in range(count):
-        budget, picked, total = rng.randint(*chars), [], 0
-        for row in rng.sample(range(len(sentences)), len(sentences)):
-            picked.append(row)
-            total += len(sentences[row])
-            if total >= budget:
-                break
+        picked = _packed(rng, sentences, chars)
         half = range(max(1, len(picked) // 2))
         wanted = [k for k in half if labels[picked[k]] == index % 2] or list(half)
         asked = rng.choice(wanted)
-        text = "\n".join(f"Review #{k + 1}: {sentences[row]}" for k, row in enumerate(picked))
-        items.append({"reviews": text, "review": asked + 1, "count": len(picked), "label": int(labels[picked[asked]]),
-                      "depth": asked / max(len(picked) - 1, 1)})
+        items.append({"reviews": _numbered(sentences, picked), "review": asked + 1, "count": len(picked),
+                      "label": int(labels[picked[asked]]), "depth": asked / max(len(picked) - 1, 1)})
     return items
 
 
@@ -143,6 +155,52 @@ def rt_polarity_long(long_docs: int | None = None, **kwargs) -> datasets.Dataset
     """rt-polarity-long's ``test`` split: ``long_docs`` items (default ``LONG_DOCS``) built by
     ``long_reviews`` from the harness's rt-polarity test split (1,276 reviews, seeded)."""
     return _long(_count("long_docs", long_docs, LONG_DOCS))
+
+
+def recall_reviews(sentences: list[str], count: int, seed: int = LONG_SEED, chars: tuple[int, int] = LONG_CHARS,
+                   cue_words: int = RECALL_CUE, recall_words: int = RECALL_WORDS) -> list[dict]:
+    """``count`` long-context recall items: the packed, numbered reviews of ``long_reviews``, then one
+    review from the first half started again (its number and first ``cue_words`` words, the ``cue``), to
+    be continued word for word (its next ``recall_words`` words, the ``continuation``).
+
+    Only the context holds the answer: the cue matches one place in it (a review whose opening words
+    occur elsewhere in the prompt is not asked), and the words after that place are the continuation.  A
+    model recalls them by attending that far back, so pruning that loses the review loses the answer, and
+    a model that ignores the context is left with a guess at a review's next words.
+    """
+    sentences = [" ".join(sentence.split()) for sentence in sentences]  # the words, as cue and continuation join them
+    rng = random.Random(seed)
+    items = []
+    for _ in range(count):
+        picked = _packed(rng, sentences, chars)
+        text = _numbered(sentences, picked)
+        half = range(max(1, len(picked) // 2))
+        wanted = [k for k in half if len(sentences[picked[k]].split()) > cue_words
+                  and text.count(" ".join(sentences[picked[k]].split()[:cue_words])) == 1] or list(half)
+        asked = rng.choice(wanted)
+        words = sentences[picked[asked]].split()
+        items.append({"reviews": text, "review": asked + 1, "count": len(picked), "cue": " ".join(words[:cue_words]),
+                      "continuation": " " + " ".join(words[cue_words:][:recall_words]),
+                      "depth": asked / max(len(picked) - 1, 1)})
+    return items
+
+
+@functools.lru_cache(maxsize=None)
+def _recall(count: int) -> datasets.DatasetDict:
+    test = _from_task("rt-polarity")["test"]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(recall_reviews(list(test["sentence"]), count))})
+
+
+def rt_polarity_recall(long_docs: int | None = None, **kwargs) -> datasets.DatasetDict:
+    """rt-polarity-recall's ``test`` split: ``long_docs`` items (default ``LONG_DOCS``) built by
+    ``recall_reviews`` from the harness's rt-polarity test split (seeded as rt-polarity-long)."""
+    return _recall(_count("long_docs", long_docs, LONG_DOCS))
+
+
+def recall_scores(doc: dict, results: list) -> dict:
+    """rt-polarity-recall's scores (lm-eval ``process_results`` of a loglikelihood request): ``acc``, the
+    continuation is what greedy decoding produces (exact recall), and its perplexities."""
+    return {"acc": float(results[0][1]), **continuation_perplexity(doc, results)}
 
 
 def continuation_perplexity(doc: dict, results: list) -> dict:

@@ -41,12 +41,13 @@ def asset_cache(tmp_path_factory):
 def test_registry_has_eleven_consistent_fine_tune_tasks_and_held_out_text():
     glue = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
     multiple_choice = ["piqa", "openbookqa", "commonsenseqa", "mmlu"]
-    assert TASKS.names() == [*glue, "rt-polarity", "boolq", *multiple_choice, "rt-polarity-long", "heldout-ppl"]
+    long_context = ["rt-polarity-long", "rt-polarity-recall"]
+    assert TASKS.names() == [*glue, "rt-polarity", "boolq", *multiple_choice, *long_context, "heldout-ppl"]
     zero_shot = {name: task.lm_eval.name for name, task in TASKS.items() if task.lm_eval}
     assert zero_shot == {"rt-polarity": "rt-polarity-zs", "boolq": "boolq-zs", "heldout-ppl": "heldout-ppl",
-                         "rt-polarity-long": "rt-polarity-long",
+                         **{name: name for name in long_context},
                          **{name: f"{name}-zs" for name in multiple_choice}}
-    assert all(TASKS.get(name).protocols == ("zero-shot",) for name in ["heldout-ppl", "rt-polarity-long", *multiple_choice])
+    assert all(TASKS.get(name).protocols == ("zero-shot",) for name in ["heldout-ppl", *long_context, *multiple_choice])
     for name, spec in TASKS.items():
         if "finetune" not in spec.protocols:
             continue

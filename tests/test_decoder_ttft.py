@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -159,6 +160,19 @@ def test_compare_decoder_tables_have_ttft_columns_frontier_and_perplexity(tmp_pa
     assert order == {"rt-polarity": True, "heldout-ppl": False}  # best quality first within a requested speedup
     figures = {path.name for path in plot_compare(table, tmp_path)}
     assert {"compare_ttft_rt-polarity.png", "compare_ttft_heldout-ppl.svg", "compare_rt-polarity.png"} <= figures
+
+
+def test_zero_shot_methods_without_their_own_speedup_1_row_compare_with_the_stock_one():
+    """Zero-shot methods prune the same weights and equal them at speedup 1: a sweep may evaluate
+    speedup 1 once, and the others' drops read that row.  A fine-tuned method's drop needs its own."""
+    rows = decoder_rows()
+    rows = rows[~((rows.method == "gemfilter") & (rows.speedup == 1.0))]
+    table = compare_frame(rows).set_index(["task", "method", "speedup"])
+    assert table.loc[("rt-polarity", "gemfilter", 2.0), "drop_vs_dense"] == pytest.approx(0.60 - 0.70)
+    assert table.loc[("heldout-ppl", "gemfilter", 2.0), "drop_vs_dense"] == pytest.approx(40.0 - 30.0)
+    tuned = compare_frame(rows.assign(train_recipe="offline-tuning")).set_index(["task", "method", "speedup"])
+    assert np.isnan(tuned.loc[("rt-polarity", "gemfilter", 2.0), "drop_vs_dense"])
+    assert tuned.loc[("rt-polarity", "acc", 2.0), "drop_vs_dense"] == pytest.approx(0.66 - 0.70)
 
 
 ENCODER_TABLE = """### sst2

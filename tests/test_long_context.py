@@ -33,11 +33,29 @@ def test_long_items_ask_about_an_early_review_with_alternating_labels():
         assert sum(len(line.split(": ", 1)[1]) for line in lines) >= 900
 
 
+def test_recall_items_cue_one_early_review_and_continue_it_word_for_word():
+    text, _ = sentences()
+    text = [f"{line} {i} tail words here" for i, line in enumerate(text)]  # every review has its own cue
+    items = offline_data.recall_reviews(text, 12, seed=3, chars=(900, 1200), cue_words=4, recall_words=3)
+    assert items == offline_data.recall_reviews(text, 12, seed=3, chars=(900, 1200), cue_words=4, recall_words=3)
+    for item in items:
+        lines = item["reviews"].split("\n")
+        assert item["review"] <= max(1, item["count"] // 2)  # in the first half: far from the end
+        asked = lines[item["review"] - 1].split(": ", 1)[1]
+        assert item["reviews"].count(item["cue"]) == 1  # the cue points at one place in the context
+        assert asked.startswith(item["cue"] + item["continuation"])
+        assert item["cue"].split() == asked.split()[:4] and len(item["continuation"].split()) == 3
+    scores = offline_data.recall_scores(items[0], [(-6.0, True)])
+    assert scores["acc"] == 1.0 and scores["word_perplexity"] == (-6.0, 3)
+
+
 def test_long_docs_must_be_a_positive_count():
     from harness.registry import HarnessError
 
     with pytest.raises(HarnessError, match="long_docs must be a whole number >= 1"):
         offline_data.rt_polarity_long(long_docs="many")
+    with pytest.raises(HarnessError, match="long_docs must be a whole number >= 1"):
+        offline_data.rt_polarity_recall(long_docs=0)
 
 
 def tiny_llama():

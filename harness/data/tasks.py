@@ -102,6 +102,10 @@ TASKS.register("rt-polarity-long", Task(
     name="rt-polarity-long", description="long context: 33-70 numbered rt-polarity reviews (1,024-2,048 tokens), "
     "asked about one in the first half (embedded asset)", asset="rt-polarity",
     lm_eval=LmEvalTask("rt-polarity-long", main_metric="acc")))
+TASKS.register("rt-polarity-recall", Task(
+    name="rt-polarity-recall", description="long context: rt-polarity-long's reviews, then one from the first half "
+    "started again, continued word for word (exact recall; embedded asset)", asset="rt-polarity",
+    lm_eval=LmEvalTask("rt-polarity-recall", main_metric="acc")))
 TASKS.register("heldout-ppl", Task(
     name="heldout-ppl", description="perplexity of the last 32 words of held-out news documents (XSum, embedded)",
     lm_eval=LmEvalTask("heldout-ppl", main_metric="word_perplexity")))

@@ -121,11 +121,26 @@ def _aggregate(rows: pd.DataFrame) -> dict:
 
 
 def _drops(table: pd.DataFrame) -> np.ndarray:
-    """Quality minus the same method's speedup-1 quality (its own dense fine-tuned model)."""
+    """Quality minus the same method's speedup-1 quality (its own dense fine-tuned model).
+
+    Rows without training (zero-shot, prompts) prune the same weights whatever the method, and every
+    method at speedup 1 is that stock model (tested), so a method run without a speedup-1 row of its own
+    (a sweep that spends the identical dense evaluation once) is compared with the speedup-1 row of
+    another method on the same weights."""
     key = [column for column in GROUP if column != "speedup"]
+    dense = _speedup_one(table, key)
+    merged = table[key + ["quality"]].merge(dense, on=key, how="left")["dense_quality"].astype(float)
+    shared = [column for column in key if column != "method"]
+    untrained = table["recipe"].isna().to_numpy()
+    stock = table[shared].merge(_speedup_one(table[table["recipe"].isna()], shared), on=shared, how="left")
+    reference = np.where(merged.isna().to_numpy() & untrained, stock["dense_quality"].astype(float), merged)
+    return table["quality"].astype(float).to_numpy() - reference
+
+
+def _speedup_one(table: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """The speedup-1 quality per ``key`` (the first row where several share it)."""
     dense = table.loc[table["speedup"] == 1, key + ["quality"]].rename(columns={"quality": "dense_quality"})
-    merged = table[key + ["quality"]].merge(dense.drop_duplicates(key), on=key, how="left")
-    return (merged["quality"].astype(float) - merged["dense_quality"].astype(float)).to_numpy()
+    return dense.drop_duplicates(key)
 
 
 def pareto_mask(latency: np.ndarray, quality: np.ndarray) -> np.ndarray:

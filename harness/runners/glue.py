@@ -1,7 +1,8 @@
 """Fine-tuning with offline tuning, and evaluation, for sentence(-pair) classification tasks.
 
 Offline tuning: every training batch runs at a speedup drawn from ``speedup_range`` (default 1..4;
-uniformly, or weighted toward the top where the method asks: ``Method.speedup_draw``), so one fine-tuned model serves every speedup at inference by ``set_speedup`` alone.
+uniformly, or weighted toward the top where the method asks: ``Method.speedup_draw``), so one
+fine-tuned model serves every speedup at inference by ``set_speedup`` alone.
 The loop is shared by every recipe: a method that trains its own way (LAT's sandwich rule, LTP's soft
 masks, LayerDrop) supplies each step's loss (``Method.train_step``) and any extra parameters, so the
 training budget (epochs, examples, batch size, schedule) is the same for every method.
