@@ -4,7 +4,7 @@ token attends to most.
 
 rt-polarity-recall asks a decoder to continue, word for word, a review ~800-1,900 tokens back.  Its
 answer lives in that review's tokens alone, so a method that drops them loses it whatever else it keeps.
-The prompts are the task's, ending with the cue (as ``generate``'s prefill sees them).
+The prompts are the task file's, ending with the cue (as ``generate``'s prefill sees them).
 
     python bench/recall_sources.py --limit 5 --speedup 2
     python bench/recall_sources.py --methods acc,last-token,gemfilter --filter-layers 7,15
@@ -23,22 +23,21 @@ import torch
 
 import harness
 from harness.models.catalog import load_causal_lm
+from harness.runners.prompt_suites import build_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
 import offline_data  # noqa: E402  (the task folder's data hooks)
 
 
 def prompts(tokenizer, limit: int) -> list[tuple[list[int], torch.Tensor]]:
-    """(token ids, bool mask of the asked review's tokens) for the first ``limit`` items."""
+    """(token ids, bool mask of the asked review's tokens) for the first ``limit`` items, the prompts as
+    lm-eval renders them from the task file (``build_prompts``, as ``harness positions`` traces them)."""
+    docs = offline_data.rt_polarity_recall()["test"].select(range(limit))
     out = []
-    for item in offline_data.rt_polarity_recall()["test"].select(range(limit)):
-        lines = item["reviews"].split("\n")
-        head = f"Below are {item['count']} movie reviews, numbered.\n\n"
-        start = len(head) + sum(len(line) + 1 for line in lines[: item["review"] - 1])
-        end = start + len(lines[item["review"] - 1])
-        text = (f"{head}{item['reviews']}\n\nRepeat review #{item['review']} word for word.\n"
-                f"Review #{item['review']}: {item['cue']}")
-        encoded = tokenizer(text, return_offsets_mapping=True)
+    for doc, prompt in zip(docs, build_prompts("rt-polarity-recall", None, limit)):
+        start = prompt.text.find(f"Review #{doc['review']}: ")  # its line in the list, before the cue repeats it
+        end = prompt.text.find("\n", start)
+        encoded = tokenizer(prompt.text, return_offsets_mapping=True)
         source = torch.tensor([start <= a and b <= end and b > a for a, b in encoded["offset_mapping"]])
         out.append((encoded["input_ids"], source))
     return out
