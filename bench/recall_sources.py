@@ -72,7 +72,7 @@ def attended_share(stock, items) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="acc,acc-recent,last-token,gemfilter,truncation,random")
+    parser.add_argument("--methods", default="acc,acc-recent,last-token,last-token-pool,gemfilter,truncation,random")
     parser.add_argument("--filter-layers", default="", help="extra gemfilter rows at these filter layers")
     parser.add_argument("--speedup", type=float, default=2.0)
     parser.add_argument("--limit", type=int, default=5)

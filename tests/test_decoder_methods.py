@@ -1,6 +1,7 @@
-"""Decoder prefill baselines (last-token, gemfilter, acc-recent, truncation, random) on a tiny random Llama:
-selections against stock attention probabilities, protected first and last tokens, equality with stock at
-speedup 1, kept counts against the budget, gemfilter's selection pass in its FLOPs, generation."""
+"""Decoder prefill baselines (last-token, last-token-pool, gemfilter, acc-recent, truncation, random) on a tiny
+random Llama: selections against stock attention probabilities, protected first and last tokens, equality with
+stock at speedup 1, kept counts against the budget, gemfilter's selection pass in its FLOPs, generation, and
+lm-eval answers that never steer the context's selection."""
 
 import copy
 
@@ -16,7 +17,7 @@ from harness.pruning.methods.acc_recent import ramp_weights
 from harness.pruning.methods.gemfilter import selected_count, selection_flops
 
 VOCAB, LAYERS = 97, 4
-DECODER_METHODS = ["last-token", "gemfilter", "acc-recent", "truncation", "random"]
+DECODER_METHODS = ["last-token", "last-token-pool", "gemfilter", "acc-recent", "truncation", "random"]
 SCHEDULE = Schedule(protected=2, min_keep=16)  # decoder defaults: sink and last token, floor of 16
 
 
@@ -47,6 +48,9 @@ def stock_scores(method, weights, positions):
     p = weights[0]
     if method == "last-token":
         return p[:, -1].mean(dim=0)
+    if method == "last-token-pool":  # the largest last-row score within 3 places
+        row = p[:, -1].mean(dim=0)
+        return torch.stack([row[max(0, j - 3): j + 4].max() for j in range(len(row))])
     if method == "acc-recent":
         w = torch.arange(1, p.shape[-1] + 1, dtype=p.dtype) / p.shape[-1]
         return (p * w[None, :, None]).sum(dim=(0, 1)) / p.shape[0] / w.flip(0).cumsum(0).flip(0)
@@ -74,7 +78,7 @@ def reference_kept(stock, method, ids, speedup):
     return kept_per_layer
 
 
-@pytest.mark.parametrize("method", ["last-token", "acc-recent", "truncation"])
+@pytest.mark.parametrize("method", ["last-token", "last-token-pool", "acc-recent", "truncation"])
 @pytest.mark.parametrize("speedup", [1.5, 2.0])
 def test_progressive_selection_matches_stock_attention(method, speedup):
     stock = llama()
@@ -155,6 +159,29 @@ def test_protected_first_and_last_tokens_and_counts_match_the_budget(method, spe
             expected = list(counts_for_speedup(spec, n, speedup, SCHEDULE))
         assert [len(layer) for layer in kept] == expected, (method, row)
     assert model.last_forward.realised_speedup >= speedup - 1e-6 or model.last_forward.clamped
+
+
+@pytest.mark.parametrize("method", ["acc", "acc-recent", "acc-vnorm", "last-token", "last-token-pool", "gemfilter"])
+def test_an_answer_scored_with_its_context_never_steers_which_context_tokens_are_kept(method):
+    """lm-eval feeds a continuation in the same forward as its context: the answer's tokens are kept,
+    but the context is pruned as by its own prefill, whatever the answer says."""
+    model = harness.prune(llama(), method=method, speedup=2.0)
+    context = prompt(40)
+    answers = [torch.randint(3, VOCAB, (1, 6), generator=torch.Generator().manual_seed(seed)) for seed in (5, 6)]
+    kept = []
+    for answer in answers:
+        with torch.no_grad(), model.protect_tail([6]):
+            model(torch.cat([context, answer[:, :-1]], dim=1))
+        kept.append([[p for p in layer[0] if p < 40] for layer in model.last_kept])
+        assert all(set(range(39, 45)) <= set(layer[0]) for layer in model.last_kept)  # the answer is kept
+    assert kept[0] == kept[1]
+    if method == "last-token":  # the first layer selects by the context's last row of stock attention
+        with torch.no_grad():
+            row = llama()(torch.cat([context, answers[0][:, :-1]], dim=1), output_attentions=True).attentions[0][0, :, 39]
+        score = row.mean(dim=0)[:39]
+        score[0] = float("inf")
+        keep = len(model.last_kept[0][0]) - 6  # the tail's six, the context's last token among them
+        assert kept[0][0] == sorted(score.topk(keep).indices.tolist() + [39])
 
 
 def test_gemfilter_flops_count_the_selection_pass():

@@ -92,8 +92,25 @@ class ScoreInputs:
     values: torch.Tensor | None = None
     """(B, H, n, d) the layer's projected values (needs "attention")."""
     last_query: torch.Tensor | None = None
-    """(B, H, n) the attention probabilities of each sample's last valid query over the keys it sees
+    """(B, H, n) the attention probabilities of each sample's last scoring query over the keys it sees
     (needs "last-query"): the row the next token is predicted from."""
+    queries: torch.Tensor | None = None
+    """(B, n) bool: the queries whose attention may score, when fewer than ``valid``.  A decoder scoring
+    an lm-eval continuation feeds the answer's tokens in the same forward as its context; they are kept
+    (their logits are read) but their queries are left out of every score and the last scoring query
+    is the context's last token, so the context is pruned as a prefill of the context alone would prune
+    it and the answer never steers which context tokens are kept.  None: every valid token."""
+
+    def scoring(self) -> torch.Tensor:
+        """(B, n) bool: the queries scores are read from (``queries``, else every valid token)."""
+        return self.valid if self.queries is None else self.queries
+
+    def seen_by(self, dtype: torch.dtype) -> torch.Tensor:
+        """(B, n) how many scoring queries see each key: those at or after it when causal, else all (≥ 1)."""
+        scoring = self.scoring().to(dtype)
+        if self.causal:
+            return scoring.flip(1).cumsum(1).flip(1).clamp(min=1)
+        return scoring.sum(dim=1, keepdim=True).clamp(min=1)
 
     def attention_received(self) -> torch.Tensor:
         if self.received is not None:
@@ -101,15 +118,15 @@ class ScoreInputs:
         return self.heads_received().mean(dim=1)
 
     def heads_received(self) -> torch.Tensor:
-        """(B, H, n): sum over valid queries i of P[h, i, j], per head."""
+        """(B, H, n): sum over scoring queries i of P[h, i, j], per head."""
         if self.received_heads is not None:
             return self.received_heads
-        return torch.einsum("bhij,bi->bhj", self.probs, self.valid.to(self.probs.dtype))
+        return torch.einsum("bhij,bi->bhj", self.probs, self.scoring().to(self.probs.dtype))
 
     def diagonal(self) -> torch.Tensor:
-        """(B, H, n): P[h, j, j], zero at padding."""
+        """(B, H, n): P[h, j, j] of the scoring queries, zero elsewhere (padding, answer tokens)."""
         diagonal = self.self_attention if self.self_attention is not None else self.probs.diagonal(dim1=-2, dim2=-1)
-        return diagonal * self.valid.unsqueeze(1).to(diagonal.dtype)
+        return diagonal * self.scoring().unsqueeze(1).to(diagonal.dtype)
 
 
 class Method(abc.ABC):
@@ -149,8 +166,9 @@ class Method(abc.ABC):
         own ``reduce`` may return whatever that ``reduce`` reads, as ToMe returns its matching keys.)"""
 
     def query_weights(self, valid: torch.Tensor, causal: bool) -> torch.Tensor:
-        """(B, n) weight of each query in the ``received`` sums (needs "attention"); default: 1 for every
-        valid query, 0 for padding.  A method that listens to some queries more returns other weights."""
+        """(B, n) weight of each query in the ``received`` sums (needs "attention"); ``valid`` here is the
+        scoring queries (``ScoreInputs.scoring``).  Default: 1 for each, 0 elsewhere.  A method that
+        listens to some queries more returns other weights."""
         return valid.float()
 
     def filter_layer(self, spec: ArchSpec) -> int | None:

@@ -143,5 +143,5 @@ def attend(module: nn.Module, query, key, value, tokens, call: LayerCall, *, dro
     pruner = call.pruner
     return attend_and_score(query, key, value, tokens.valid, tokens.positions, pruner.method, scaling=module.scaling,
                             dropout=dropout if module.training else 0.0, generator=pruner.generator, causal=True,
-                            bias=call.bias)
+                            bias=call.bias, queries=pruner.scoring_queries(tokens.valid, tokens.positions))
 

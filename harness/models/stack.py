@@ -32,6 +32,7 @@ from harness.pruning.select import gather_tokens
 def first_tokens(valid: torch.Tensor, pruner) -> Tokens:
     """The tokens entering the first layer: every position, the protected ones marked."""
     positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+    pruner.mark_answers(valid)
     return Tokens(valid, positions, pruner.protected_mask(valid))
 
 

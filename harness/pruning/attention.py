@@ -82,28 +82,34 @@ def with_weight(bias: torch.Tensor | None, weight: torch.Tensor | None) -> torch
     return log_weight if bias is None else bias + log_weight
 
 
-def last_query_probs(query, key, valid, scaling: float, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, H, n): softmax over the valid keys of each sample's last valid query's logits.
+def last_query_probs(query, key, valid, scaling: float, bias: torch.Tensor | None = None,
+                     queries: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, n): softmax over the keys it sees of each sample's last scoring query's logits.
 
-    The last valid query sees every valid key (keys after it are padding), so no causal mask is
-    needed; the cost is one (1 × d) @ (d × n) product per head, 1/n of the score product."""
+    The last scoring query (the last of ``queries``, default the last valid token) sees the valid keys
+    up to itself: the tokens are in causal order, and those after it are padding or answer tokens
+    (``ScoreInputs.queries``).  The cost is one (1 × d) @ (d × n) product per head, 1/n of the score
+    product."""
     batch, _, n, _ = query.shape
+    queries = valid if queries is None else queries
     order = torch.arange(1, n + 1, device=valid.device)
-    last = (valid.long() * order).argmax(dim=1)  # index of the last valid token
+    last = (queries.long() * order).argmax(dim=1)  # index of the last scoring query
     rows = torch.arange(batch, device=query.device)
     logits = torch.einsum("bhd,bhnd->bhn", query[rows, :, last], key) * scaling
     if bias is not None:
         logits = logits + bias[rows if bias.shape[0] > 1 else 0, :, last].reshape(-1, bias.shape[1], n)
-    logits = logits.masked_fill(~valid[:, None, :], torch.finfo(logits.dtype).min)
+    seen = valid & (order[None, :] <= last[:, None] + 1)
+    logits = logits.masked_fill(~seen[:, None, :], torch.finfo(logits.dtype).min)
     return logits.softmax(dim=-1)
 
 
 def attend_and_score(query, key, value, valid, positions, method: Method, *, scaling: float,
                      dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False,
-                     bias: torch.Tensor | None = None):
+                     bias: torch.Tensor | None = None, queries: torch.Tensor | None = None):
     """``(context (B, H, n, d), scores (B, n))`` of one attention layer over the valid keys.
 
     ``bias``: an additive (B|1, H|1, n, n) term on the attention logits (T5's relative position bias).
+    ``queries``: (B, n) bool, the queries scores may read (``ScoreInputs.queries``); None: every valid one.
     """
     keys = key if method.needs == "keys" else None
     if not method.needs_attention:
@@ -111,9 +117,9 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
         context = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=None if fused else _with_bias(allowed_keys(valid, causal), bias, query),
             dropout_p=dropout, scale=scaling, is_causal=fused)
-        last = last_query_probs(query, key, valid, scaling, bias) if method.needs == "last-query" else None
+        last = last_query_probs(query, key, valid, scaling, bias, queries) if method.needs == "last-query" else None
         return context, method.score(ScoreInputs(valid, positions, None, generator, causal, keys=keys,
-                                                 last_query=last))
+                                                 last_query=last, queries=queries))
     mask = allowed_keys(valid, causal)
     batch, heads, n, _ = query.shape
     row_bytes = heads * n * query.element_size()
@@ -122,7 +128,7 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     context = query.new_empty(query.shape)  # contiguous, so whole-row blocks are written in place
     received = query.new_zeros(batch, heads, 1, n)
     diagonal = query.new_zeros(batch, heads, n)
-    query_weight = method.query_weights(valid, causal).to(query.dtype)[:, None, None, :]
+    query_weight = method.query_weights(valid if queries is None else queries, causal).to(query.dtype)[:, None, None, :]
     query = query * scaling  # scaled once here rather than on every (rows × n) block of logits
     in_place = not (torch.is_grad_enabled() and query.requires_grad)  # out= cannot be differentiated
     for b in range(0, batch, samples):
@@ -149,5 +155,5 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
             diagonal[part, :, r : r + own.shape[-1]] = own
     received_heads = received.view(batch, heads, n)
     inputs = ScoreInputs(valid, positions, None, generator, causal, received_heads.sum(dim=1) / heads, keys,
-                         received_heads=received_heads, self_attention=diagonal, values=value)
+                         received_heads=received_heads, self_attention=diagonal, values=value, queries=queries)
     return context, method.score(inputs)

@@ -123,6 +123,9 @@ class Pruner:
         self.last_shape: tuple[int, int] = (0, 0)
         """(samples, longest sample) of the last forward."""
         self.tail: list[int] | None = None
+        self.answer_from: torch.Tensor | None = None
+        """(B,) per sample of the running forward, the input position where its answer tokens begin
+        (``mark_answers``); None when no sample has any."""
         self.family_name, self.dtype, self.device = "unknown", torch.float32, "cpu"
         """What the latency model's calibration key needs besides ``spec`` (set by ``surface.attach``
         and ``set_speedup``; a forward uses its inputs' device)."""
@@ -209,6 +212,30 @@ class Pruner:
         tails = torch.tensor(self._tails(valid.shape[0]), device=valid.device).unsqueeze(1)
         from_end = valid.sum(dim=1, keepdim=True) - 1 - rank
         return valid & ((rank < self.settings.protect_first) | (from_end < tails))
+
+    def mark_answers(self, valid: torch.Tensor) -> None:
+        """Note where each sample's answer tokens begin in the input (``valid``: the first layer's).
+
+        Under ``protect_tail(lengths)`` (an lm-eval continuation of ``lengths[b]`` tokens) the input
+        ends with the context's last token, whose logits predict the answer's first token, then the
+        answer's first ``lengths[b] − 1`` tokens: those are the answer tokens.  Their queries never
+        score (``scoring_queries``), so the context is pruned as its prefill alone would be."""
+        self._tails(len(valid))  # checks the lengths against the batch
+        answers = [max(tail - 1, 0) for tail in self.tail or []]
+        if not any(answers):
+            self.answer_from = None
+            return
+        rank = valid.long().cumsum(dim=1) - 1
+        from_end = valid.sum(dim=1, keepdim=True) - 1 - rank
+        answer = valid & (from_end < torch.tensor(answers, device=valid.device).unsqueeze(1))
+        width = torch.full((len(valid),), valid.shape[1], device=valid.device)
+        self.answer_from = torch.where(answer.any(dim=1), answer.long().argmax(dim=1), width)
+
+    def scoring_queries(self, valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
+        """(B, n) bool: the entering tokens whose queries may score (not answer tokens); None: all valid."""
+        if self.answer_from is None:
+            return None
+        return valid & (positions < self.answer_from.unsqueeze(1))
 
     def plan(self, n_valid: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens kept per sample and layer; samples too short for the speedup run at their max."""

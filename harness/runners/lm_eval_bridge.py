@@ -37,7 +37,10 @@ How requests reach the pruned model (written against lm-eval 0.4.13's ``HFLM``):
   so that ``_model_call`` knows which requests form the batch, checks that the batch is exactly their
   right-padded inputs, and calls the model with the matching attention mask inside
   ``model.protect_tail(continuation lengths)``: padding never counts as text, and every logit
-  lm-eval reads is computed.  For rolling windows the continuation is the whole window, so a rolling
+  lm-eval reads is computed.  The answer's tokens in the input (the continuation but its last token)
+  are kept, and their queries score nothing (``ScoreInputs.queries``): the context is pruned exactly
+  as its own prefill would be, its last token being the last-token methods' query, so a method never
+  selects the context by looking at the answer it is scored on.  For rolling windows the continuation is the whole window, so a rolling
   perplexity runs (nearly) dense: a pruned position has no logits to score.  The harness's
   ``heldout-ppl`` therefore scores each document's last words given the (pruned) rest.
 * Encoder-decoders (``backend == "seq2seq"``) use ``HFLM``'s seq2seq paths unchanged: the context is

@@ -20,7 +20,8 @@ registered by name here, the one registry, or through the ``harness.methods`` en
   truncates from the front, keeping the most recent tokens);
 * decoders' prefill baselines: ``last-token`` — the last token's attention, progressive (``last_token``,
   after LazyLLM); ``gemfilter`` — select in an early layer, rerun the model on the selection
-  (``gemfilter``); ``acc-recent`` — causal ACC with queries ramped toward the end (``acc_recent``).
+  (``gemfilter``); ``acc-recent`` — causal ACC with queries ramped toward the end (``acc_recent``);
+  ``last-token-pool`` — last-token's score max-pooled over neighbours, after SnapKV (``last_token_pool``).
 
 Each is fine-tuned for itself (its ``recipe``: the offline-tuning fine-tune with its own selection,
 or its own training where it has one), and at speedup 1 each runs the dense model of that recipe.
@@ -45,6 +46,7 @@ from harness.pruning.methods.acc_search import AccSearch  # noqa: E402
 from harness.pruning.methods.acc_vnorm import AccVnorm  # noqa: E402
 from harness.pruning.methods.gemfilter import GemFilter  # noqa: E402
 from harness.pruning.methods.last_token import LastToken  # noqa: E402
+from harness.pruning.methods.last_token_pool import LastTokenPool  # noqa: E402
 from harness.pruning.methods.layerdrop import LayerDrop  # noqa: E402
 from harness.pruning.methods.lat import Lat  # noqa: E402
 from harness.pruning.methods.ltp import Ltp  # noqa: E402
@@ -54,5 +56,6 @@ from harness.pruning.methods.tome import Tome  # noqa: E402
 from harness.pruning.methods.truncation import Truncation, truncation_scores  # noqa: E402
 
 for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), Tome(), LayerDrop(), AccVnorm(),
-                AccSearch(), AccDistill(), AccDecay(), AccDecayDistill(), LastToken(), GemFilter(), AccRecent()):
+                AccSearch(), AccDistill(), AccDecay(), AccDecayDistill(), LastToken(), GemFilter(), AccRecent(),
+                LastTokenPool()):
     METHODS.register(_method.name, _method)

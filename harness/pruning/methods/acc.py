@@ -25,12 +25,7 @@ from harness.contracts.method import Method, ScoreInputs
 def acc_scores(inputs: ScoreInputs) -> torch.Tensor:
     """ACC(j) = mean_h mean_{valid i that can see j} P[h, i, j], per sample."""
     received = inputs.attention_received()
-    valid = inputs.valid.to(received.dtype)
-    if inputs.causal:  # valid queries at or after j
-        seen_by = valid.flip(1).cumsum(1).flip(1).clamp(min=1)
-    else:
-        seen_by = valid.sum(dim=1, keepdim=True)
-    return received / seen_by
+    return received / inputs.seen_by(received.dtype)
 
 
 class Acc(Method):

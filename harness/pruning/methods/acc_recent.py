@@ -30,7 +30,7 @@ def ramp_weights(valid: torch.Tensor) -> torch.Tensor:
 
 def acc_recent_scores(inputs: ScoreInputs) -> torch.Tensor:
     """sum_{i ≥ j} w_i P̄[i, j] / sum_{i ≥ j} w_i, P̄ the mean over heads (``received`` is the weighted sum)."""
-    weights = ramp_weights(inputs.valid)
+    weights = ramp_weights(inputs.scoring())
     if inputs.received is not None:  # the layer summed the queries with ``query_weights`` already
         received = inputs.received
     else:

@@ -23,10 +23,7 @@ from harness.contracts.method import Method, ScoreInputs
 def acc_vnorm_scores(inputs: ScoreInputs) -> torch.Tensor:
     """mean_h mean_{valid i} P[h, i, j] · ‖v_{h,j}‖ (valid queries that can see j, when causal)."""
     received = inputs.heads_received() * inputs.values.norm(dim=-1).to(inputs.valid.device)
-    valid = inputs.valid.to(received.dtype)
-    seen_by = (valid.flip(1).cumsum(1).flip(1).clamp(min=1) if inputs.causal
-               else valid.sum(dim=1, keepdim=True))
-    return received.mean(dim=1) / seen_by
+    return received.mean(dim=1) / inputs.seen_by(received.dtype)
 
 
 class AccVnorm(Method):

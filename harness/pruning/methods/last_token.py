@@ -30,7 +30,7 @@ DECODER_FAMILIES = ("gpt2", "llama")
 
 
 def last_token_scores(inputs: ScoreInputs) -> torch.Tensor:
-    """mean_h P[h, last valid query, j] (zero at padding)."""
+    """mean_h P[h, last scoring query, j] (zero at padding and at keys after that query)."""
     return inputs.last_query.mean(dim=1) * inputs.valid.to(inputs.last_query.dtype)
 
 
