@@ -108,6 +108,12 @@ class ForwardStats:
         return ForwardStats(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
+def ranks(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, n) each valid token's rank among its sample's valid tokens, from the start and from the end."""
+    rank = valid.long().cumsum(dim=1) - 1
+    return rank, valid.sum(dim=1, keepdim=True) - 1 - rank
+
+
 class Pruner:
     def __init__(self, spec: ArchSpec, settings: PruningSettings, max_length: int):
         self.spec = spec
@@ -208,9 +214,8 @@ class Pruner:
 
     def protected_mask(self, valid: torch.Tensor) -> torch.Tensor:
         """(B, n) bool: the first ``protect_first`` and the protected last valid tokens of each sample."""
-        rank = valid.long().cumsum(dim=1) - 1
+        rank, from_end = ranks(valid)
         tails = torch.tensor(self._tails(valid.shape[0]), device=valid.device).unsqueeze(1)
-        from_end = valid.sum(dim=1, keepdim=True) - 1 - rank
         return valid & ((rank < self.settings.protect_first) | (from_end < tails))
 
     def mark_answers(self, valid: torch.Tensor) -> None:
@@ -225,8 +230,7 @@ class Pruner:
         if not any(answers):
             self.answer_from = None
             return
-        rank = valid.long().cumsum(dim=1) - 1
-        from_end = valid.sum(dim=1, keepdim=True) - 1 - rank
+        _, from_end = ranks(valid)
         answer = valid & (from_end < torch.tensor(answers, device=valid.device).unsqueeze(1))
         width = torch.full((len(valid),), valid.shape[1], device=valid.device)
         self.answer_from = torch.where(answer.any(dim=1), answer.long().argmax(dim=1), width)
