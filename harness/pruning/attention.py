@@ -82,16 +82,14 @@ def with_weight(bias: torch.Tensor | None, weight: torch.Tensor | None) -> torch
     return log_weight if bias is None else bias + log_weight
 
 
-def last_query_probs(query, key, valid, scaling: float, bias: torch.Tensor | None = None,
-                     queries: torch.Tensor | None = None) -> torch.Tensor:
+def last_query_probs(query, key, valid, queries, scaling: float, bias: torch.Tensor | None = None) -> torch.Tensor:
     """(B, H, n): softmax over the keys it sees of each sample's last scoring query's logits.
 
-    The last scoring query (the last of ``queries``, default the last valid token) sees the valid keys
-    up to itself: the tokens are in causal order, and those after it are padding or answer tokens
-    (``ScoreInputs.queries``).  The cost is one (1 × d) @ (d × n) product per head, 1/n of the score
-    product."""
+    The last scoring query (the last of ``queries``: the valid tokens, less any answer tokens) sees the
+    valid keys up to itself: the tokens are in causal order, and those after it are padding or answer
+    tokens (``ScoreInputs.queries``).  The cost is one (1 × d) @ (d × n) product per head, 1/n of the
+    score product."""
     batch, _, n, _ = query.shape
-    queries = valid if queries is None else queries
     order = torch.arange(1, n + 1, device=valid.device)
     last = (queries.long() * order).argmax(dim=1)  # index of the last scoring query
     rows = torch.arange(batch, device=query.device)
@@ -112,12 +110,13 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     ``queries``: (B, n) bool, the queries scores may read (``ScoreInputs.queries``); None: every valid one.
     """
     keys = key if method.needs == "keys" else None
+    scoring = valid if queries is None else queries
     if not method.needs_attention:
         fused = bias is None and fused_causal(valid, causal, query.shape[2], key.shape[2])
         context = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=None if fused else _with_bias(allowed_keys(valid, causal), bias, query),
             dropout_p=dropout, scale=scaling, is_causal=fused)
-        last = last_query_probs(query, key, valid, scaling, bias, queries) if method.needs == "last-query" else None
+        last = last_query_probs(query, key, valid, scoring, scaling, bias) if method.needs == "last-query" else None
         return context, method.score(ScoreInputs(valid, positions, None, generator, causal, keys=keys,
                                                  last_query=last, queries=queries))
     mask = allowed_keys(valid, causal)
@@ -128,7 +127,7 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     context = query.new_empty(query.shape)  # contiguous, so whole-row blocks are written in place
     received = query.new_zeros(batch, heads, 1, n)
     diagonal = query.new_zeros(batch, heads, n)
-    query_weight = method.query_weights(valid if queries is None else queries, causal).to(query.dtype)[:, None, None, :]
+    query_weight = method.query_weights(scoring, causal).to(query.dtype)[:, None, None, :]
     query = query * scaling  # scaled once here rather than on every (rows × n) block of logits
     in_place = not (torch.is_grad_enabled() and query.requires_grad)  # out= cannot be differentiated
     for b in range(0, batch, samples):

@@ -40,8 +40,9 @@ How requests reach the pruned model (written against lm-eval 0.4.13's ``HFLM``):
   lm-eval reads is computed.  The answer's tokens in the input (the continuation but its last token)
   are kept, and their queries score nothing (``ScoreInputs.queries``): the context is pruned exactly
   as its own prefill would be, its last token being the last-token methods' query, so a method never
-  selects the context by looking at the answer it is scored on.  For rolling windows the continuation is the whole window, so a rolling
-  perplexity runs (nearly) dense: a pruned position has no logits to score.  The harness's
+  selects the context by looking at the answer it is scored on.  For rolling windows the continuation
+  is the whole window, so a rolling perplexity runs (nearly) dense: a pruned position has no logits to
+  score.  The harness's
   ``heldout-ppl`` therefore scores each document's last words given the (pruned) rest.
 * Encoder-decoders (``backend == "seq2seq"``) use ``HFLM``'s seq2seq paths unchanged: the context is
   the encoder's input (padded with its attention mask, pruned), the continuation the decoder's labels
