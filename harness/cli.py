@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     where = commands.add_parser("positions", help="decoders: where the kept tokens sit, per layer and method (histograms)")
     where.add_argument("--model", default="smollm2", help="a decoder (default: smollm2)")
-    where.add_argument("--methods", default="acc,last-token,gemfilter,truncation,random")
+    where.add_argument("--methods", default="acc,acc-recent,last-token,last-token-pool,gemfilter,truncation,random")
     where.add_argument("--speedup", default="2", help="requested speedup (default: 2)")
     where.add_argument("--task", default="rt-polarity-zs",
                        help="an lm-eval task of tasks/ whose prompts are traced (default: rt-polarity-zs)")

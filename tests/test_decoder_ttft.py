@@ -175,6 +175,22 @@ def test_zero_shot_methods_without_their_own_speedup_1_row_compare_with_the_stoc
     assert tuned.loc[("rt-polarity", "acc", 2.0), "drop_vs_dense"] == pytest.approx(0.66 - 0.70)
 
 
+
+def test_rows_timed_on_two_machines_get_a_table_each_and_share_the_stock_quality():
+    """Measured speedups compare on one machine only, so each machine's rows get their own named tables
+    and frontier; a zero-shot row on a machine with no speedup-1 row reads the stock quality of another."""
+    rows = decoder_rows()
+    moved = rows[(rows.method == "gemfilter") & (rows.speedup == 2.0)].assign(hardware="cpu:y", ttft_speedup=1.1)
+    table = compare_frame(pd.concat([rows[rows.speedup == 1.0], moved]))
+    on_y = table[table.hardware == "cpu:y"].set_index("task")
+    assert on_y.loc["rt-polarity", "drop_vs_dense"] == pytest.approx(0.60 - 0.70)
+    assert on_y["frontier_ttft"].all()  # alone on its machine, whatever cpu:x's rows did
+    text = compare_markdown(table)
+    section = text[text.index("### rt-polarity"):]
+    assert section.index("Timed on cpu:x") < section.index("| smollm2 | pretrained | acc | 1 |") \
+        < section.index("Timed on cpu:y") < section.index("| smollm2 | pretrained | gemfilter | 2 | 60.00 ± 2.00 | -10.00 |")
+    assert "Timed on" not in compare_markdown(compare_frame(rows))  # one machine: the tables as before
+
 ENCODER_TABLE = """### sst2
 
 Training budget: 1 epoch(s) over 96 training examples, the same for every method; seeds per row: 1.  Recipes: acc: offline-tuning.

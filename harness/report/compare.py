@@ -21,6 +21,9 @@ that were fine-tuned:
   because rows timed minutes apart on a shared machine saw different machines; the dense forward
   of the same batch is the common unit.
 
+Rows timed on several machines get one set of tables per machine, each named: a measured speedup
+compares only with the others of its machine, and one table for two would hide that.
+
 Decoder rows timed through ``generate`` (``ttft_speedup``: ``harness.measure.generation``) get their own
 two tables per task, the equal-TTFT comparison: quality (accuracy ± lm-eval's standard error, or
 perplexity, where lower is better) against measured time-to-first-token speedup, with decode tokens/s
@@ -126,14 +129,19 @@ def _drops(table: pd.DataFrame) -> np.ndarray:
     Rows without training (zero-shot, prompts) prune the same weights whatever the method, and every
     method at speedup 1 is that stock model (tested), so a method run without a speedup-1 row of its own
     (a sweep that spends the identical dense evaluation once) is compared with the speedup-1 row of
-    another method on the same weights."""
+    another method on the same weights, timed on the same machine if there is one, else on another
+    (the stock model's quality does not depend on where it was timed)."""
     key = [column for column in GROUP if column != "speedup"]
-    dense = _speedup_one(table, key)
-    merged = table[key + ["quality"]].merge(dense, on=key, how="left")["dense_quality"].astype(float)
     shared = [column for column in key if column != "method"]
     untrained = table["recipe"].isna().to_numpy()
-    stock = table[shared].merge(_speedup_one(table[table["recipe"].isna()], shared), on=shared, how="left")
-    reference = np.where(merged.isna().to_numpy() & untrained, stock["dense_quality"].astype(float), merged)
+    reference = np.full(len(table), np.nan)
+    lookups = [(key, np.ones(len(table), dtype=bool)), (shared, untrained),
+               ([c for c in key if c != "hardware"], untrained), ([c for c in shared if c != "hardware"], untrained)]
+    for columns, allowed in lookups:
+        found = table[columns].merge(_speedup_one(table[allowed], columns), on=columns, how="left")
+        found = found["dense_quality"].astype(float).to_numpy()
+        fill = np.isnan(reference) & ~np.isnan(found) & allowed
+        reference[fill] = found[fill]
     return table["quality"].astype(float).to_numpy() - reference
 
 
@@ -204,21 +212,32 @@ def _budget(rows: pd.DataFrame) -> str:
 
 def compare_markdown(table: pd.DataFrame) -> str:
     """Per task: the budget line, the encoder table (quality in percent ± its standard error) for rows
-    without TTFT, and the decoder tables (``_decoder_tables``) for rows timed through ``generate``."""
+    without TTFT, and the decoder tables (``_decoder_tables``) for rows timed through ``generate``; rows
+    timed on several machines get one set of tables per machine, each named."""
     parts = []
     for task, rows in table.groupby("task", sort=True):
-        timed = _numbers(rows, "ttft_speedup").notna()
         parts += [f"### {task}", "", _budget(rows), ""]
-        if not timed.all():
-            parts += _encoder_table(rows[~timed])
-        if timed.any():
-            parts += ([] if timed.all() else [""]) + _decoder_tables(rows[timed])
+        machines = list(rows.groupby("hardware", sort=True, dropna=False))
+        for index, (hardware, on_machine) in enumerate(machines):
+            if len(machines) > 1:  # measured speedups compare on one machine only: never one table for two
+                parts += ([""] if index else []) + [f"Timed on {hardware} (its own frontier):", ""]
+            parts += _tables(on_machine)
         checkpoints = rows.drop_duplicates(["model", "weights"])
         if any(_busy(cores) for cores in [*rows["host_busy_cores"], *rows["generation_busy_cores"]]):
             parts += ["", f"† timed while other processes used more than {BUSY_CORES:g} of a core: a busy machine."]
         parts += ["", *(f"Weights of {r.model} ({r.weights}): {r.checkpoint or 'random weights'}."
                         for r in checkpoints.itertuples()), ""]
     return "\n".join(parts)
+
+
+def _tables(rows: pd.DataFrame) -> list[str]:
+    """One machine's rows of a task: the encoder table for rows without TTFT, the decoder tables for the rest."""
+    timed, parts = _numbers(rows, "ttft_speedup").notna(), []
+    if not timed.all():
+        parts += _encoder_table(rows[~timed])
+    if timed.any():
+        parts += ([] if timed.all() else [""]) + _decoder_tables(rows[timed])
+    return parts
 
 
 def _encoder_table(rows: pd.DataFrame) -> list[str]:
