@@ -175,7 +175,6 @@ def test_zero_shot_methods_without_their_own_speedup_1_row_compare_with_the_stoc
     assert tuned.loc[("rt-polarity", "acc", 2.0), "drop_vs_dense"] == pytest.approx(0.66 - 0.70)
 
 
-
 def test_rows_timed_on_two_machines_get_a_table_each_and_share_the_stock_quality():
     """Measured speedups compare on one machine only, so each machine's rows get their own named tables
     and frontier; a zero-shot row on a machine with no speedup-1 row reads the stock quality of another."""
@@ -190,6 +189,7 @@ def test_rows_timed_on_two_machines_get_a_table_each_and_share_the_stock_quality
     assert section.index("Timed on cpu:x") < section.index("| smollm2 | pretrained | acc | 1 |") \
         < section.index("Timed on cpu:y") < section.index("| smollm2 | pretrained | gemfilter | 2 | 60.00 ± 2.00 | -10.00 |")
     assert "Timed on" not in compare_markdown(compare_frame(rows))  # one machine: the tables as before
+
 
 ENCODER_TABLE = """### sst2
 
