@@ -23,6 +23,7 @@ import torch
 
 import harness
 from harness.models.catalog import load_causal_lm
+from harness.pruning.methods import PREFILL_STUDY
 from harness.runners.prompt_suites import build_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
@@ -72,7 +73,7 @@ def attended_share(stock, items) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="acc,acc-recent,last-token,last-token-pool,gemfilter,truncation,random")
+    parser.add_argument("--methods", default=",".join(PREFILL_STUDY))
     parser.add_argument("--filter-layers", default="", help="extra gemfilter rows at these filter layers")
     parser.add_argument("--speedup", type=float, default=2.0)
     parser.add_argument("--limit", type=int, default=5)

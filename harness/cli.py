@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     where = commands.add_parser("positions", help="decoders: where the kept tokens sit, per layer and method (histograms)")
     where.add_argument("--model", default="smollm2", help="a decoder (default: smollm2)")
-    where.add_argument("--methods", default="acc,acc-recent,last-token,last-token-pool,gemfilter,truncation,random")
+    where.add_argument("--methods", default=None, help="comma-separated (default: the prefill study's seven, "
+                       "harness.pruning.methods.PREFILL_STUDY)")
     where.add_argument("--speedup", default="2", help="requested speedup (default: 2)")
     where.add_argument("--task", default="rt-polarity-zs",
                        help="an lm-eval task of tasks/ whose prompts are traced (default: rt-polarity-zs)")
@@ -182,11 +183,11 @@ def _positions(args) -> None:
     from harness.measure.hardware import set_threads
     from harness.models.catalog import load_causal_lm, model_spec
     from harness.pruning.flops import check_speedup
-    from harness.pruning.methods import METHODS
+    from harness.pruning.methods import METHODS, PREFILL_STUDY
     from harness.report.positions import plot_positions, positions_by_method, summary
     from harness.runners.prompt_suites import build_prompts
 
-    methods = _names(args.methods, "--methods")
+    methods = _names(args.methods, "--methods") if args.methods is not None else list(PREFILL_STUDY)
     for method in methods:
         METHODS.get(method)
     speedup = check_speedup(args.speedup)

@@ -53,6 +53,21 @@ def test_prediction_is_the_tables_arithmetic():
         model.dense_ms(1, 200)
 
 
+def test_whole_forward_residuals_add_to_the_tables_sum():
+    """What whole forwards took beyond the tables (``fit_residuals``) is added per length: the dense
+    residual to the stock forward and to a forward that dropped nothing, the pruned one to a pruned
+    forward; a calibration made before residuals predicts as it did."""
+    plain = synthetic(calibration_key("bert", SPEC))
+    tables = {batch: {**table, "residual_dense": [2.0] * len(LENGTHS),
+                      "residual_pruned": [0.5 + 0.1 * n for n in LENGTHS]} for batch, table in plain.tables.items()}
+    fitted = LatencyModel(plain.key, 4, 1, LENGTHS, tables)
+    n = 37
+    assert fitted.dense_ms(1, n) == pytest.approx(plain.dense_ms(1, n) + 2.0)
+    assert fitted.pruned_ms(1, n, [n] * 4) == pytest.approx(plain.pruned_ms(1, n, [n] * 4) + 2.0)
+    assert fitted.pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(plain.pruned_ms(1, n, [37, 20, 1, 1]) + 0.5 + 3.7)
+    assert fitted.head(True).pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(fitted.pruned_ms(1, n, [37, 20, 1, 1]))
+
+
 def test_tables_are_made_monotone_by_pooling_not_by_minima():
     """Isotonic regression: a flat, noisy stretch (batch 1, weight-bound) is averaged, not taken at its
     lowest sample, which made every short length read low."""
@@ -154,7 +169,8 @@ def test_calibration_is_stored_by_key_and_reused(tiny_checkpoint, cache, monkeyp
     assert {"architecture", "dtype", "device", "hardware", "torch", "threads"} <= set(stored["key"])
     assert stored["key"]["threads"] == torch.get_num_threads() and stored["key"]["device"] == "cpu"
     assert stored["validation"]["latency_predictions"] > 0 and "latency_within_10pct" in stored["validation"]
-    assert all(len(stored["tables"]["1"][name]) == len(latency.lengths) for name in ("stock", "drop_min", "drop_all"))
+    assert all(len(stored["tables"]["1"][name]) == len(latency.lengths)
+               for name in ("stock", "drop_min", "drop_all", "residual_dense", "residual_pruned"))
 
     monkeypatch.setattr(calibration, "time_probes", lambda *a, **k: pytest.fail("timed again"))
     again, reused = calibration.calibrate(str(tiny_checkpoint), [2], max_length=12, progress=False)
@@ -235,6 +251,16 @@ def test_calibration_rounds_visit_every_point_in_a_rotating_order():
     assert all(len(p.samples) == 3 and p.per_round == 1 for p in probes)
     probes[0].samples = [0.003, 0.001, 0.002]
     assert calibration.probe_value(probes[0]) == pytest.approx(2.0)
+
+
+def test_calibration_times_layer_calls_without_autograd():
+    """The forwards the tables predict run under ``no_grad``; a probe timed with autograd on kept the
+    explicit attention's scores alive for backward and read the batch-16 drop layers up to 40% slow."""
+    weight = torch.nn.Parameter(torch.ones(2, 2))
+    outputs: list[torch.Tensor] = []
+    probe = calibration.Probe("stock", 0, lambda item: outputs.append(item @ weight), [torch.ones(1, 2)])
+    calibration.time_probes([probe], "cpu", budget_s=0.0, rounds=2)
+    assert outputs and not any(out.requires_grad for out in outputs)
 
 
 def test_the_dense_reference_reads_the_pruned_models_weights(tiny_pruned):

@@ -32,7 +32,7 @@ from __future__ import annotations
 from harness.contracts.method import Method, ScoreInputs
 from harness.registry import Registry, instance
 
-__all__ = ["METHODS", "Method", "ScoreInputs", "acc_scores", "random_scores", "truncation_scores"]
+__all__ = ["METHODS", "PREFILL_STUDY", "Method", "ScoreInputs", "acc_scores", "random_scores", "truncation_scores"]
 
 METHODS: Registry[Method] = Registry("method", group="harness.methods",
                                      accepts=lambda obj: isinstance(instance(obj), Method), adapt=instance)
@@ -59,3 +59,8 @@ for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), 
                 AccSearch(), AccDistill(), AccDecay(), AccDecayDistill(), LastToken(), GemFilter(), AccRecent(),
                 LastTokenPool()):
     METHODS.register(_method.name, _method)
+
+PREFILL_STUDY = ("acc", "acc-recent", "last-token", "last-token-pool", "gemfilter", "truncation", "random")
+"""The methods the decoder prefill study compares (README "Decoder prefill baselines"): every one that runs a
+pretrained decoder zero-shot.  The default of ``harness positions --methods`` and of
+``bench/recall_sources.py``, so a new prefill method is added in one place."""
