@@ -53,17 +53,16 @@ def test_prediction_is_the_tables_arithmetic():
         model.dense_ms(1, 200)
 
 
-def test_whole_forward_residuals_add_to_the_tables_sum():
-    """What whole forwards took beyond the tables (``fit_residuals``) is added per length: the dense
-    residual to the stock forward and to a forward that dropped nothing, the pruned one to a pruned
-    forward; a calibration made before residuals predicts as it did."""
+def test_a_pruned_forwards_residual_adds_to_the_tables_sum():
+    """What whole pruned forwards took beyond the tables (``fit_residuals``) is added per length to every
+    forward that drops tokens, not to the dense one or one that drops nothing; a calibration made before
+    residuals predicts as it did."""
     plain = synthetic(calibration_key("bert", SPEC))
-    tables = {batch: {**table, "residual_dense": [2.0] * len(LENGTHS),
-                      "residual_pruned": [0.5 + 0.1 * n for n in LENGTHS]} for batch, table in plain.tables.items()}
+    tables = {batch: {**table, "residual": [0.5 + 0.1 * n for n in LENGTHS]} for batch, table in plain.tables.items()}
     fitted = LatencyModel(plain.key, 4, 1, LENGTHS, tables)
     n = 37
-    assert fitted.dense_ms(1, n) == pytest.approx(plain.dense_ms(1, n) + 2.0)
-    assert fitted.pruned_ms(1, n, [n] * 4) == pytest.approx(plain.pruned_ms(1, n, [n] * 4) + 2.0)
+    assert fitted.dense_ms(1, n) == pytest.approx(plain.dense_ms(1, n))
+    assert fitted.pruned_ms(1, n, [n] * 4) == pytest.approx(plain.pruned_ms(1, n, [n] * 4))
     assert fitted.pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(plain.pruned_ms(1, n, [37, 20, 1, 1]) + 0.5 + 3.7)
     assert fitted.head(True).pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(fitted.pruned_ms(1, n, [37, 20, 1, 1]))
 
@@ -170,7 +169,7 @@ def test_calibration_is_stored_by_key_and_reused(tiny_checkpoint, cache, monkeyp
     assert stored["key"]["threads"] == torch.get_num_threads() and stored["key"]["device"] == "cpu"
     assert stored["validation"]["latency_predictions"] > 0 and "latency_within_10pct" in stored["validation"]
     assert all(len(stored["tables"]["1"][name]) == len(latency.lengths)
-               for name in ("stock", "drop_min", "drop_all", "residual_dense", "residual_pruned"))
+               for name in ("stock", "drop_min", "drop_all", "residual"))
 
     monkeypatch.setattr(calibration, "time_probes", lambda *a, **k: pytest.fail("timed again"))
     again, reused = calibration.calibrate(str(tiny_checkpoint), [2], max_length=12, progress=False)

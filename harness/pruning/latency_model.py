@@ -25,17 +25,17 @@ this machine's stock modules and kernels through the family's own methods:
 * ``outside_dense[n]``: everything but the layers (embeddings, masks, final norm, head) of a dense
   forward; ``outside_min[n]``/``outside_all[n]``: the same after drops, with the head (a decoder's LM
   head on the kept rows) reading the protected minimum or all n rows; linear in the rows in between;
-* ``residual_dense[n]``/``residual_pruned[n]``: what whole forwards (stock dense; pruned at FLOP target 3)
-  took beyond the sum of the above, timed at two lengths (``harness.measure.calibrate.fit_residuals``
-  says why: calls timed in loops of their own run faster than among a forward's other calls), added
-  to every dense (or drop-free) and every pruned prediction at that batch size and length.
+* ``residual[n]``: what a whole pruned forward (FLOP target 3) took beyond the sum of the above, timed
+  at two lengths against the stock dense forward (``harness.measure.calibrate.fit_residuals`` says
+  why: calls timed in loops of their own run faster than among a forward's other calls), added to
+  every prediction of a forward that drops tokens.
 
 Tables are per layer (each point is the median of calls cycled over all layers, so weights stream
 from memory as they do in a forward), made non-decreasing in n by isotonic regression (``_monotone``;
-not the residuals).  Between calibrated lengths time is linear in n; between calibrated batch sizes,
+not the residual).  Between calibrated lengths time is linear in n; between calibrated batch sizes,
 linear in the batch size at the same n; above the largest, proportional to it.  Lengths beyond the
 calibrated range are an error that says how to calibrate further.  Predicted dense latency is
-``outside_dense + L·stock + residual_dense``; the prediction is for a batch of equal-length samples
+``outside_dense + L·stock``; the prediction is for a batch of equal-length samples
 (the latency batches of ``harness run`` and ``bench/``), each sample's τ solved for the batch's shape.
 
 Stored calibrations are JSON files in ``$HARNESS_CACHE/latency/``, keyed by hardware (CPU model and
@@ -63,9 +63,9 @@ SPEEDUP_MODELS = ("flops", "latency")
 latency(dense)/latency(pruned) on this machine for the batch shape being run."""
 FORMAT = 1
 SERIES = ("stock", "stock_after", "drop_min", "drop_all", "outside_dense", "outside_min", "outside_all")
-RESIDUALS = ("residual_dense", "residual_pruned")
-"""What whole forwards took beyond the tables' sum, per length (``harness.measure.calibrate.fit_residuals``):
-not made monotone (a residual may be negative), zero in a calibration made before them."""
+RESIDUAL = "residual"
+"""What a whole pruned forward took beyond the tables' sum, per length (``harness.measure.calibrate.
+fit_residuals``): not made monotone (it may be negative), zero in a calibration made before it."""
 FALLBACK = {"stock_after": "stock", "outside_dense_last": "outside_dense", "outside_last": "outside_min"}
 """Series a calibration may lack (an encoder's stock layer after a drop is its stock layer; a model
 without a last-token head has no last-token series) and what stands in for them."""
@@ -295,8 +295,7 @@ class LatencyModel:
         def at(size):
             table = self.tables[size]
             out = {name: series(table, name) for name in SERIES}
-            out.update({name: np.asarray(table.get(name) or np.zeros(len(self.lengths)), dtype=float)
-                        for name in RESIDUALS})
+            out[RESIDUAL] = np.asarray(table.get(RESIDUAL) or np.zeros(len(self.lengths)), dtype=float)
             out["single"] = table.get("single")
             return out
 
@@ -329,8 +328,7 @@ class LatencyModel:
         """Predicted latency of the stock dense forward of ``batch`` samples of ``n`` tokens."""
         self._check_length(n)
         table = self._table(batch)
-        return (self._at(table, "outside_dense", n) + self.num_layers * self._at(table, "stock", n)
-                + self._at(table, "residual_dense", n))
+        return self._at(table, "outside_dense", n) + self.num_layers * self._at(table, "stock", n)
 
     def pruned_ms(self, batch: int, n: int, counts) -> float:
         """Predicted latency of the pruned forward whose layers keep ``counts`` of ``n`` tokens per sample."""
@@ -349,10 +347,10 @@ class LatencyModel:
                 dropped = True
             n_in = k
         if not dropped:
-            return total + self._at(table, "outside_dense", n) + self._at(table, "residual_dense", n)
+            return total + self._at(table, "outside_dense", n)
         low, high = self._at(table, "outside_min", n), self._at(table, "outside_all", n)
         share = 0.0 if n <= self.protected else (n_in - min(self.protected, n)) / (n - min(self.protected, n))
-        return total + low + share * (high - low) + self._at(table, "residual_pruned", n)
+        return total + low + share * (high - low) + self._at(table, RESIDUAL, n)
 
     def speedup(self, batch: int, n: int, counts) -> float:
         return self.dense_ms(batch, n) / self.pruned_ms(batch, n, counts)
