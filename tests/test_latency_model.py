@@ -174,6 +174,9 @@ def test_calibration_is_stored_by_key_and_reused(tiny_checkpoint, cache, monkeyp
     monkeypatch.setattr(calibration, "time_probes", lambda *a, **k: pytest.fail("timed again"))
     again, reused = calibration.calibrate(str(tiny_checkpoint), [2], max_length=12, progress=False)
     assert reused and again is find_calibration(latency.key)
+    # a calibration of an older format (timed with autograd on, no residual) is made again, not used
+    path.write_text(json.dumps({**stored, "format": 1}))
+    assert find_calibration(latency.key) is None
     # another thread count is another machine as far as latency goes
     assert find_calibration({**latency.key, "threads": latency.key["threads"] + 7}) is None
 

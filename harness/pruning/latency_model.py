@@ -61,7 +61,10 @@ from harness.registry import HarnessError
 SPEEDUP_MODELS = ("flops", "latency")
 """What a requested speedup means: FLOPs(dense)/FLOPs(pruned) (default), or predicted wall-clock
 latency(dense)/latency(pruned) on this machine for the batch shape being run."""
-FORMAT = 1
+FORMAT = 2
+"""2 (2026-12-03): layer calls timed without autograd, and the pruned forward's ``residual``.  A stored
+calibration of another format is treated as missing, so ``harness calibrate`` makes it again: format 1
+tables read the long batch-16 drop layers up to 40% slow."""
 SERIES = ("stock", "stock_after", "drop_min", "drop_all", "outside_dense", "outside_min", "outside_all")
 RESIDUAL = "residual"
 """What a whole pruned forward took beyond the tables' sum, per length (``harness.measure.calibrate.
@@ -154,6 +157,8 @@ def find_calibration(key: dict) -> "LatencyModel | None":
         return cached[1]
     try:
         data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("format") != FORMAT:
+            return None
         model = LatencyModel.from_dict(data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"the latency calibration {path} cannot be read ({exc}); delete it and run "
