@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import sys
 import time
 
@@ -32,7 +31,7 @@ from harness.measure.calibrate import calibrate, load_for_timing, validation_lin
 from harness.measure.hardware import check_device, hardware_fingerprint, set_threads
 from harness.models import family_for
 from harness.pruning.flops import UnreachableSpeedupError
-from harness.pruning.surface import stock_copy
+from harness.pruning.surface import last_token_kwargs, stock_copy
 
 SHAPES = {"bert": ["1x128", "1x512", "16x128", "16x512"], "smollm2": ["1x1024"]}
 TOLERANCE = 0.05
@@ -65,9 +64,9 @@ def measure_shape(name: str, model, stock, batch: int, length: int, speedups: li
                   device: str) -> list[dict]:
     ids = torch.randint(1, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
     inputs = {k: v.to(device) for k, v in family_for(model).latency_inputs(model, ids).items()}
-    prefill = "logits_to_keep" in inspect.signature(model.forward).parameters
-    if prefill:  # a decoder's prefill: logits for the last token only, as bench_decoder.py times it
-        inputs["logits_to_keep"] = 1
+    last = last_token_kwargs(model)  # a decoder's prefill: logits for the last token only, as bench_decoder.py times it
+    inputs.update(last)
+    prefill = bool(last)
     method = model.pruning.method
     variants = {"dense": (lambda: None, lambda: stock(**inputs))}
     settings, unreachable = {}, {}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import inspect
 import math
 import sys
 import time
@@ -43,7 +42,7 @@ from harness.models import family_for, stack
 from harness.pruning.attention import layer_mask
 from harness.pruning.latency_model import (RESIDUAL, LatencyModel, calibration_key, describe_key,
                                            find_calibration, save_calibration)
-from harness.pruning.surface import stock_copy
+from harness.pruning.surface import last_token_kwargs, stock_copy
 from harness.registry import HarnessError
 
 LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768,
@@ -196,7 +195,7 @@ def grid_probes(model, batch: int, lengths: list[int], device: str) -> tuple[lis
     the protected count, and which series alias another (an encoder without padding runs the same
     stock call after a drop; a drop to the protected minimum of a short input keeps all of it)."""
     probes: list[Probe] = []
-    last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else None
+    last = last_token_kwargs(model)
     outside = ["outside_dense", "outside_min", "outside_all"] + (["outside_dense_last", "outside_last"] if last else [])
     meta = {"protected": 1, "separate_after": True, "aliases": [], "outside": outside}
 
@@ -337,15 +336,15 @@ def fit_residuals(model, latency: LatencyModel, device: str, target: float = 3.0
     pruned forward, and the solver overshot 1 × 128 by 10%.  The held-out validation that follows
     checks the result on other shapes."""
     stock = stock_copy(model)
-    prefill = "logits_to_keep" in inspect.signature(model.forward).parameters
-    view = latency.head(prefill)
+    last = last_token_kwargs(model)
+    view = latency.head(bool(last))
     grid = latency.lengths
     fitted = sorted({min(grid, key=lambda n: abs(n - share * latency.max_length)) for share in RESIDUAL_AT})
     residuals = {}
     for batch in latency.batch_sizes:
         points = []
         for n in fitted:
-            inputs = {**_inputs(model, batch, n, device), **({"logits_to_keep": 1} if prefill else {})}
+            inputs = {**_inputs(model, batch, n, device), **last}
             pruned, counts = _pruned_at(model, target, inputs)
             timings = interleaved_latency({"dense": lambda: stock(**inputs), "pruned": lambda: pruned(**inputs)},
                                           warmup=1, repeats=repeats, device=device)

@@ -142,11 +142,12 @@ def describe_key(key: dict) -> str:
             f"torch {key['torch']}")
 
 
-_LOADED: dict[str, tuple[float, "LatencyModel"]] = {}
+_LOADED: dict[str, tuple[float, "LatencyModel | None"]] = {}
 
 
 def find_calibration(key: dict) -> "LatencyModel | None":
-    """The stored calibration for ``key``, or None (read once per file version)."""
+    """The stored calibration for ``key``, or None (also for one of another ``FORMAT``); each file version
+    is read once."""
     path = calibration_path(key)
     try:
         stamp = path.stat().st_mtime_ns
@@ -157,9 +158,8 @@ def find_calibration(key: dict) -> "LatencyModel | None":
         return cached[1]
     try:
         data = json.loads(path.read_text())
-        if isinstance(data, dict) and data.get("format") != FORMAT:
-            return None
-        model = LatencyModel.from_dict(data)
+        stale = isinstance(data, dict) and data.get("format") != FORMAT  # another format: made again, as if missing
+        model = None if stale else LatencyModel.from_dict(data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"the latency calibration {path} cannot be read ({exc}); delete it and run "
                            f"harness calibrate again") from None

@@ -132,9 +132,15 @@ def attach(model: torch.nn.Module, family, settings: PruningSettings) -> None:
     model.harness_pruner = Pruner(family.arch_spec(model), settings, family.max_length(model))
     model.harness_pruner.family_name = family.name
     family.install(model, model.harness_pruner)
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+    if last_token_kwargs(model):
         model.register_forward_pre_hook(_note_logits_to_keep, with_kwargs=True)
     model.__class__ = pruned_class(type(model))
+
+
+def last_token_kwargs(model) -> dict:
+    """``{"logits_to_keep": 1}`` where the forward takes it (a decoder's prefill: logits for the last token
+    only), else ``{}``: what a prefill timing passes, and whether the latency model's last-token head applies."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def _note_logits_to_keep(model, args, kwargs):
