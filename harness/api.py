@@ -5,24 +5,35 @@ model's family (``harness.models.FAMILIES``) routes its forward through the shar
 which runs the very same weight modules, and the model's class becomes a subclass of its own class with
 the same name, adding the public surface of ``harness.pruning.surface.PrunedModelMixin``
 (``set_speedup``, ``last_kept``, ``last_forward``, ``pruning``, ...).  Forward signature, output
-classes, state-dict keys and the ``architectures`` written by ``save_pretrained`` are unchanged, so a
-pruned checkpoint still loads as a stock dense model in plain transformers; ``harness.from_pretrained``
-reads the pruning settings that ``save_pretrained`` stored in ``config.harness_pruning`` and restores
-them.
+classes, state-dict keys and the ``architectures`` written by ``save_pretrained`` are unchanged, so plain
+transformers can still read a pruned checkpoint's weights.
+
+A pruned checkpoint loads pruned: ``save_pretrained`` stores the settings in ``config.harness_pruning``,
+``harness.from_pretrained`` restores them, and so does transformers' own ``from_pretrained`` (the Auto
+classes and the model classes alike) once ``harness`` is imported: importing it wraps
+``PreTrainedModel.from_pretrained`` (``_restoring_pruning``).  Why this and not another class name in
+``architectures`` (an Auto-class registration or remote code): those would make the checkpoint unreadable,
+or readable only with ``trust_remote_code``, without the harness.  What is left: in a process that never
+imports ``harness``, transformers still loads it as the dense model without a word (no config.json field
+makes it warn; only a fake tensor in the weights would, as an "unexpected" key); the ``harness_pruning``
+field in config.json is the only sign.
 
 This module sits above ``harness.models`` and ``harness.pruning``: the layering runs strictly downward.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import transformers
-from transformers import AutoConfig
+from transformers import AutoConfig, PreTrainedModel
 
 from harness.models import family_for
+from harness.models.checkpoint_files import load_exactly
 from harness.pruning.methods import METHODS
 from harness.pruning.pruner import PruningSettings
-from harness.pruning.surface import attach
+from harness.pruning.surface import PrunedModelMixin, attach
 from harness.registry import HarnessError
 
 
@@ -51,12 +62,38 @@ def from_pretrained(path: str, **kwargs) -> torch.nn.Module:
     """Load a checkpoint saved from a pruned model and restore its pruning settings.
 
     The class comes from the checkpoint's ``architectures``; a checkpoint without stored settings is
-    pruned with the defaults (speedup 1), so the same call serves stock checkpoints too.
+    pruned with the defaults (speedup 1), so the same call serves stock checkpoints too.  The weights must
+    fill that class exactly (``load_exactly``; unused pre-training heads aside): a missing, unknown or
+    mis-shaped tensor is an error, not a random initialisation.
     """
     config = AutoConfig.from_pretrained(path)
     architectures = getattr(config, "architectures", None) or []
     cls = getattr(transformers, architectures[0], None) if architectures else None
     if cls is None:
         raise HarnessError(f"{path}: config.json names no transformers architecture ({architectures!r})")
-    model = cls.from_pretrained(path, **kwargs)
+    model = load_exactly(cls, path, str(path), **kwargs)
     return prune(model, **(getattr(config, "harness_pruning", None) or {}))
+
+
+def _restoring_pruning(load):
+    """``PreTrainedModel.from_pretrained`` that also restores the pruning a checkpoint's config stores.
+
+    Why: a checkpoint saved from a pruned model otherwise loads through transformers' own loaders as the
+    dense model, silently: numbers measured with it would not be the pruned model's.  Checkpoints without
+    ``harness_pruning`` load as before; ``output_loading_info`` still returns ``(model, info)``.
+    """
+    @functools.wraps(load)
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = load(cls, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        settings = getattr(model.config, "harness_pruning", None)
+        if settings and not isinstance(model, PrunedModelMixin):
+            prune(model, **settings)
+        return loaded
+
+    from_pretrained.harness_restores_pruning = True
+    return from_pretrained
+
+
+if not getattr(PreTrainedModel.from_pretrained, "harness_restores_pruning", False):  # once, even if reloaded
+    PreTrainedModel.from_pretrained = classmethod(_restoring_pruning(PreTrainedModel.from_pretrained.__func__))

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speedup-model", default="flops",
                      help="flops | latency: what a speedup means, FLOPs(dense)/FLOPs(pruned) (default) or predicted "
                           "wall-clock latency on this machine (needs 'harness calibrate')")
-    run.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads, 1 to this process's logical cores (default: torch's choice)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-length", type=int, default=128)
     run.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (default: 2)")
@@ -78,14 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="build Markdown and CSV tables from run folders")
     board.add_argument("runs", nargs="+", help="run folders")
-    board.add_argument("--name", default=None, help="file name stem (default: the first run folder's name)")
+    board.add_argument("--name", default=None,
+                       help="file name stem, no folders (default: the first run folder's name)")
     board.add_argument("--out", default=str(LEADERBOARDS))
 
     compare = commands.add_parser("compare", help="methods side by side at equal cost: table and plot per task")
     compare.add_argument("runs", nargs="+", help="run folders")
-    compare.add_argument("--name", default=None, help="file name stem (default: the first run folder's name)")
+    compare.add_argument("--name", default=None,
+                         help="file name stem, no folders (default: the first run folder's name)")
     compare.add_argument("--out", default=".",
-                         help="folder for leaderboards/<name>_compare.md|csv and plots/<name>/ (default: .)")
+                         help="folder for leaderboards/<name>_compare.md|csv and plots/<name>/ (default: .; "
+                              "not empty)")
 
     plot = commands.add_parser("plot", help="paper-style figures from run folders")
     plot.add_argument("runs", nargs="+", help="run folders")
@@ -97,22 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
                        "harness.pruning.methods.PREFILL_STUDY)")
     where.add_argument("--speedup", default="2", help="requested speedup (default: 2)")
     where.add_argument("--task", default="rt-polarity-zs",
-                       help="an lm-eval task of tasks/ whose prompts are traced (default: rt-polarity-zs)")
+                       help="an lm-eval task of tasks/ (a file's name without .yaml) whose prompts are traced "
+                            "(default: rt-polarity-zs)")
     where.add_argument("--limit", type=int, default=20, help="prompts traced (the task's first N documents; default 20)")
     where.add_argument("--weights", default="pretrained", choices=("pretrained", "random"))
-    where.add_argument("--threads", type=int, default=None)
+    where.add_argument("--threads", type=int, default=None,
+                       help="torch threads, 1 to this process's logical cores (default: torch's choice)")
     where.add_argument("--out", default=str(PLOTS), help="folder for the figure (default: plots)")
 
     cal = commands.add_parser("calibrate", help="time an architecture's layers on this machine for --speedup-model latency")
     cal.add_argument("--models", default="bert", help="comma-separated aliases or local folders (default: bert)")
     cal.add_argument("--batch-sizes", default="1,16", help="comma-separated batch sizes to time (default: 1,16)")
-    cal.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    cal.add_argument("--threads", type=int, default=None,
+                     help="torch threads, 1 to this process's logical cores (default: torch's choice)")
     cal.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     cal.add_argument("--max-length", type=int, default=None,
                      help="longest input to calibrate (default: 512 for encoders, 1024 for decoders)")
-    cal.add_argument("--budget", type=float, default=0.25, help="seconds of timing per grid point (default: 0.25)")
+    cal.add_argument("--budget", type=float, default=0.25,
+                     help="seconds of timing per grid point, >= 0 (default: 0.25; 0: one timed call per point)")
     cal.add_argument("--validate-seconds", type=float, default=60.0,
-                     help="seconds of held-out validation (default: 60; 0: none)")
+                     help="seconds of held-out validation, >= 0 (default: 60; 0: none)")
     cal.add_argument("--force", action="store_true", help="time again even if a calibration is stored")
     cal.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -132,6 +140,8 @@ def _run(args) -> None:
     from harness.runners.glue import TrainSettings
     from harness.runners.sweep import SweepConfig, run_sweep
 
+    _folder(args.out, "--out")  # before any work: an empty one means the current folder
+    _folder(args.report_dir, "--report-dir")
     config = SweepConfig(
         models=_names(args.models, "--models"), tasks=_names(args.tasks, "--tasks"),
         speedups=_names(args.speedups, "--speedups", "numbers >= 1 such as 1,2,4"),
@@ -185,6 +195,7 @@ def _positions(args) -> None:
     from harness.pruning.flops import check_speedup
     from harness.pruning.methods import METHODS, PREFILL_STUDY
     from harness.report.positions import plot_positions, positions_by_method, summary
+    from harness.runners.lm_eval_bridge import check_own_task
     from harness.runners.prompt_suites import build_prompts
 
     methods = _names(args.methods, "--methods") if args.methods is not None else list(PREFILL_STUDY)
@@ -193,6 +204,7 @@ def _positions(args) -> None:
     speedup = check_speedup(args.speedup)
     if args.limit < 1:
         raise HarnessError(f"--limit must be a positive integer, got {args.limit}")
+    check_own_task(args.task, "harness positions")
     if not model_spec(args.model).is_decoder:
         raise HarnessError(f"harness positions traces decoders; {args.model!r} is not one")
     set_threads(args.threads)
@@ -259,11 +271,33 @@ def _prompt_figures(runs: list[Path], out: Path) -> None:
 
 
 def _existing_runs(paths: list[str]) -> list[Path]:
-    runs = [Path(path) for path in paths]
+    """The run folders, each once (``runs/x runs/x``, or a link to it, would count its rows twice)."""
+    from harness.report.store import unique_runs
+
+    runs = unique_runs(paths)
     for run in runs:
         if not (run / "results.jsonl").is_file():
             raise HarnessError(f"{run} is not a run folder: it has no results.jsonl")
     return runs
+
+
+def _folder(value: str | None, option: str) -> Path | None:
+    """``value`` as a folder (None: not given).  An empty one is refused: ``Path('')`` is the current folder,
+    so ``--report-dir ''`` wrote over the committed ``leaderboards/`` of a clone."""
+    if value is not None and not value.strip():
+        raise HarnessError(f"{option} is empty; give a folder ('.' for the current one)")
+    return None if value is None else Path(value)
+
+
+def _report_args(args) -> tuple[list[Path], Path | None, str]:
+    """leaderboard, compare, plot: the run folders (each once), ``--out`` and the report name, all checked
+    before anything is read or written."""
+    from harness.report.location import default_name, report_name
+
+    out = _folder(args.out, "--out")
+    runs = _existing_runs(args.runs)
+    name = getattr(args, "name", None)
+    return runs, out, report_name(default_name(runs[0]) if name is None else name)
 
 
 def _list() -> None:
@@ -293,9 +327,11 @@ def _list() -> None:
 
 
 def _cache(action: str, name: str | None) -> int:
-    """``harness cache verify|clear [NAME]``; verify exits 1 when it finds a damaged entry (which heals
-    itself when next used), clear removes what NAME selects."""
-    from harness.assets.cache import cache_dir, entry_name, entry_problem, remove_entry, select_entries
+    """``harness cache verify|clear [NAME]``; verify hashes every file and exits 1 when it finds a damaged
+    entry, which it marks so that its next use rebuilds it (a use checks only sizes and mtimes by default),
+    clear removes what NAME selects."""
+    from harness.assets.cache import (cache_dir, entry_name, entry_problem, mark_damaged, remove_entry,
+                                      select_entries)
 
     selected = select_entries(name)
     if action == "clear":
@@ -311,7 +347,7 @@ def _cache(action: str, name: str | None) -> int:
         problem = entry_problem(path, always=True)
         damaged += problem is not None
         print(f"ok       {entry_name(path)}" if problem is None else
-              f"damaged  {entry_name(path)}: {problem}; it is rebuilt when next used")
+              f"damaged  {entry_name(path)}: {problem}; {mark_damaged(path, problem)}")
     print(f"{len(selected)} entries in {cache_dir()}, {damaged} damaged")
     return 1 if damaged else 0
 
@@ -343,18 +379,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             _run(args)
         elif args.command == "leaderboard":
-            runs = _existing_runs(args.runs)
-            _board(runs, Path(args.out), args.name or runs[0].name)
-            _prompt_board(runs, Path(args.out), args.name or runs[0].name)
+            runs, out, name = _report_args(args)
+            _board(runs, out, name)
+            _prompt_board(runs, out, name)
         elif args.command == "compare":
-            runs = _existing_runs(args.runs)
-            name = args.name or runs[0].name
-            _compare(runs, Path(args.out) / LEADERBOARDS, Path(args.out) / PLOTS / name, name)
+            runs, out, name = _report_args(args)
+            _compare(runs, out / LEADERBOARDS, out / PLOTS / name, name)
         elif args.command == "plot":
             from harness.report.leaderboard import load_rows
 
-            runs = _existing_runs(args.runs)
-            out = Path(args.out) if args.out else PLOTS / runs[0].name
+            runs, out, name = _report_args(args)
+            out = out if out is not None else PLOTS / name
             _figures(load_rows(runs), out)
             _prompt_figures(runs, out)
         elif args.command == "positions":

@@ -20,6 +20,22 @@ def _one_timing_try(monkeypatch):
 
 
 @pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The test's own empty harness cache, checked the default way (sizes and mtimes, no HARNESS_VERIFY)."""
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HARNESS_VERIFY", raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, cache):
+    """The test's own current folder and cache, with the hub offline (as everywhere here)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+@pytest.fixture
 def tiny_classifier():
     """A random tiny BertForSequenceClassification (eval mode) built with the given attention kernel."""
 
@@ -109,4 +125,36 @@ def tiny_gpt2_checkpoint(tiny_checkpoint, tmp_path_factory):
     config = GPT2Config(n_embd=64, n_layer=6, n_head=4, vocab_size=len(tokenizer), n_positions=128,
                         pad_token_id=tokenizer.pad_token_id, num_labels=2)
     GPT2ForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+LM_CORPUS = [
+    "Review: the movie was good and the plot was great\nSentiment: positive",
+    "Review: a dull, boring film with weak actors\nSentiment: negative",
+    "The council said the new road would open in July, after two years of work.",
+    "Question: is the sky blue?\nAnswer: yes",
+]
+"""Text the tiny language model's tokenizer is trained on (and ``test_lm_eval`` scores)."""
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """A folder with a random 4-layer GPT2LMHeadModel and a matching byte-level BPE tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(LM_CORPUS * 20, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>",
+                                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=4, n_head=4, n_positions=512,
+                        bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
     return folder

@@ -42,12 +42,6 @@ def _asset(payload: bytes, filename="fake_dist-1.0-py3-none-any.whl", members=("
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
 def fake_pip(monkeypatch):
     """Replace pip: ``fake_pip(filename, payload)`` makes each download write ``payload``; counts calls."""
     calls = []

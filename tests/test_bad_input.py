@@ -19,14 +19,6 @@ from harness.registry import HarnessError
 REPO = Path(harness.__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
-
-
 def run_args(checkpoint, data_dir, *extra, out="run"):
     return ["run", "--models", str(checkpoint), "--tasks", "sst2", "--data-dir", str(data_dir), "--speedups", "2",
             "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--repeats", "1", "--out", out,

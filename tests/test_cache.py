@@ -32,13 +32,6 @@ ASSET = Asset("fake", "fake-dist", "1.0", "fake_dist-1.0-py3-none-any.whl", hash
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HARNESS_VERIFY", raising=False)
-    return tmp_path / "cache"
-
-
-@pytest.fixture
 def downloads(monkeypatch):
     """A fake pip serving ``PAYLOAD``; the list grows by one per download."""
     calls = []

@@ -8,13 +8,6 @@ from harness import cli
 from harness.report import store
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
 def tiny_run_args(checkpoint, data_dir, out, speedups="1,2"):
     return ["run", "--models", str(checkpoint), "--tasks", "sst2", "--data-dir", str(data_dir),
             "--speedups", speedups, "--methods", "acc,truncation", "--epochs", "1", "--batch-size", "8",

@@ -9,13 +9,6 @@ import pytest
 from harness import cli
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
 def test_methods_with_their_own_recipes_and_seeds_end_to_end(workdir, tiny_checkpoint, tiny_sentiment_dir, capsys):
     out = workdir / "runs" / "cmp"
     args = ["run", "--models", str(tiny_checkpoint), "--tasks", "sst2", "--data-dir", str(tiny_sentiment_dir),

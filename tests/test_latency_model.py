@@ -17,12 +17,6 @@ from harness.registry import HarnessError
 LENGTHS = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def linear_tables(scale: float = 1.0) -> dict:
     """Per-layer ms linear in n (so interpolation is exact): a fixed cost (weight reads) plus per token."""
     line = lambda a, b: [scale * (a + b * n) for n in LENGTHS]  # noqa: E731

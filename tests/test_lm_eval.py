@@ -22,35 +22,7 @@ from harness.registry import HarnessError
 from harness.runners import lm_eval_bridge as bridge
 from harness.runners.lm_eval_bridge import TASKS_DIR, AccLM
 
-CORPUS = [
-    "Review: the movie was good and the plot was great\nSentiment: positive",
-    "Review: a dull, boring film with weak actors\nSentiment: negative",
-    "The council said the new road would open in July, after two years of work.",
-    "Question: is the sky blue?\nAnswer: yes",
-]
-
-
-@pytest.fixture(scope="session")
-def tiny_gpt2(tmp_path_factory):
-    """A folder with a random 4-layer GPT2LMHeadModel and a matching byte-level BPE tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(CORPUS * 20, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|endoftext|>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>",
-                                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=4, n_head=4, n_positions=512,
-                        bos_token_id=0, eos_token_id=0)
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    return folder
+from conftest import LM_CORPUS as CORPUS
 
 
 def _requests():

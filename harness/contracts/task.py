@@ -52,6 +52,9 @@ class Task:
     hub: tuple[str, str] | None = None
     asset: str | None = None
     lm_eval: LmEvalTask | None = None
+    sources: tuple[Path, ...] = field(default=(), compare=False)
+    """Files whose bytes define the task (a task file and its data files): a results row names the task by
+    their content, so a changed file never resumes into the old rows (``harness.runners.identity``)."""
 
     @property
     def protocols(self) -> tuple[str, ...]:

@@ -4,7 +4,7 @@
 
 ``reviews.yaml``::
 
-    name: reviews                 # optional; default: the file's stem
+    name: reviews                 # required: rows and fine-tunes are found again by it
     description: product reviews, three classes
     data:                         # paths relative to this file; .csv, .jsonl or .parquet
       train: reviews/train.csv
@@ -58,11 +58,20 @@ def load_task_file(path: str | Path) -> Task:
         raise DataError(f"{where}: text must name one text column, or a list of two for a pair task")
     num_labels, label_names = _labels(spec, where)
     metrics = _metrics(spec, num_labels, where)
-    return Task(name=str(spec.get("name") or path.stem), description=str(spec.get("description") or f"from {path}"),
+    return Task(name=_name(spec, where), description=str(spec.get("description") or f"from {path}"),
                 text_fields=text_fields, label_field=str(spec.get("label") or "label"), num_labels=num_labels,
                 label_names=label_names, metrics=metrics, main_metric=metrics[0],
                 splits={role: role for role in files},
-                load=lambda task, seed: _load(task, files, path))
+                load=lambda task, seed: _load(task, files, path), sources=(path, *files.values()))
+
+
+def _name(spec: dict, where: str) -> str:
+    """The task's name, required: cells and fine-tunes are found again by it, so two files that both fell
+    back to their stem (every ``task.yaml`` would be "task") would share them."""
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"{where} has no name: give it one (name: my-task), unique among your task files")
+    return name.strip()
 
 
 def _data_files(data: Any, folder: Path, where: str) -> dict[str, Path]:

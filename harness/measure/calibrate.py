@@ -383,6 +383,23 @@ def validation_line(validation: dict) -> str:
             f"{100 * v['speedup_within_5pct']:.0f}% within ±5%")
 
 
+def check_settings(batch_sizes, max_length: int | None, budget_s: float, validate_s: float) -> list[int]:
+    """The calibration's knobs, checked before anything loads; returns the batch sizes, sorted.
+
+    A negative budget or validation time, or ``--max-length 0`` (read as "the default"), made a
+    calibration that was stored and that later runs trusted.  A budget of 0 is one timed call per grid
+    point and round: a quick, coarse calibration, still a measurement of this machine."""
+    sizes = sorted(set(batch_sizes))
+    if not sizes or not all(type(size) is int and size >= 1 for size in sizes):
+        raise HarnessError(f"--batch-sizes must be positive integers, got {','.join(map(str, batch_sizes))}")
+    if max_length is not None and not (type(max_length) is int and max_length >= 1):
+        raise HarnessError(f"--max-length must be a positive integer, got {max_length}")
+    for flag, seconds in (("--budget", budget_s), ("--validate-seconds", validate_s)):
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise HarnessError(f"{flag} must be a finite number of seconds >= 0, got {seconds:g}")
+    return sizes
+
+
 def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int | None = None,
               max_length: int | None = None, budget_s: float = 0.25, validate_s: float = 60.0,
               force: bool = False, progress: bool = True, log=print, rounds: int = ROUNDS,
@@ -390,11 +407,9 @@ def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int 
     """The stored calibration of model ``name`` on this machine, made if missing (or ``force``);
     returns it and whether it was reused.  ``model``: the pruned model to time (``load_for_timing``'s
     by default); a bench passes the one it then times, so both read the same weight memory."""
+    sizes = check_settings(batch_sizes, max_length, budget_s, validate_s)
     device = check_device(device)
     set_threads(threads)
-    sizes = sorted(set(batch_sizes))
-    if not sizes or sizes[0] < 1:
-        raise HarnessError(f"batch sizes must be positive integers, got {batch_sizes}")
     model = load_for_timing(name, device) if model is None else model
     longest = max_length or min(model.max_length, 512 if family_for(model).kind == "encoder" else 1024)
     if not 1 <= longest <= model.max_length:

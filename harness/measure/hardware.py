@@ -83,8 +83,7 @@ def check_device(device: str) -> str:
     if match is None:
         raise HarnessError(f"unknown device {device!r}; valid devices: cpu, cuda, cuda:N")
     if not torch.cuda.is_available():
-        raise HarnessError(f"device {device} was asked for, but this torch ({torch.__version__}) sees no CUDA "
-                           "device; use --device cpu")
+        raise HarnessError(f"device {device} was asked for, but {_no_cuda()}")
     count = torch.cuda.device_count()
     if int(match.group(1) or 0) >= count:
         raise HarnessError(f"device {device} does not exist; this machine has {count} CUDA device(s): "
@@ -92,11 +91,35 @@ def check_device(device: str) -> str:
     return device
 
 
+def _no_cuda() -> str:
+    """Why this torch sees no CUDA device, and what to do: a CPU-only build (the locked .venv's) needs a
+    CUDA build of torch; a CUDA build sees no GPU or no driver."""
+    if torch.version.cuda is None:
+        return (f"this torch ({torch.__version__}) is a CPU-only build: use --device cpu, or install a CUDA build "
+                "of torch (https://pytorch.org/get-started/locally/ gives the pip command for your CUDA version)")
+    return (f"this torch ({torch.__version__}, CUDA {torch.version.cuda}) sees no CUDA device (no GPU or driver is "
+            "visible: check nvidia-smi and CUDA_VISIBLE_DEVICES); use --device cpu")
+
+
+def usable_cores() -> int:
+    """The logical cores this process may run on: its CPU affinity where the OS has one (a container or
+    ``taskset`` may allow fewer than the machine has), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` torch threads (None: torch's own choice).  Timings and calibrations record the
-    thread count, so the CLI, the calibration and the benches set it through this one check."""
+    thread count, so the CLI, the calibration and the benches set it through this one check.
+
+    At most ``usable_cores()``: more threads than cores time the scheduler, not the model (no one can
+    reproduce such a number), and ``--threads 100000`` ran out of memory in the model load, a traceback."""
     if threads is None:
         return
-    if threads < 1:
-        raise HarnessError(f"--threads must be a positive integer, got {threads}")
+    cores = usable_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cores:
+        raise HarnessError(f"--threads must be a whole number within 1..{cores} (the logical cores this process "
+                           f"may use), got {threads}")
     torch.set_num_threads(threads)

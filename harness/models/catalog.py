@@ -9,13 +9,15 @@ The families in ``harness.models.FAMILIES`` load (``bert``, ``gpt2``, ``llama`` 
 chosen by the checkpoint's ``model_type``.  Decoders have no padding token, so their EOS token pads, as is usual for classifying
 with a decoder (its head reads the last non-padding token).
 
-Weights are loaded with safetensors only (``use_safetensors=True``): no pickle is ever unpickled.
+Weights are loaded with safetensors only (``use_safetensors=True``): no pickle is ever unpickled; and
+exactly (``load_exactly``): a tensor the model lacks, one it does not know or one of another shape is an
+error, except a classifier's new head.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,9 +25,11 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTo
                           GPT2TokenizerFast, LlamaConfig, PretrainedConfig, PreTrainedModel, T5Config)
 
 from harness.assets import ASSETS, ResolvedCheckpoint, asset_path, resolve_checkpoint
+from harness.assets.cache import how_checked
+from harness.assets.fingerprint import folder_fingerprint, value_fingerprint
 from harness.contracts.family import Family
 from harness.models import FAMILIES, family_of_model_type
-from harness.models.checkpoint_files import check_checkpoint_files, check_vocabulary
+from harness.models.checkpoint_files import check_checkpoint_files, check_vocabulary, load_exactly
 from harness.models.gguf import convert_gguf, converted_folder
 from harness.registry import HarnessError, Registry
 
@@ -161,6 +165,8 @@ class LoadedModel:
     """What produced the weights: a hub id, asset pin or folder, or 'random init of <arch>'."""
     weights: str
     """A value of ``WEIGHTS`` ('pretrained' or 'random weights'): named in every results row."""
+    verified: str = ""
+    """Which check stood behind the checkpoint's files on this load (``_verified``), for results rows."""
 
 
 def check_weights(weights: str) -> None:
@@ -201,7 +207,17 @@ def load_classifier(name: str, weights: str, num_labels: int) -> LoadedModel:
         model = AutoModelForSequenceClassification.from_config(config)
         return LoadedModel(model, None, _random_init(spec), WEIGHTS["random"])
     resolved = _resolve(name, spec)
-    return load_pretrained_classifier(resolved.path, resolved.description, num_labels, **problem)
+    loaded = load_pretrained_classifier(resolved.path, resolved.description, num_labels, **problem)
+    return replace(loaded, verified=_verified(resolved))
+
+
+def _verified(resolved: ResolvedCheckpoint) -> str:
+    """Which check stands behind a resolved checkpoint's files on this use: rows must not say more than ran."""
+    if resolved.source == "local":
+        return "every file hashed into the content fingerprint of the checkpoint's description"
+    if resolved.source == "hub":
+        return "the Hugging Face cache's own (the harness keeps no manifest of it)"
+    return how_checked(Path(resolved.path))
 
 
 def _check_classifier(family: Family, checkpoint: str) -> None:
@@ -221,8 +237,8 @@ def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **co
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         config_overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, use_safetensors=True, **config_overrides)
+    model = load_exactly(AutoModelForSequenceClassification, path, checkpoint, fresh_head=True,
+                         num_labels=num_labels, use_safetensors=True, **config_overrides)
     check_vocabulary(tokenizer, model.config, checkpoint)
     return LoadedModel(model, tokenizer, checkpoint, WEIGHTS["pretrained"])
 
@@ -250,7 +266,22 @@ def load_causal_lm(name: str, weights: str) -> LoadedModel:
                            WEIGHTS["random"])
     resolved = _resolve(name, spec)
     check_checkpoint_files(resolved.path, resolved.description)
-    model = family.auto_class.from_pretrained(resolved.path, use_safetensors=True)
+    model = load_exactly(family.auto_class, resolved.path, resolved.description, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     check_vocabulary(tokenizer, model.config, resolved.description)
-    return LoadedModel(model, tokenizer, resolved.description, WEIGHTS["pretrained"])
+    return LoadedModel(model, tokenizer, resolved.description, WEIGHTS["pretrained"], _verified(resolved))
+
+
+def checkpoint_fingerprint(name: str, weights: str) -> str:
+    """What names the weights a run of ``name`` reads, by content where that is known before loading: a
+    local folder's files hashed, a pinned asset's archive sha256, a hub snapshot's revision, random weights'
+    architecture.  Results rows and resumed sweeps are keyed by it (``harness.runners.identity``)."""
+    spec = model_spec(name)
+    if weights == "random":
+        return "random:" + value_fingerprint(spec.architecture().to_dict())
+    resolved = _resolve(name, spec)
+    if resolved.source == "local":
+        return "local:" + folder_fingerprint(resolved.path)
+    if resolved.source == "hub":
+        return f"hub:{spec.hub_id or name}@{Path(resolved.path).name}"
+    return f"{resolved.source}:sha256:{ASSETS.get(spec.asset).sha256[:16]}"

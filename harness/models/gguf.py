@@ -9,7 +9,8 @@ folder reproduces the GGUF model's logits before it enters the cache.  Afterward
 ordinary safetensors ``from_pretrained`` that takes a fraction of a second.
 
 Cache entries follow ``harness.assets.cache``: built in a temporary folder and renamed into place, so a
-folder under its final name is always complete, and checked against their manifest on every use.
+folder under its final name is always complete, and checked against their manifest on every use (sizes and
+mtimes, or every sha256 with HARNESS_VERIFY=always); one that `harness cache verify` found damaged is rebuilt.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ that were fine-tuned:
   depend on the input, such as LTP, and short inputs that cannot reach a target, differ there),
   measured GFLOPs and latency;
 * †: the timing was taken while other processes used more than ``BUSY_CORES`` of the CPU (the
-  sweep retries a busy timing before it keeps one): read that row's measured speedup with care;
+  sweep retries a busy timing before it keeps one): read that row's measured speedup with care
+  (``leaderboard.busy_mark``, shared by every board; the CSV says it in ``host_busy`` and ``generation_busy``);
 * ★: on the Pareto frontier of quality against measured latency among all rows of that task, model
   and machine (no other row is at least as fast and at least as good, and better in one).  Latency
   there is relative: the pruned median over the dense median timed beside it (1 / measured speedup),
@@ -47,8 +48,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.measure.latency import BUSY_CORES
-from harness.report.leaderboard import UNBOUNDED_METRICS
+from harness.report.leaderboard import UNBOUNDED_METRICS, busy, busy_mark, busy_note
 from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
 from harness.report.store import write_text_atomic
 
@@ -59,8 +59,9 @@ GENERATION_MEANS = ["ttft_speedup", "ttft_ms", "dense_ttft_ms", "decode_tokens_p
                     "decode_speedup"]
 """Decoders' timings through ``generate``; absent (NaN) for encoders and for rows from before them."""
 COLUMNS = [*GROUP, "recipe", "seeds", "main_metric", "quality", "se", "seed_sd", "seed_min", "seed_max", "drop_vs_dense",
-           *MEANS, "host_busy_cores", "frontier", "epochs", "train_examples", "eval_examples", "batch_size", "seq_len",
-           *GENERATION_MEANS, "frontier_ttft", "generation_busy_cores", "latency_clamped", "eval_clamped"]
+           *MEANS, "host_busy_cores", "host_busy", "frontier", "epochs", "train_examples", "eval_examples",
+           "batch_size", "seq_len", *GENERATION_MEANS, "frontier_ttft", "generation_busy_cores", "generation_busy",
+           "latency_clamped", "eval_clamped"]
 
 
 def lower_is_better(metric) -> bool:
@@ -118,8 +119,9 @@ def _aggregate(rows: pd.DataFrame) -> dict:
     out.update({column: _numbers(rows, column).mean() for column in GENERATION_MEANS})
     out.update(latency_clamped=_most(rows, "latency_clamped"), eval_clamped=_most(rows, "eval_clamped"),
                generation_busy_cores=_most(rows, "generation_busy_cores"))
-    busy = rows["host_busy_cores"].astype(float)
-    out["host_busy_cores"] = float(busy.max()) if busy.notna().any() else None  # the busiest seed's timing
+    loads = rows["host_busy_cores"].astype(float)
+    out["host_busy_cores"] = float(loads.max()) if loads.notna().any() else None  # the busiest seed's timing
+    out["host_busy"], out["generation_busy"] = busy(out["host_busy_cores"]), busy(out["generation_busy_cores"])
     return out
 
 
@@ -193,10 +195,6 @@ def _num(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def _busy(cores) -> str:
-    return " †" if cores is not None and cores > BUSY_CORES else ""  # NaN (not recorded) compares False
-
-
 def _budget(rows: pd.DataFrame) -> str:
     """The training budget, said once per task; unequal budgets are said too."""
     epochs = sorted({float(v) for v in rows["epochs"].dropna()})
@@ -223,8 +221,7 @@ def compare_markdown(table: pd.DataFrame) -> str:
                 parts += ([""] if index else []) + [f"Timed on {hardware} (its own frontier):", ""]
             parts += _tables(on_machine)
         checkpoints = rows.drop_duplicates(["model", "weights"])
-        if any(_busy(cores) for cores in [*rows["host_busy_cores"], *rows["generation_busy_cores"]]):
-            parts += ["", f"† timed while other processes used more than {BUSY_CORES:g} of a core: a busy machine."]
+        parts += busy_note([*rows["host_busy_cores"], *rows["generation_busy_cores"]])
         parts += ["", *(f"Weights of {r.model} ({r.weights}): {r.checkpoint or 'random weights'}."
                         for r in checkpoints.itertuples()), ""]
     return "\n".join(parts)
@@ -252,7 +249,7 @@ def _encoder_table(rows: pd.DataFrame) -> list[str]:
         spread = (f"{_pct(row.seed_sd)}; {_pct(row.seed_min)}–{_pct(row.seed_max)} ({row.seeds} seeds)"
                   if _pct(row.seed_sd) else "")
         parts.append(f"| {row.model} | {row.weights} | {row.method} | {row.speedup:g} | {quality} | {spread} | "
-                     f"{_pct(row.drop_vs_dense, signed=True)} | {_num(row.measured_speedup)}{_busy(row.host_busy_cores)} | "
+                     f"{_pct(row.drop_vs_dense, signed=True)} | {_num(row.measured_speedup)}{busy_mark(row.host_busy_cores)} | "
                      f"{_num(row.predicted_speedup)} | "
                      f"{_num(row.eval_predicted_speedup)} | {_num(row.gflops_measured, 3)} | "
                      f"{_num(row.latency_ms, 0)} ({_num(row.dense_latency_ms, 0)}) | {'★' if row.frontier else ''} |")
@@ -283,12 +280,12 @@ def _decoder_row(row, first: list[str]) -> str:
     quality = _quality(row.quality, row.main_metric) + (f" ± {_quality(row.se, row.main_metric)}"
                                                         if _quality(row.se, row.main_metric) else "")
     return "| " + " | ".join([
-        *first, quality, _drop(row), f"{_num(row.ttft_speedup)}{_busy(row.generation_busy_cores)}",
+        *first, quality, _drop(row), f"{_num(row.ttft_speedup)}{busy_mark(row.generation_busy_cores)}",
         f"{_num(row.ttft_ms, 0)} ({_num(row.dense_ttft_ms, 0)})",
         f"{_num(row.decode_tokens_per_s, 1)} ({_num(row.dense_decode_tokens_per_s, 1)})",
         f"{_num(row.predicted_speedup)}{_clamped(row.latency_clamped)}",
         f"{_num(row.eval_predicted_speedup)}{_clamped(row.eval_clamped)}",
-        f"{_num(row.measured_speedup)}{_busy(row.host_busy_cores)}",
+        f"{_num(row.measured_speedup)}{busy_mark(row.host_busy_cores)}",
         "★" if row.frontier_ttft else ""]) + " |"
 
 

@@ -3,6 +3,9 @@
 Every board has the same columns in the same order and units (GFLOPs, milliseconds, speedups as
 ratios), whatever produced it, so boards from different runs and machines can be laid side by side;
 the ``hardware`` column keeps results from different machines from being silently compared.
+A run folder counts once however it is spelled, a cell once per results file, and a row of another
+harness version is refused (``store.report_rows``); a measured speedup timed while other processes
+loaded the host is marked † with a footnote, the same on every board (``busy_mark``, ``busy_note``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.measure.latency import BUSY_CORES
 from harness.registry import HarnessError
-from harness.report.store import RESULTS_FILE, read_results, write_text_atomic
+from harness.report.location import default_name
+from harness.report.store import RESULTS_FILE, report_rows, unique_runs, write_text_atomic
 
 RANDOM_WEIGHTS = "random weights"
 
@@ -22,7 +27,7 @@ BOARD_COLUMNS = [
     "model", "weights", "checkpoint", "task", "protocol", "method", "speedup", "speedup_model", "main_metric",
     "score", "predicted_speedup", "measured_speedup", "predicted_wallclock_speedup", "eval_predicted_speedup",
     "gflops_measured", "gflops_analytic", "latency_ms", "predicted_latency_ms", "dense_latency_ms",
-    "batch_size", "seq_len", "threads", "device", "hardware",
+    "batch_size", "seq_len", "threads", "device", "hardware", "host_busy",
 ]
 GENERATION_COLUMNS = ["ttft_ms", "dense_ttft_ms", "ttft_speedup", "decode_tokens_per_s", "dense_decode_tokens_per_s",
                       "decode_speedup", "generation_busy_cores"]
@@ -53,6 +58,7 @@ def _flatten(row: dict[str, Any], run: str) -> dict[str, Any]:
     flat["train_examples"] = train.get("examples")
     hardware = row.get("hardware")
     flat["hardware"] = hardware.get("id") if isinstance(hardware, dict) else hardware
+    flat["host_busy"] = busy(row.get("host_busy_cores"))
     if row.get("weights") == RANDOM_WEIGHTS:  # a score of random weights is chance, not quality
         flat["score"] = None
     for name, value in (row.get("metrics") or {}).items():
@@ -62,8 +68,8 @@ def _flatten(row: dict[str, Any], run: str) -> dict[str, Any]:
 
 
 def _run_names(run_dirs: list[Path]) -> list[str]:
-    """Folder names, or the full paths when two runs share a name."""
-    names = [path.name for path in run_dirs]
+    """Folder names (``.`` named as the folder it is), or the full paths when two runs share a name."""
+    names = [default_name(path) for path in run_dirs]
     return names if len(set(names)) == len(names) else [str(path) for path in run_dirs]
 
 
@@ -72,12 +78,12 @@ def load_rows(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
 
     Columns: ``BOARD_COLUMNS``, then ``metrics.*`` (sorted), ``run``, then ``EXTRA_COLUMNS``.
     """
-    run_dirs = [Path(path) for path in run_dirs]
+    run_dirs = unique_runs(run_dirs)
     records = []
     for run_dir, run in zip(run_dirs, _run_names(run_dirs)):
         if not run_dir.is_dir():
             raise HarnessError(f"run folder {run_dir} does not exist")
-        records += [_flatten(row, run) for row in read_results(run_dir / RESULTS_FILE)[0]]
+        records += [_flatten(row, run) for row in report_rows(run_dir / RESULTS_FILE)]
     metric_columns = sorted({key for record in records for key in record if key.startswith("metrics.")})
     columns = BOARD_COLUMNS + metric_columns + ["run"] + EXTRA_COLUMNS
     frame = pd.DataFrame.from_records(records, columns=columns)
@@ -93,6 +99,36 @@ def board_columns(df: pd.DataFrame) -> list[str]:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+BUSY_MARK = "†"
+"""Marks a timing taken while other processes used more than ``BUSY_CORES`` (``busy_mark``, ``busy_note``)."""
+
+
+def busy(cores: Any) -> bool | None:
+    """Whether a timing was taken on a busy host (the sweep's ``host_busy_cores`` or ``generation_busy_cores``);
+    None where the row did not record it, which is unknown rather than quiet."""
+    return None if cores is None or pd.isna(cores) else bool(cores > BUSY_CORES)
+
+
+def busy_mark(cores: Any) -> str:
+    """`` †`` after a value timed on a busy host: every board marks it the same way, so that a 5.50x measured
+    at speedup 1 while another job ran is not read as a result."""
+    return f" {BUSY_MARK}" if busy(cores) else ""
+
+
+def marked(columns: list[str], cells: list[str], cores: Any, column: str = "measured_speedup") -> list[str]:
+    """A table row's shown ``cells`` with ``busy_mark(cores)`` after the value of ``column`` (when shown)."""
+    return [cell + busy_mark(cores) if name == column and cell else cell for name, cell in zip(columns, cells)]
+
+
+def busy_note(cores: Iterable[Any]) -> list[str]:
+    """The footnote under a table with marked values (no lines when none is marked), with the worst load."""
+    loads = [float(value) for value in cores if busy(value)]
+    if not loads:
+        return []
+    return ["", f"{BUSY_MARK} timed while other processes used more than {BUSY_CORES:g} of a core (up to "
+                f"{max(loads):.2g} cores): a busy machine, so read that timing with care."]
 
 
 UNBOUNDED_METRICS = ("perplexity", "bits_per_byte")
@@ -125,9 +161,11 @@ def to_markdown(df: pd.DataFrame) -> str:
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---:" if column in numeric else "---" for column in columns) + "|",
     ]
-    for record in df[columns].to_dict("records"):
-        lines.append("| " + " | ".join(_format_cell(c, record[c], record.get("main_metric")) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
+    cores = df["host_busy_cores"] if "host_busy_cores" in df else [None] * len(df)
+    for record, load in zip(df[columns].to_dict("records"), cores):
+        cells = marked(columns, [_format_cell(c, record[c], record.get("main_metric")) for c in columns], load)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + busy_note(cores)) + "\n"
 
 
 def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, name: str) -> tuple[Path, Path]:

@@ -55,6 +55,23 @@ class ReportPlace:
         write_json_atomic(self.owner_file, {"run": self.source})
 
 
+def report_name(name: str) -> str:
+    """``name`` if it is a plain file-name stem, else a ``HarnessError``.
+
+    Why: reports are written as ``<out>/<name>.md`` (and ``plots/<name>/``), so a name with a folder in it,
+    ``..``, ``.`` or nothing at all would put them outside ``--out`` (``--name ../../x``) or hide them."""
+    if not name.strip() or name in (".", "..") or any(sep and sep in name for sep in ("/", os.sep, os.altsep, "\0")):
+        raise HarnessError(f"report name {name!r} is not a plain file name (no folders, not '.' or '..'); "
+                           "give --name a file name and --out the folder")
+    return name
+
+
+def default_name(run_dir: str | Path) -> str:
+    """The run folder's own name, also for ``.`` or ``runs/x/..`` (whose ``Path.name`` is empty or ``..``);
+    symlinks are not followed, so a link's name stays the name the user gave."""
+    return Path(os.path.abspath(run_dir)).name
+
+
 def report_place(run_dir: str | Path, report_dir: str | Path | None = None) -> ReportPlace:
     """Where the reports of ``run_dir`` go (checked free for it)."""
     run = Path(run_dir).resolve()

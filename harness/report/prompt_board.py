@@ -21,15 +21,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.registry import HarnessError
-from harness.report.leaderboard import RANDOM_WEIGHTS
+from harness.report.leaderboard import RANDOM_WEIGHTS, busy, busy_note, marked
 from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
-from harness.report.store import RESULTS_FILE, read_results, write_text_atomic
+from harness.report.store import RESULTS_FILE, report_rows, unique_runs, write_text_atomic
 
 GROUP = ["model", "weights", "task", "prompt_mode", "method", "chat_template", "num_fewshot", "hardware"]
 COLUMNS = ["model", "weights", "task", "prompt_mode", "chat_template", "num_fewshot", "method", "speedup",
            "main_metric", "score", "stderr", "template_spread", "drop", "measured_speedup", "predicted_speedup",
            "eval_predicted_speedup", "gflops_analytic", "mean_prompt_tokens", "seq_len", "eval_documents",
-           "hardware"]
+           "hardware", "host_busy"]
 PERCENT = {"score", "stderr", "template_spread", "drop"}
 """Shown in percent (points for the drop)."""
 SEGMENT_COLORS = {"instruction": "#4477aa", "demonstrations": "#ccbb44", "input": "#ee6677", "options": "#228833"}
@@ -47,6 +47,7 @@ def _row(raw: dict) -> dict:
         "template_spread": None if random else metrics.get("template_spread"),
         "gflops_analytic": None if raw.get("flops_analytic") is None else raw["flops_analytic"] / 1e9,
         "hardware": hardware.get("id") if isinstance(hardware, dict) else hardware,
+        "host_busy": busy(raw.get("host_busy_cores")), "host_busy_cores": raw.get("host_busy_cores"),
         "kept_segments": raw.get("kept_segments"),
     }
 
@@ -54,15 +55,15 @@ def _row(raw: dict) -> dict:
 def has_prompt_rows(run_dirs: Iterable[str | Path]) -> bool:
     """Whether any of the runs holds rows made with ``--prompts`` (``harness leaderboard`` and ``harness
     plot`` then rebuild the prompt-mode board and figures too)."""
-    return any(raw.get("prompt_mode") for run_dir in map(Path, run_dirs)
-               for raw in read_results(run_dir / RESULTS_FILE)[0])
+    return any(raw.get("prompt_mode") for run_dir in unique_runs(run_dirs)
+               for raw in report_rows(run_dir / RESULTS_FILE))
 
 
 def load_prompt_rows(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     """Every prompt-mode row of the runs, with ``drop`` against speedup 1 of the same group."""
     rows = []
-    for run_dir in map(Path, run_dirs):
-        rows += [_row(raw) for raw in read_results(run_dir / RESULTS_FILE)[0] if raw.get("prompt_mode")]
+    for run_dir in unique_runs(run_dirs):
+        rows += [_row(raw) for raw in report_rows(run_dir / RESULTS_FILE) if raw.get("prompt_mode")]
     if not rows:
         raise HarnessError("no prompt-mode rows in " + ", ".join(map(str, run_dirs)) + "; run with --prompts")
     frame = pd.DataFrame(rows)
@@ -88,11 +89,13 @@ def _cell(column: str, value) -> str:
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    """The board as a Markdown table: metric, stderr, spread in percent; the drop in points."""
+    """The board as a Markdown table: metric, stderr, spread in percent; the drop in points; a busy host's
+    measured speedup marked (``busy_mark``) and said under the table."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    for record in frame[COLUMNS].to_dict("records"):
-        lines.append("| " + " | ".join(_cell(c, record[c]) for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    for record in frame[COLUMNS + ["host_busy_cores"]].to_dict("records"):
+        cells = marked(COLUMNS, [_cell(c, record[c]) for c in COLUMNS], record["host_busy_cores"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + busy_note(frame["host_busy_cores"])) + "\n"
 
 
 def write_prompt_board(frame: pd.DataFrame, out_dir: str | Path, name: str) -> tuple[Path, Path]:

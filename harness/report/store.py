@@ -14,11 +14,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from harness.registry import HarnessError
 
 RESULTS_FILE = "results.jsonl"
+RESULTS_SCHEMA = 2
+"""The rows' format: 2 adds ``identity`` (what made the cell) and ``schema``; rows without ``schema`` are 1."""
 ROW_KEYS = ("cell_key", "model", "task", "method", "speedup")
 """What every row names; a line without them is refused rather than shown as a blank leaderboard row."""
 
@@ -33,7 +35,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Parse a results file; return its complete rows and the byte length they occupy.
+    """Parse a results file; return its complete rows and the byte length they occupy (``_numbered_rows``)."""
+    numbered, offset = _numbered_rows(path)
+    return [row for _, row in numbered], offset
+
+
+def _numbered_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """Parse a results file; return its complete rows with their line numbers, and the byte length they occupy.
 
     A last line without its newline, or whose JSON does not parse, is what a crash mid-append
     leaves: it is not returned and not counted in the length.  A bad line anywhere else, or a
@@ -49,7 +57,7 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
     partial_tail = data.rpartition(b"\n")[2]  # bytes after the final newline
     lines = data[: len(data) - len(partial_tail)].split(b"\n")[:-1]
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
     offset = 0
     for index, line in enumerate(lines):
         if line.strip():
@@ -64,9 +72,65 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
             if missing := [key for key in ROW_KEYS if key not in row]:  # e.g. "{}": complete, but not a row
                 raise HarnessError(f"{path} line {index + 1} is not a result row (it has no {', '.join(missing)}); "
                                    f"delete that line and rerun")
-            rows.append(row)
+            rows.append((index + 1, row))
         offset += len(line) + 1
     return rows, offset
+
+
+REPORT_KEYS = (*ROW_KEYS, "weights", "hardware", "measured_speedup", "latency_ms", "dense_latency_ms")
+"""What every board reads from every row, whatever its schema: every committed ``leaderboards/runs`` row
+(schema 1, no ``schema`` field) has them.  A row without them is another harness's (compare showed one as
+"Timed on nan").  Not quality: rows of random weights have no score, zero-shot rows no ``train``."""
+
+
+def report_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file that reports show, each once, or a ``HarnessError`` naming file and line.
+
+    Why refuse rather than pick: one cell twice (a hand-edited or concatenated file) used to show the later
+    row, or average both; a row of another harness version used to be shown half empty.  Both are refused,
+    even an exact copy of a row, since which row is right is the user's call, not the report's."""
+    numbered, _ = _numbered_rows(path)
+    seen: dict[str, int] = {}
+    for line, row in numbered:
+        _check_readable(path, line, row)
+        first = seen.setdefault(json.dumps(row["cell_key"]), line)
+        if first != line:
+            raise HarnessError(
+                f"{path} holds cell {row['cell_key']} twice, on lines {first} and {line}; delete the line you do not "
+                "trust (or both, and rerun the same 'harness run' to measure the cell again)")
+    return [row for _, row in numbered]
+
+
+def _check_readable(path: Path, line: int, row: dict[str, Any]) -> None:
+    """Refuse a row this harness would misread: one of a newer results schema, or one without ``REPORT_KEYS``."""
+    schema, version = row.get("schema", 1), row.get("harness_version")
+    writer = f"harness {version}" if version else "a harness too old to record its version"
+    if type(schema) is not int or schema < 1:
+        raise HarnessError(f"{path} line {line} has results schema {schema!r}, which no harness writes; "
+                           "delete that line and rerun its cell")
+    if schema > RESULTS_SCHEMA:
+        raise HarnessError(f"{path} line {line} was written by {writer} with results schema {schema}; this harness "
+                           f"reads up to {RESULTS_SCHEMA}; upgrade the harness to report it")
+    if missing := [key for key in REPORT_KEYS if row.get(key) is None]:
+        raise HarnessError(f"{path} line {line} was written by {writer} without {', '.join(missing)}, which reports "
+                           "need; report it with that version, or rerun its cells into another folder with this one")
+
+
+def unique_runs(run_dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The run folders, each once, in the order given (the first spelling kept).
+
+    Why: ``harness leaderboard runs/x runs/x`` (or ``./runs/x``, or a symlink to it) counted every row twice.
+    The same results file is the same run, so folders are told apart by that file's inode where it exists."""
+    unique: dict[Any, Path] = {}
+    for run_dir in map(Path, run_dirs):
+        results = run_dir / RESULTS_FILE
+        try:
+            stat = results.stat()
+            key: Any = (stat.st_dev, stat.st_ino)
+        except OSError:
+            key = results.resolve()  # missing: the caller says so
+        unique.setdefault(key, run_dir)
+    return list(unique.values())
 
 
 class ResultStore:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +135,9 @@ def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, p
     """The fine-tuned model for (checkpoint, task data, settings), from the cache or trained now.
 
     Returns ``(LoadedModel, cache_folder, reused)``.  The folder is built once (``build_once``), so an
-    interrupted fine-tune never leaves a cache entry that looks complete.
+    interrupted fine-tune never leaves a cache entry that looks complete.  ``how_checked(cache_folder)``
+    then says which check stands behind it on this use (sizes and mtimes, every sha256, or built now),
+    for the row context.
     """
     import harness
 
@@ -146,7 +148,7 @@ def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, p
     device = next(loaded.model.parameters()).device
     if usable(folder, "fine-tuned model"):  # checked against its manifest; a damaged one is retrained
         model = harness.from_pretrained(str(folder), use_safetensors=True).to(device)
-        return LoadedModel(model, AutoTokenizer.from_pretrained(folder), loaded.checkpoint, loaded.weights), folder, True
+        return replace(loaded, model=model, tokenizer=AutoTokenizer.from_pretrained(folder)), folder, True
     harness.prune(loaded.model, method=settings.method)
     train(loaded, task_data.splits["train"], task_data.spec, settings, progress)
 

@@ -26,7 +26,9 @@ Pruning options in ``model_args`` (or ``PrunedLM`` keywords) are the fields of
 ``harness.pruning.pruner.PruningSettings`` (``method``, ``speedup``, ``profile``, ``r_min``,
 ``protect_first``, ``protect_last``, ``min_keep``, ``seed``).  They are validated before the model is loaded; a bad
 value is a ``HarnessError`` with a one-line message.  Options not given keep the model's own settings
-when it is already pruned, else the defaults of ``harness.prune``.  ``device`` defaults to ``cpu``.
+when it is already pruned, else the defaults of ``harness.prune``.  ``device`` defaults to ``cpu``; on the
+command line lm-eval's default is ``cuda:0``, and ``harness lm-eval`` without ``--device`` on a machine
+without CUDA runs on the CPU, saying so (as stock ``--model hf`` does).
 
 How requests reach the pruned model (written against lm-eval 0.4.13's ``HFLM``):
 
@@ -260,27 +262,110 @@ def _with_include_path(argv: list[str]) -> list[str]:
     return argv
 
 
-def _check_model_arguments(argv: list[str]) -> None:
-    """Fail fast on bad ``--model harness`` pruning options and a ``pretrained=`` that cannot load, before
-    lm-eval indexes its ~15k task configs.
+def _check_model_arguments(argv: list[str]) -> list[str]:
+    """Fail fast on a bad ``--limit``, an unknown ``--model``, bad ``--model harness`` pruning options, a
+    ``pretrained=`` that cannot load and a device that is not here, before lm-eval indexes its ~15k task
+    configs (lm-eval answers most of them with a traceback).  Returns ``argv``, with ``--device cpu``
+    added where ``_device_or_cpu`` falls back.
 
-    Parsed with lm-eval's own parser (``HarnessCLI``); anything it rejects is left for the real run to
-    report, and the model is validated again when it is built.
+    Parsed with lm-eval's own parser (``HarnessCLI``) and merged with a ``--config`` file as lm-eval
+    merges them; anything it rejects is left for the real run to report, and the model is validated
+    again when it is built.
     """
+    args = _parsed_run(argv)
+    if args is None:
+        return argv
+    given = _settings(args)
+    _check_limit(given.get("limit"))
+    model = str(given.get("model") or "hf")
+    _check_model_type(model)
+    model_args = given.get("model_args") or {}
+    if isinstance(model_args, dict) and isinstance(model_args.get("pretrained"), str):
+        _check_pretrained(model_args["pretrained"], tokenizer="tokenizer" not in model_args)
+    if model not in MODEL_TYPES:
+        return argv
+    from harness.pruning.pruner import pruning_options
+
+    if isinstance(model_args, dict):
+        parse_pruning_options({key: value for key, value in model_args.items() if key in pruning_options()})
+    return _device_or_cpu(argv, given.get("device"))
+
+
+def _parsed_run(argv: list[str]):
+    """``argv`` as lm-eval's own parser reads it, when it is a ``run``; None for ``ls`` and ``validate``,
+    and where the parser refuses it (the real run reports that)."""
     try:
         from lm_eval._cli.harness import HarnessCLI
 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             args = HarnessCLI()._parser.parse_args(argv)
     except (Exception, SystemExit):
-        return
-    model_args = getattr(args, "model_args", None) or {}
-    if isinstance(model_args, dict) and isinstance(model_args.get("pretrained"), str):
-        _check_pretrained(model_args["pretrained"], tokenizer="tokenizer" not in model_args)
-    if getattr(args, "model", None) in MODEL_TYPES:
-        from harness.pruning.pruner import pruning_options
+        return None
+    return args if getattr(args, "command", None) == "run" else None
 
-        parse_pruning_options({key: value for key, value in model_args.items() if key in pruning_options()})
+
+def _settings(args) -> dict[str, Any]:
+    """The run's settings as lm-eval's ``EvaluatorConfig.from_cli`` merges them: the ``--config`` YAML
+    file's, then the command line's (those given: truthy or 0).  An unreadable config is lm-eval's to report."""
+    import yaml
+
+    given: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            loaded = None
+        given.update(loaded if isinstance(loaded, dict) else {})
+    given.update({key: value for key, value in vars(args).items() if value or value == 0})
+    return given
+
+
+def _check_limit(limit) -> None:
+    """lm-eval reads a ``--limit`` below 1 as a share of each task's documents and from 1 on as a count,
+    which it truncates: 0, a negative number, nan and inf end in a traceback deep in its document loop
+    (or after the model loaded), and 2.5 would silently score 2 documents."""
+    if limit is None:
+        return
+    number = type(limit) in (int, float)
+    if not (number and (0 < limit < 1 or (1 <= limit < math.inf and limit == int(limit)))):
+        raise HarnessError("--limit must be a share of each task's documents in (0, 1) or a whole number of "
+                           f"documents >= 1, got {f'{limit:g}' if number else repr(limit)}")
+
+
+def _check_model_type(model: str) -> None:
+    """An unknown ``--model`` is lm-eval's ValueError traceback, after it indexed its tasks."""
+    from lm_eval.api.registry import model_registry
+
+    if model not in model_registry:
+        own = sorted(name for name in model_registry.keys() if name not in MODEL_TYPES)
+        raise HarnessError(f"lm-eval has no model type {model!r}; the harness's is 'harness' (alias 'acc'), "
+                           f"lm-eval's own: {', '.join(own)}")
+
+
+def _device_or_cpu(argv: list[str], device) -> list[str]:
+    """lm-eval's default device is ``cuda:0``, which stock ``--model hf`` leaves for the CPU where there is
+    no CUDA: the harness model does the same, saying so in one line, where no device is given (command
+    line or ``--config``), so that the README's command runs on a laptop.  A device that is given is
+    checked now: ``--device cuda`` without CUDA is one line saying how to get it, not a silent CPU run."""
+    from harness.measure.hardware import check_device
+
+    if device is not None:
+        check_device(str(device))
+        return argv
+    if torch.cuda.is_available():
+        return argv
+    print(f"harness: no --device given and no CUDA device here (torch {torch.__version__}): running on cpu",
+          file=sys.stderr)
+    return [*argv, "--device", "cpu"]
+
+
+def check_own_task(name: str, command: str) -> None:
+    """``name`` must be one of the harness's task files (``tasks/*.yaml``): for any other name lm-eval's
+    task manager raises a KeyError, and ``harness positions`` met it only after the model had loaded."""
+    own = sorted(_own_tasks())
+    if name not in own:
+        raise HarnessError(f"unknown task {name!r} for {command}; valid (the lm-eval tasks in {TASKS_DIR}): "
+                           f"{', '.join(own)}")
 
 
 def _check_pretrained(value: str, tokenizer: bool) -> None:
@@ -307,9 +392,9 @@ def lm_eval_main(argv: list[str]) -> int:
 
     argv = _with_include_path(list(argv))
     saved = sys.argv
-    sys.argv = ["lm-eval", *argv]  # lm-eval's HarnessCLI parses sys.argv
     try:
-        _check_model_arguments(argv)
+        argv = _check_model_arguments(argv)
+        sys.argv = ["lm-eval", *argv]  # lm-eval's HarnessCLI parses sys.argv
         lm_eval_cli.cli_evaluate()
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)

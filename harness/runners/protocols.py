@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 import torch
 
 import harness
+from harness.assets.cache import how_checked
 from harness.contracts.method import Tuning
 from harness.contracts.protocol import NO_QUALITY, Prepared, Protocol
 from harness.contracts.task import main_score
@@ -90,7 +91,7 @@ class FineTune(Protocol):
         loaded.model.fit_method(config.speedups, tuning_for(loaded, task_data, config, train.seed))
         texts = task_data.splits[task.eval_splits[0]][task.text_fields[0]].astype(str)
         context = {"data": task_data.provenance,
-                   "train": {"cache": str(folder), "reused": reused,
+                   "train": {"cache": str(folder), "reused": reused, "verified": how_checked(folder),
                              "recipe": METHODS.get(train.method).recipe,
                              "examples": len(task_data.splits["train"]), **asdict(train)}}
         return Prepared(loaded, lambda loaded: self.quality(loaded, task_data, config), texts, context)

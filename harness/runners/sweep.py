@@ -2,7 +2,9 @@
 
 Each finished cell is appended to ``<out>/results.jsonl`` at once; a rerun of the same sweep skips the
 cells already there (and, through the fine-tune cache, the training too), so a sweep that dies half-way
-resumes without losing or duplicating rows.
+resumes without losing or duplicating rows.  Every row carries its cell's identity (everything that
+determines its numbers: ``harness.runners.identity``); a rerun asking for cells of another identity than the
+folder's rows (other data, weights or settings) is refused before any work, naming what changed.
 
 Protocols measure quality (``harness.runners.protocols``): ``finetune`` (encoders' default; decoders'
 classification heads too) fine-tunes once per method with its recipe and evaluates every speedup;
@@ -60,8 +62,9 @@ from harness.pruning.methods import METHODS
 from harness.pruning.surface import stock_copy
 from harness.registry import HarnessError
 from harness.report.lock import run_lock
-from harness.report.store import ResultStore, write_json_atomic
+from harness.report.store import RESULTS_SCHEMA, ResultStore, report_rows, write_json_atomic
 from harness.runners.glue import TrainSettings
+from harness.runners.identity import check_folder, identities
 from harness.runners.prompt_suites import check_num_fewshot, check_prompts
 from harness.runners.protocols import PROTOCOLS
 
@@ -172,6 +175,10 @@ class SweepConfig:
             raise HarnessError(f"--search must be an integer >= 0, got {self.search}")
         if not (math.isfinite(self.train.epochs) and self.train.epochs > 0):
             raise HarnessError(f"--epochs must be a finite number > 0, got {self.train.epochs:g}")
+        most = 1000  # 1e308 crashed the progress bar; past 1000 passes a fine-tune is a typo, not a recipe
+        if self.train.epochs > most:
+            raise HarnessError(f"--epochs must be at most {most} (passes over the training rows), "
+                               f"got {self.train.epochs:g}")
 
     def _check_methods_fit(self, specs: dict) -> None:
         """Methods that only some families support, or only the FLOP speedup model, refused up front."""
@@ -249,8 +256,11 @@ def latency_batch(tokenizer, texts, batch_size: int, seq_len: int, vocab_size: i
 
 def run_sweep(config: SweepConfig) -> Path:
     resolved = config.validate()
+    resolved["identities"] = identities(config, resolved, PROTOCOLS)  # checkpoints resolved: before the folder
     store = ResultStore(config.run_dir())
     with run_lock(store.run_dir):  # a second live run into the folder would compute every cell again
+        # one experiment per folder; a cell twice or a row of a newer harness is refused as reports refuse it
+        check_folder(report_rows(store.path), resolved["identities"], store.run_dir)
         _run_cells_not_done(config, store, resolved)
     return store.run_dir
 
@@ -276,7 +286,7 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
                         write_json_atomic(store.run_dir / "sweep.json", header)
                         header = None
                     cells = {"model": model_name, "task": task.name, "protocol": protocol.name, "method": method,
-                             "seed": seed}
+                             "seed": seed, "identity": resolved["identities"][model_name, task.name, protocol.name]}
                     _run_cells(config, cells, todo, store, hardware, prepared, speeds)
 
 
@@ -293,9 +303,11 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared, speed
     for speedup, key in tqdm(todo.items(), desc=label, disable=not config.progress, unit="cell"):
         model = harness.prune(loaded.model, method=cells["method"], speedup=speedup,
                               speedup_model=config.speedup_model).eval()
-        row = {"cell_key": key, "model": cells["model"], "checkpoint": loaded.checkpoint, "weights": loaded.weights,
+        row = {"cell_key": key, "model": cells["model"], "checkpoint": loaded.checkpoint,
+               "checkpoint_verified": loaded.verified, "weights": loaded.weights,
                "task": cells["task"], "protocol": cells["protocol"], "method": cells["method"], "speedup": speedup,
-               "speedup_model": config.speedup_model, "seed": cells["seed"]}
+               "speedup_model": config.speedup_model, "seed": cells["seed"], "identity": cells["identity"],
+               "schema": RESULTS_SCHEMA}
         row.update(prepared.quality(loaded))
         shared = _shared_timing_key(cells, loaded, prepared, ids, speedup)
         row.update(_timed(model, stock, batch, config, _generates(loaded.model), speeds, shared, cells["task"]),
