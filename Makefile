@@ -33,10 +33,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Regenerate the lock from the pyproject's ranges (newest releases that satisfy them), with hashes.
+# `make lock UPGRADE=` adds what the pyproject newly names and keeps every other pin.
+UPGRADE ?= --upgrade
 lock:
 	test -x $(TOOLS)/bin/uv || (python3 -m venv $(TOOLS) && $(TOOLS)/bin/pip install -q $(UV))
 	echo "$(TORCH)" > $(TOOLS)/torch-override.txt
-	$(TOOLS)/bin/uv pip compile pyproject.toml --extra test --generate-hashes --upgrade \
+	$(TOOLS)/bin/uv pip compile pyproject.toml --extra test --generate-hashes $(UPGRADE) \
 		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 		--find-links $(TORCH_LINKS) --override $(TOOLS)/torch-override.txt \
 		--custom-compile-command "make lock" -o $(LOCK)
