@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(VENV)/bin/harness run --report-dir .   # refreshes the committed leaderboards/ and plots/ examples
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports   # the layers (pyproject.toml [tool.importlinter]; README.md, Layout)
 	$(PY) -m pytest -q
 
 # Regenerate the lock from the pyproject's ranges (newest releases that satisfy them), with hashes.

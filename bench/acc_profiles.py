@@ -23,8 +23,7 @@ import torch
 
 import harness
 from harness.contracts.task import main_score
-from harness.data.metrics import compute_metrics
-from harness.data.tasks import get_task, load_task
+from harness.data.tasks import compute_metrics, get_task, load_task
 from harness.models.catalog import load_classifier
 from harness.pruning.profile import PROFILES, ProfileFamily
 from harness.runners.glue import TrainSettings, load_or_fine_tune, predict

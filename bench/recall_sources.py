@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,10 +23,12 @@ import torch
 import harness
 from harness.models.catalog import load_causal_lm
 from harness.pruning.methods import PREFILL_STUDY
+from harness.runners.lm_eval_bridge import TASKS_DIR
 from harness.runners.prompt_suites import build_prompts
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
-import offline_data  # noqa: E402  (the task folder's data hooks)
+_SPEC = importlib.util.spec_from_file_location("offline_data", TASKS_DIR / "offline_data.py")
+offline_data = importlib.util.module_from_spec(_SPEC)  # the task files' data hooks, where the harness installed them
+_SPEC.loader.exec_module(offline_data)
 
 
 def prompts(tokenizer, limit: int) -> list[tuple[list[int], torch.Tensor]]:

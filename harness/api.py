@@ -19,6 +19,8 @@ makes it warn; only a fake tensor in the weights would, as an "unexpected" key);
 field in config.json is the only sign.
 
 This module sits above ``harness.models`` and ``harness.pruning``: the layering runs strictly downward.
+The layers that prune models (measure, training, report, runners, cli) import it from here, never through
+``import harness`` (README, Layout; ``lint-imports`` checks both).
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ def prune(model: torch.nn.Module, method: str = "acc", speedup: float = 1.0, **o
         options["method_state"] = previous.settings.method_state  # re-pruning keeps what was learned
     settings = PruningSettings(method=method, speedup=1.0, **{**family.default_options, **options})
     family.check(model, settings)
-    supported = METHODS.get(method).families
-    if supported is not None and family.name not in supported:
-        raise HarnessError(f"method {method!r} supports {', '.join(supported)} models, not {family.name!r} ones")
+    refusal = METHODS.get(method).refusal(family)  # the family's kind, or a family-specific method's list
+    if refusal:
+        raise HarnessError(refusal)
     attach(model, family, settings)
     model.set_speedup(speedup)
     return model

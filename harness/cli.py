@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args) -> None:
     from harness.measure.hardware import set_threads
     from harness.report.location import report_place
-    from harness.runners.glue import TrainSettings
     from harness.runners.sweep import SweepConfig, run_sweep
+    from harness.training.loop import TrainSettings
 
     _folder(args.out, "--out")  # before any work: an empty one means the current folder
     _folder(args.report_dir, "--report-dir")
@@ -179,7 +179,8 @@ def _calibrate(args) -> None:
         latency, reused = calibrate(name, sizes, device=args.device, threads=args.threads, max_length=args.max_length,
                                     budget_s=args.budget, validate_s=args.validate_seconds, force=args.force,
                                     progress=not args.no_progress)
-        from harness.pruning.latency_model import calibration_path, describe_key
+        from harness.measure.calibration_store import calibration_path
+        from harness.pruning.latency_model import describe_key
 
         state = "reused" if reused else f"made in {latency.info.get('seconds', 0):.0f} s"
         print(f"{name}: calibration of {describe_key(latency.key)}, batch sizes "

@@ -73,7 +73,7 @@ def test_unsupported_local_folder_is_one_line(tmp_path):
         with pytest.raises(HarnessError) as caught:
             load()
         assert str(caught.value) == (f"local folder {folder} is a 'distilbert' model; supported architectures: "
-                                     "bert, gpt2, llama, t5")
+                                     "bert, gpt2, llama, qwen2, t5")
 
 
 def test_t5_classifier_is_refused_in_one_line(tmp_path):

@@ -10,8 +10,8 @@ import harness
 from harness import cli
 from harness.measure import calibrate as calibration
 from harness.pruning.flops import ArchSpec, Schedule, UnreachableSpeedupError
-from harness.pruning.latency_model import (LatencyModel, MissingCalibrationError, calibration_key,
-                                           calibration_path, find_calibration, save_calibration)
+from harness.measure.calibration_store import calibration_key, calibration_path, find_calibration, save_calibration
+from harness.pruning.latency_model import LatencyModel, MissingCalibrationError
 from harness.registry import HarnessError
 
 LENGTHS = [1, 2, 4, 8, 16, 32, 64, 128]

@@ -143,7 +143,7 @@ def _stand_in_prune(model, speedup=1.0, **options):
 def test_bridge_protects_exactly_the_scored_positions(tiny_gpt2, monkeypatch):
     """Right padding is masked and each request's continuation is protected: with a model that computes
     nothing else, every log-likelihood is finite and equals stock lm-eval's."""
-    monkeypatch.setattr(harness, "prune", _stand_in_prune)
+    monkeypatch.setattr(harness.api, "prune", _stand_in_prune)
     loglikelihood, rolling = _requests()
     stock = _stock(tiny_gpt2)
     acc = AccLM(pretrained=str(tiny_gpt2), batch_size=3, max_length=64, speedup=2)
@@ -158,7 +158,7 @@ def test_bridge_protects_exactly_the_scored_positions(tiny_gpt2, monkeypatch):
 
 
 def test_bridge_rejects_a_batch_it_cannot_match(tiny_gpt2, monkeypatch):
-    monkeypatch.setattr(harness, "prune", _stand_in_prune)
+    monkeypatch.setattr(harness.api, "prune", _stand_in_prune)
     acc = AccLM(pretrained=str(tiny_gpt2), batch_size=2, max_length=64)
     request = bridge._Request((("a", "b"), [5, 6], [7]), [])
     with pytest.raises(HarnessError, match="lm-eval"):

@@ -1,7 +1,6 @@
 """The long-context task's builder and the kept-position histograms (harness positions)."""
 
-import sys
-from pathlib import Path
+import importlib.util
 
 import pytest
 import torch
@@ -9,9 +8,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import harness
 from harness.report.positions import histogram, kept_positions, plot_positions, positions_by_method, summary
+from harness.runners.lm_eval_bridge import TASKS_DIR
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
-import offline_data  # noqa: E402  (the task folder's data hooks)
+_SPEC = importlib.util.spec_from_file_location("offline_data", TASKS_DIR / "offline_data.py")
+offline_data = importlib.util.module_from_spec(_SPEC)  # the task files' data hooks, where the harness installed them
+_SPEC.loader.exec_module(offline_data)
 
 
 def sentences(count=200):

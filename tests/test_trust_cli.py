@@ -146,7 +146,7 @@ def test_run_threads_outside_the_cores_are_refused(workdir, tiny_checkpoint, mon
 def test_calibrate_bad_knobs_store_nothing(workdir, tiny_checkpoint, monkeypatch, capsys, extra, message):
     """A calibration made with a negative budget or a zero length was stored, and later runs trusted it."""
     from harness.measure import calibrate
-    from harness.pruning.latency_model import calibration_dir
+    from harness.measure.calibration_store import calibration_dir
 
     monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)  # old code: never 100000 threads
 

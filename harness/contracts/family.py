@@ -17,9 +17,16 @@ and the bookkeeping of what each forward kept.  A family answers the questions o
   and what a latency measurement feeds it (``latency_inputs``: an encoder-decoder also needs decoder
   inputs).
 
-Families share code through this contract and the small helpers in ``harness.models.stack``, never by
-inheriting from a sibling family.  Register an instance in ``harness.models.FAMILIES`` or declare it in
-the ``harness.models`` entry-point group.
+A decoder-only family implements ``DecoderFamily`` below: the hooks the shared causal forward calls
+(``embed``, ``rotary``, ``final_norm``, ``output_class``, and the KV cache's ``new_cache`` and
+``write_cache``).  ``harness.models.decoder.Decoder`` implements the rest once (the pruned forward,
+generation from the pruned cache, the output head on the kept rows), and
+``harness.models.decoder.RotaryDecoder`` the Llama layout as well (Llama, Qwen2, Mistral): a new family
+of that layout is one module naming its model classes and refusing the configs it cannot match.
+
+Families share code through this contract, ``harness.models.decoder`` and the small helpers in
+``harness.models.stack``, never by inheriting from a sibling family.  Register an instance in
+``harness.models.FAMILIES`` or declare it in the ``harness.models`` entry-point group.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from harness.pruning.flops import ArchSpec
+from harness.contracts.flops import ArchSpec
 from harness.registry import HarnessError
 
 KINDS = ("encoder", "decoder", "encoder-decoder")
@@ -55,7 +62,9 @@ class Tokens:
     """(B, n) bool: tokens no layer may drop."""
     weight: torch.Tensor | None = None
     """(B, n) float or None: how many input tokens each word-vector stands for (ToMe's merged sizes) or
-    its soft mass (LTP's soft masks while training); attention adds log(weight) to the keys' logits."""
+    its soft mass (LTP's soft masks while training); attention adds log(weight) to the keys' logits.
+    The shared layer loop adds it to the ``LayerCall.bias`` a drop layer gets, so every family that
+    passes ``call.bias`` to ``attend_and_score`` attends merged word-vectors alike."""
 
 
 @dataclass
@@ -139,9 +148,10 @@ class Family(abc.ABC):
                    call: LayerCall) -> tuple[torch.Tensor, Tokens]:
         """The layer, keeping ``keep[b]`` word-vectors of sample b after its self-attention.
 
-        Project the heads, call ``attend_and_score`` (``call.bias`` as its bias), let
-        ``call.pruner.method.reduce`` pick the kept word-vectors, then run the output projection and
-        the feed-forward network on them only.  Returns their hidden states and ``Tokens``."""
+        Project the heads, call ``attend_and_score`` (``call.bias`` as its bias: it already holds
+        log(``tokens.weight``) when word-vectors carry weights), let ``call.pruner.method.reduce`` pick
+        the kept word-vectors, then run the output projection and the feed-forward network on them
+        only.  Returns their hidden states and ``Tokens``."""
 
     def single_token_layer(self, layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor | None:
         """The layer on one word-vector per sample, where a cheaper form exists (None: the stock call)."""
@@ -164,3 +174,63 @@ class Family(abc.ABC):
 
         An encoder-decoder adds its decoder inputs here (e.g. one decoder start token per row)."""
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+class DecoderFamily(Family):
+    """A decoder-only family: the pieces of one architecture that the shared causal forward
+    (``harness.models.decoder``) cannot know.  Subclass ``harness.models.decoder.Decoder``, which
+    implements the rest of ``Family`` for decoders, or ``RotaryDecoder`` for the Llama layout.
+
+    Why hooks and not a copied forward: generation from a pruned prefill (each layer's cache holds the
+    tokens that entered it, decoding steps mask each layer's cache on its own), the output head on the
+    kept rows only and the KV-cache keyword of the installed transformers are the same for every
+    decoder, and a copy of them per family is a copy that drifts."""
+
+    kind: ClassVar[str] = "decoder"
+    classes: ClassVar[tuple[type, ...]] = ()
+    """The model classes this family prunes (the base model and its heads)."""
+    output_class: ClassVar[type]
+    """The class the base model's stock forward returns (``BaseModelOutputWithPast``, ...): the heads
+    read ``last_hidden_state`` and the cache from it as from stock."""
+
+    def supports(self, model: nn.Module) -> bool:
+        return isinstance(model, self.classes)
+
+    @abc.abstractmethod
+    def embed(self, base: nn.Module, input_ids, inputs_embeds, position_ids, kwargs: dict,
+              past: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hidden states entering the first layer, position ids)``.
+
+        Positions default to ``past``, ``past + 1``, ... (``past``: the tokens before these, in a
+        decoding step).  Absolute position embeddings are added here (GPT-2), so kept tokens carry
+        their original positions with no further work; pop from ``kwargs`` what only this uses."""
+
+    def rotary(self, base: nn.Module, hidden: torch.Tensor, position_ids: torch.Tensor) -> Any:
+        """Per-token inputs every layer takes besides the hidden states (rotary cos/sin), or None.
+
+        The forward computes them once for the whole input (``LayerCall.rotary`` and
+        ``original_rotary``); ``after_drop`` brings them to the kept tokens' original positions."""
+        return None
+
+    @abc.abstractmethod
+    def final_norm(self, base: nn.Module) -> nn.Module:
+        """The norm after the last layer (applied to the kept rows before they are scattered back)."""
+
+    # --- the KV cache -----------------------------------------------------------------------------------
+    def new_cache(self, base: nn.Module) -> Any:
+        """The cache a forward starts when asked for one (``use_cache``) and given none.
+
+        It must keep every token a layer writes: the pruned prefill writes each layer's own kept tokens,
+        and decoding masks them by ``Rows.cache_valid``.  A cache that trims (sliding windows) or
+        offloads cannot hold that layout; refuse such configs in ``check`` instead."""
+        from transformers import DynamicCache
+
+        return DynamicCache(config=base.config)
+
+    def write_cache(self, call: LayerCall, index: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """A drop layer stores the keys and values of every token entering layer ``index`` (before any
+        is dropped; after rotary, before grouped heads are repeated), as the stock layer would have.
+
+        Stock layers (``run_layer``) write their own through the cache keyword they take."""
+        if call.cache is not None:
+            call.cache.update(key, value, index)

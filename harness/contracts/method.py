@@ -14,8 +14,9 @@ A method decides, in every layer that drops word-vectors:
 * how it reduces them (``reduce``; default: drop the unkept ones; merging them into the kept ones is
   another reduction);
 * how the model is trained for it (``recipe``: the name of a training recipe in ``RECIPES``; default
-  the offline-tuning fine-tune of ``harness.runners.glue``; a method that trains its own way registers
-  its recipe in ``RECIPES`` beside it); fine-tuned models are cached per (model, task, method, recipe);
+  the offline-tuning fine-tune of ``harness.training.loop``; a method that trains its own way names its
+  recipe, and the training layer registers it in ``RECIPES``: ``harness.pruning.methods.recipes``
+  lists the built-in ones); fine-tuned models are cached per (model, task, method, recipe);
 * whether it reuses another method's fine-tuned model (``fine_tune_as``: a method that changes only
   inference, as ``acc-search`` changes only the lengths, is evaluated on the very weights it is
   compared with, and costs no second training);
@@ -28,7 +29,9 @@ A method decides, in every layer that drops word-vectors:
   counts the FLOPs of what the layers really kept);
 * per-model state: ``bind`` gives each pruned model its own instance (learned thresholds, a searched
   length configuration, read from ``PruningSettings.method_state``), and ``fit`` tunes that state for
-  the requested speedups on held-out rows (``Tuning``) before a sweep evaluates them.
+  the requested speedups on held-out rows (``Tuning``) before a sweep evaluates them;
+* which models it prunes: ``kinds`` (a prefill method declares ``("decoder",)`` and so serves every
+  decoder family, a plugged-in one too), and ``families`` only where it relies on one family's layers.
 
 The smallest method::
 
@@ -52,8 +55,8 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from harness.contracts.family import Tokens
-from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, forward_flops
-from harness.pruning.select import pack_kept
+from harness.contracts.flops import ArchSpec, Schedule, counts_for_speedup, forward_flops
+from harness.contracts.select import pack_kept
 from harness.registry import Registry
 
 NEEDS = ("attention", "last-query", "keys", "nothing")
@@ -62,8 +65,9 @@ OFFLINE_TUNING = "offline-tuning"
 RECIPES: Registry = Registry("training recipe")
 """name -> ``train(loaded, train_frame, task, settings, progress)``: trains a pruned model in place.
 ``loaded`` is a ``harness.models.catalog.LoadedModel``, ``train_frame`` the task's train split,
-``settings`` a ``harness.runners.glue.TrainSettings``.  ``offline-tuning`` is registered by
-``harness.runners.glue``."""
+``settings`` a ``harness.training.loop.TrainSettings``.  ``harness.training.loop`` registers
+``offline-tuning`` and the built-in methods' own recipes: training sits above pruning, so the methods
+name their recipe and the training layer fills it in."""
 
 
 @dataclass(frozen=True)
@@ -143,12 +147,17 @@ class Method(abc.ABC):
     dynamic: ClassVar[bool] = False
     """Counts are decided inside the layers (``reduce`` may keep fewer than ``keep``): every layer runs
     the drop path when pruning, and the FLOPs are counted from what was kept."""
+    kinds: ClassVar[tuple[str, ...]] = KINDS_ALL
+    """The family kinds (``Family.kind``) whose models the method prunes.  Why kinds and not a list of
+    family names: a method that needs a causal "last token" fits every decoder, including families
+    added after it was written."""
     families: ClassVar[tuple[str, ...] | None] = None
-    """The model families (``Family.name``) the method supports; None: every family."""
+    """The model families (``Family.name``) the method supports, for a method that relies on one
+    family's layers or recipe (LTP's training); None: every family of its ``kinds``."""
     latency_model: ClassVar[bool] = True
     """Works with ``speedup_model="latency"`` (which solves the shared profile for wall-clock targets)."""
     profile: ClassVar[str | None] = None
-    """The elimination profile family (``harness.pruning.profile.PROFILES``) the method's counts always
+    """The elimination profile family (``harness.contracts.profile.PROFILES``) the method's counts always
     follow, whatever ``PruningSettings.profile`` says; None: the settings' profile.  It is part of the
     method, so the solver, the reachability checks, training and the latency model all use it."""
     speedup_draw: ClassVar[str] = "uniform"
@@ -159,6 +168,15 @@ class Method(abc.ABC):
     @property
     def needs_attention(self) -> bool:
         return self.needs == "attention"
+
+    def refusal(self, family) -> str | None:
+        """Why this method cannot prune ``family``'s models (a ``Family``), in one line; None if it can."""
+        if family.kind not in self.kinds:
+            kinds = " and ".join(self.kinds)
+            return f"method {self.name!r} prunes {kinds} models, not {family.name!r} ones ({family.kind}s)"
+        if self.families is not None and family.name not in self.families:
+            return f"method {self.name!r} supports {', '.join(self.families)} models, not {family.name!r} ones"
+        return None
 
     @abc.abstractmethod
     def score(self, inputs: ScoreInputs) -> torch.Tensor:

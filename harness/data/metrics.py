@@ -3,7 +3,8 @@
 Why not ``evaluate.load("glue", ...)``: it downloads its metric scripts from the hub, which is unreachable
 here.  The definitions below are the ones that script uses (accuracy; binary F1 with positive label 1;
 Matthews correlation; Pearson and Spearman correlation), so scores are comparable with published GLUE
-numbers.  Values are plain floats on a 0..1 scale.
+numbers.  Values are plain floats on a 0..1 scale.  A task's set of them is
+``harness.data.tasks.compute_metrics``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from harness.registry import Registry
-
-from .tasks import Task, get_task
 
 Metric = Callable[[Sequence, Sequence], float]
 METRICS: Registry[Metric] = Registry("metric")
@@ -65,9 +64,3 @@ def pearson(predictions: Sequence, references: Sequence) -> float:
 def spearmanr(predictions: Sequence, references: Sequence) -> float:
     _check(predictions, references)
     return float(stats.spearmanr(predictions, references)[0])
-
-
-def compute_metrics(task: str | Task, predictions: Sequence, references: Sequence) -> dict[str, float]:
-    """The task's official metric set, e.g. ``{"accuracy": 0.8, "f1": 0.85}`` for MRPC."""
-    spec = task if isinstance(task, Task) else get_task(task)
-    return {name: METRICS.get(name)(predictions, references) for name in spec.metrics}

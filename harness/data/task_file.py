@@ -31,7 +31,7 @@ import yaml
 
 from harness.contracts.task import Task
 from harness.data.metrics import METRICS
-from harness.data.tasks import _READERS, DataError, _normalise, _read
+from harness.data.readers import READERS, DataError, normalise, read
 
 KEYS = ("name", "description", "data", "text", "label", "labels", "num_labels", "regression", "metrics", "metric")
 ROLES = ("train", "validation", "test")
@@ -82,8 +82,8 @@ def _data_files(data: Any, folder: Path, where: str) -> dict[str, Path]:
     files = {}
     for role, name in data.items():
         file = (folder / str(name)).expanduser()
-        if file.suffix not in _READERS:
-            raise DataError(f"{where}: {role} file {file.name} is not one of {', '.join(_READERS)}")
+        if file.suffix not in READERS:
+            raise DataError(f"{where}: {role} file {file.name} is not one of {', '.join(READERS)}")
         if not file.is_file():
             raise DataError(f"{where}: {role} file {file} does not exist")
         files[role] = file
@@ -126,6 +126,6 @@ def _metrics(spec: dict, num_labels: int, where: str) -> tuple[str, ...]:
 def _load(task: Task, files: dict[str, Path], task_path: Path):
     splits, provenance = {}, {}
     for role, file in files.items():
-        splits[role] = _normalise(task, _read(file), file)  # refuses a file without rows
+        splits[role] = normalise(task, read(file), file)  # refuses a file without rows
         provenance[role] = {"name": str(file), "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
     return splits, {"source": f"task-file:{task_path.resolve()}", "files": provenance}

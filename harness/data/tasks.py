@@ -21,22 +21,21 @@ import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from harness.assets import ASSETS, asset_path, hub_unreachable_reason
 from harness.contracts.task import LmEvalTask, Task
-from harness.registry import HarnessError, Registry, one_line
+from harness.data.metrics import METRICS
+from harness.data.readers import READERS, DataError, normalise, read
+from harness.data.task_file import load_task_file
+from harness.registry import Registry, one_line
 
 _ALTERNATIVES = ("pass --data-dir with train and validation files (.csv, .jsonl or .parquet) in GLUE "
                  "columns, or use the embedded tasks rt-polarity, boolq")
 _REQUIRED_ROLES = ("train", "validation")
-
-
-class DataError(HarnessError):
-    """A task's data could not be found, read or understood."""
 
 
 class HubDataError(DataError):
@@ -118,10 +117,16 @@ def is_task_file(name: str) -> bool:
 def get_task(name: str) -> Task:
     """A registered task, or the task a task file (``*.yaml``/``*.yml``) describes."""
     if is_task_file(name):
-        from harness.data.task_file import load_task_file
-
         return load_task_file(name)
     return TASKS.get(name)
+
+
+def compute_metrics(task: str | Task, predictions: Sequence, references: Sequence) -> dict[str, float]:
+    """The task's official metric set, e.g. ``{"accuracy": 0.8, "f1": 0.85}`` for MRPC.  (Here, not in
+    ``metrics.py``: a task named by a string is found by ``get_task``, and task files check their metric
+    names against ``METRICS``, so the metrics sit below the tasks.)"""
+    spec = task if isinstance(task, Task) else get_task(task)
+    return {name: METRICS.get(name)(predictions, references) for name in spec.metrics}
 
 
 def load_task(name: str | Task, data_dir: str | None = None, seed: int = 0,
@@ -157,89 +162,25 @@ def _apply_limit(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 # --- user files -------------------------------------------------------------------------------------
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    # keep_default_na=False: a sentence such as "NA" or "null" is text, not a missing value
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
-    ".csv": _read_csv,
-    ".jsonl": lambda path: pd.read_json(path, lines=True, dtype=False),
-    ".parquet": pd.read_parquet,
-}
-
-
 def _load_dir(spec: Task, folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    expected = f"train and validation files ({', '.join(_READERS)}) with columns {', '.join(spec.columns)}"
+    expected = f"train and validation files ({', '.join(READERS)}) with columns {', '.join(spec.columns)}"
     if not folder.is_dir():
         raise DataError(f"--data-dir {folder} is not a folder; expected a folder with {expected}")
     splits, files = {}, {}
     for role, split in spec.splits.items():
         names = dict.fromkeys([split, role])  # MNLI: validation_matched.csv or validation.csv
-        found = [folder / f"{n}{ext}" for n in names for ext in _READERS if (folder / f"{n}{ext}").is_file()]
+        found = [folder / f"{n}{ext}" for n in names for ext in READERS if (folder / f"{n}{ext}").is_file()]
         if len(found) > 1:
             raise DataError(f"--data-dir {folder} has several files for split {role}: "
                             f"{', '.join(p.name for p in found)}; keep one")
         if not found:
             if role in _REQUIRED_ROLES:
-                raise DataError(f"--data-dir {folder} has no {'|'.join(names)}{{{','.join(_READERS)}}} file; "
+                raise DataError(f"--data-dir {folder} has no {'|'.join(names)}{{{','.join(READERS)}}} file; "
                                 f"expected {expected}")
             continue
-        splits[role] = _normalise(spec, _read(found[0]), found[0])
+        splits[role] = normalise(spec, read(found[0]), found[0])
         files[role] = {"name": found[0].name, "sha256": hashlib.sha256(found[0].read_bytes()).hexdigest()}
     return splits, {"source": f"local:{folder.resolve()}", "files": files}
-
-
-def _read(path: Path) -> pd.DataFrame:
-    try:
-        return _READERS[path.suffix](path)
-    except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
-        raise DataError(f"could not parse {path} as {path.suffix[1:]} ({one_line(exc)})") from exc
-
-
-def _normalise(spec: Task, df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Check a user file's columns and labels, and reduce it to ``spec.columns``."""
-    required = [*spec.text_fields, spec.label_field]
-    if missing := [c for c in required if c not in df.columns]:
-        raise DataError(f"expected columns {', '.join(required)} in {path}; found "
-                        f"{', '.join(map(str, df.columns)) or 'none'} (missing {', '.join(missing)})")
-    if df.empty:
-        raise DataError(f"{path} has no data rows; every split needs at least one")
-    for col in spec.text_fields:
-        if (n := int(df[col].isna().sum())):
-            raise DataError(f"{path}: {n} rows have no {col}")
-        if len(empty := (df[col].astype(str).str.strip() == "").to_numpy().nonzero()[0]):
-            raise DataError(f"{path}: {len(empty)} rows have an empty {col} (data rows {_row_numbers(empty)}); "
-                            f"every text needs at least one word")
-    labels = _parse_labels(spec, df[spec.label_field], path)
-    texts = {c: df[c].astype(str) for c in spec.text_fields}
-    return pd.DataFrame({**texts, "label": labels}).reset_index(drop=True)
-
-
-def _row_numbers(positions, shown: int = 5) -> str:
-    """1-based data row numbers (the header is not a row), the first few and how many more."""
-    numbers = ", ".join(str(int(p) + 1) for p in positions[:shown])
-    return numbers + (f" and {len(positions) - shown} more" if len(positions) > shown else "")
-
-
-def _parse_labels(spec: Task, raw: pd.Series, path: Path) -> pd.Series:
-    """Numbers, or label names such as ``entailment``; classes must lie in ``0..num_labels-1``."""
-    values = pd.to_numeric(raw, errors="coerce")
-    if spec.label_names:
-        by_name = raw.astype(str).map({n: i for i, n in enumerate(spec.label_names)})
-        values = values.where(values.notna(), by_name)
-    values = values.astype(float)
-    if spec.is_regression:
-        bad = values.isna()
-    else:
-        bad = values.isna() | (values % 1 != 0) | (values < 0) | (values >= spec.num_labels)
-    if bad.any():
-        allowed = "numbers" if spec.is_regression else (
-            f"0..{spec.num_labels - 1}" + (f" or {', '.join(spec.label_names)}" if spec.label_names else ""))
-        row = int(bad.to_numpy().argmax())
-        raise DataError(f"{path}: {int(bad.sum())} bad values in column {spec.label_field} (first: "
-                        f"{raw.iloc[row]!r} in data row {row + 1}); expected {allowed}")
-    return values if spec.is_regression else values.astype("int64")
 
 
 # --- the hub ----------------------------------------------------------------------------------------

@@ -34,14 +34,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-import harness
+from harness.api import prune
 from harness.contracts.family import Tokens
+from harness.measure.calibration_store import calibration_key, find_calibration, save_calibration
 from harness.measure.hardware import check_device, hardware_fingerprint, set_threads
 from harness.measure.latency import interleaved_latency
 from harness.models import family_for, stack
 from harness.pruning.attention import layer_mask
-from harness.pruning.latency_model import (RESIDUAL, LatencyModel, calibration_key, describe_key,
-                                           find_calibration, save_calibration)
+from harness.pruning.latency_model import RESIDUAL, LatencyModel, describe_key
 from harness.pruning.surface import last_token_kwargs, stock_copy
 from harness.registry import HarnessError
 
@@ -181,7 +181,7 @@ def load_for_timing(name: str, device: str):
     torch.manual_seed(0)
     loaded = (load_causal_lm(name, "random") if spec.is_decoder else load_classifier(name, "random", 2))
     model = loaded.model.to(device).eval()
-    return harness.prune(model)
+    return prune(model)
 
 
 def _inputs(model, batch: int, length: int, device: str) -> dict:

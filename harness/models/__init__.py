@@ -15,12 +15,13 @@ from harness.contracts.family import Family
 from harness.models.bert import BertFamily
 from harness.models.gpt2 import GPT2Family
 from harness.models.llama import LlamaFamily
+from harness.models.qwen2 import Qwen2Family
 from harness.models.t5 import T5Family
 from harness.registry import HarnessError, Registry, instance
 
 FAMILIES: Registry[Family] = Registry("model family", group="harness.models",
                                       accepts=lambda obj: isinstance(instance(obj), Family), adapt=instance)
-for _family in (BertFamily(), GPT2Family(), LlamaFamily(), T5Family()):
+for _family in (BertFamily(), GPT2Family(), LlamaFamily(), Qwen2Family(), T5Family()):
     FAMILIES.register(_family.name, _family)
 
 

@@ -26,7 +26,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 
 from harness.contracts.family import Family, LayerCall, Tokens
 from harness.models import stack
-from harness.pruning.attention import attend_and_score, with_weight
+from harness.pruning.attention import attend_and_score
 from harness.pruning.flops import ArchSpec
 from harness.registry import HarnessError
 
@@ -123,7 +123,7 @@ class BertFamily(Family):
         context, scores = attend_and_score(
             query, key, value, tokens.valid, tokens.positions, pruner.method, scaling=attention.scaling,
             dropout=attention.dropout.p if call.training else 0.0, generator=pruner.generator,
-            bias=with_weight(call.bias, tokens.weight))
+            bias=call.bias)
         context, residual, tokens = pruner.method.reduce(context, hidden, scores, tokens, keep)
         attended = layer.attention.output(context, residual)
         return layer.feed_forward_chunk(attended), tokens

@@ -1,10 +1,12 @@
-"""ACC elimination for decoder-only models: what GPT-2 and Llama share.
+"""ACC elimination for decoder-only models: what every decoder family shares.
 
-A decoder family (``gpt2.py``, ``llama.py``) implements the ``Family`` contract and, for the forward
-here, supplies ``embed``, ``rotary``, ``final_norm`` and ``output_class``;
-``pruned_forward`` runs the shared layer loop (``stack.run_stack``), and ``install`` puts it in place of
-the base model's forward (``stack.install``: the class, the state-dict keys and ``save_pretrained`` stay
-stock).
+A decoder family subclasses ``Decoder`` (GPT-2) or ``RotaryDecoder`` (the Llama layout: Llama, Qwen2)
+and supplies the hooks of ``harness.contracts.family.DecoderFamily`` (``embed``, ``rotary``,
+``final_norm``, ``output_class``, the KV cache's ``new_cache`` and ``write_cache``) with its layers'
+``run_layer`` and ``drop_layer``; ``RotaryDecoder`` supplies them all for its layout, so such a family
+names only its classes and what it refuses.  ``pruned_forward`` runs the shared layer loop
+(``stack.run_stack``), and ``install`` puts it in place of the base model's forward (``stack.install``:
+the class, the state-dict keys and ``save_pretrained`` stay stock).
 
 Conventions, chosen for what lm-eval and generation need:
 
@@ -27,13 +29,15 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-from harness.contracts.family import LayerCall
+from harness.contracts.family import DecoderFamily, LayerCall, Tokens
 from harness.models import compat, stack
 from harness.pruning.attention import attend_and_score, for_implementation
-
+from harness.pruning.flops import ArchSpec
+from harness.pruning.select import gather_tokens
 
 DECODER_OPTIONS = {"protect_first": 1, "protect_last": 1, "min_keep": 16}
 """The last token's logits are the output; the first token is the "attention sink" most heads park
@@ -75,7 +79,7 @@ def pruned_forward(base, input_ids=None, attention_mask=None, position_ids=None,
     rows.kept = None
     cache = compat.pop_cache(kwargs)
     if use_cache and cache is None:
-        cache = DynamicCache(config=base.config)
+        cache = family.new_cache(base)
     if cache is not None and cache.get_seq_length() > 0:
         return decode(base, family, rows, cache, input_ids, inputs_embeds, position_ids, kwargs)
     hidden, position_ids = family.embed(base, input_ids, inputs_embeds, position_ids, kwargs)
@@ -145,3 +149,77 @@ def attend(module: nn.Module, query, key, value, tokens, call: LayerCall, *, dro
                             dropout=dropout if module.training else 0.0, generator=pruner.generator, causal=True,
                             bias=call.bias, queries=pruner.scoring_queries(tokens.valid, tokens.positions))
 
+
+class Decoder(DecoderFamily):
+    """What every decoder family shares besides the forward above: its defaults, its output head on the
+    kept rows, and how the forward is put in place.  A subclass writes the ``DecoderFamily`` hooks and
+    its layers' ``run_layer``/``drop_layer`` (``write_cache`` and ``attend`` in the drop layer)."""
+
+    default_options = DECODER_OPTIONS
+
+    def output_head(self, model: nn.Module) -> nn.Module | None:
+        return output_head(model)
+
+    def install(self, model: nn.Module, pruner) -> None:
+        install(model, self, pruner)
+
+
+class RotaryDecoder(Decoder):
+    """The Llama layout, which Llama, Qwen2 and Mistral share: pre-norm blocks (``input_layernorm``,
+    ``self_attn`` with ``q/k/v/o_proj``, ``post_attention_layernorm``, ``mlp``), rotary positions from
+    ``base.rotary_emb``, grouped-query attention, a gated MLP, ``base.norm`` last.
+
+    Rotary angles are computed once for the input and gathered for the kept tokens, so every kept token
+    keeps the angle of its original position; grouped key/value heads are repeated as stock does.
+    Projection biases (Qwen2's q/k/v) live in the projection modules, so they need nothing here."""
+
+    output_class = BaseModelOutputWithPast
+
+    def arch_spec(self, model: nn.Module) -> ArchSpec:
+        config = model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return ArchSpec(num_layers=config.num_hidden_layers, hidden=config.hidden_size,
+                        num_heads=config.num_attention_heads, head_dim=head_dim, ffn_dim=config.intermediate_size,
+                        num_kv_heads=config.num_key_value_heads, ffn_matrices=3,
+                        head_per_token=lm_head_flops(model, config.hidden_size))
+
+    def max_length(self, model: nn.Module) -> int:
+        return model.config.max_position_embeddings
+
+    def stacks(self, model: nn.Module):
+        base = model.base_model
+        return {"decoder": base.layers[: base.config.num_hidden_layers]}
+
+    def embed(self, base, input_ids, inputs_embeds, position_ids, kwargs, past: int = 0):
+        embeds = base.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        return embeds, default_positions(embeds, past) if position_ids is None else position_ids
+
+    def rotary(self, base, hidden, position_ids):
+        cos, sin = base.rotary_emb(hidden, position_ids=position_ids)
+        return cos.expand(hidden.shape[0], -1, -1), sin.expand(hidden.shape[0], -1, -1)
+
+    def after_drop(self, call: LayerCall, tokens: Tokens) -> None:
+        # rotary rows are indexed by the original position; kept tokens look theirs up
+        call.rotary = tuple(gather_tokens(part, tokens.positions) for part in call.original_rotary)
+
+    def final_norm(self, base):
+        return base.norm
+
+    def run_layer(self, layer, hidden, call: LayerCall):
+        return layer(hidden, attention_mask=call.mask, position_embeddings=call.rotary, **compat.cache_kwargs(call.cache))
+
+    def drop_layer(self, layer, hidden, tokens: Tokens, keep, call: LayerCall):
+        """One decoder layer that keeps ``keep[b]`` tokens of sample b after its causal self-attention."""
+        attention = layer.self_attn
+        batch, n, _ = hidden.shape
+        normed = layer.input_layernorm(hidden)
+        query, key, value = (proj(normed).view(batch, n, -1, attention.head_dim).transpose(1, 2)
+                             for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
+        query, key = apply_rotary_pos_emb(query, key, *call.rotary)
+        self.write_cache(call, attention.layer_idx, key, value)
+        groups = attention.num_key_value_groups
+        context, scores = attend(attention, query, repeat_kv(key, groups), repeat_kv(value, groups),
+                                 tokens, call, dropout=attention.attention_dropout)
+        context, residual, tokens = call.pruner.method.reduce(context, hidden, scores, tokens, keep)
+        hidden = residual + attention.o_proj(context)
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden)), tokens

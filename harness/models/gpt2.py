@@ -1,8 +1,9 @@
 """ACC word-vector elimination for GPT-2 (GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2Model).
 
-The layer loop and the output conventions are shared with Llama in ``decoder.py``.  GPT-2 adds its
-learned position embeddings before the first block, so kept tokens carry their original positions
-with no further work.  Configs with ``scale_attn_by_inverse_layer_idx`` or
+The pruned forward, its KV cache and the output conventions are the shared decoder's
+(``decoder.Decoder``); this module holds what is GPT-2's own: its embeddings (learned position
+embeddings added before the first block, so kept tokens carry their original positions with no further
+work), its final norm, and its block.  Configs with ``scale_attn_by_inverse_layer_idx`` or
 ``reorder_and_upcast_attn`` (neither is used by the released GPT-2 checkpoints) are refused rather
 than computed differently from stock.
 """
@@ -13,19 +14,17 @@ from torch import nn
 from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Model
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
-from harness.contracts.family import Family, LayerCall, Tokens
+from harness.contracts.family import LayerCall, Tokens
 from harness.models import decoder
 from harness.pruning.flops import ArchSpec
 from harness.registry import HarnessError
 
-class GPT2Family(Family):
-    name, kind, model_types = "gpt2", "decoder", ("gpt2",)
-    description = "GPT-2 decoders: GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification"
-    default_options = decoder.DECODER_OPTIONS
-    output_class = BaseModelOutputWithPastAndCrossAttentions
 
-    def supports(self, model: nn.Module) -> bool:
-        return isinstance(model, (GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification))
+class GPT2Family(decoder.Decoder):
+    name, model_types = "gpt2", ("gpt2",)
+    classes = (GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification)
+    description = "GPT-2 decoders: GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification"
+    output_class = BaseModelOutputWithPastAndCrossAttentions
 
     def check(self, model: nn.Module, settings) -> None:
         config = model.config
@@ -43,19 +42,12 @@ class GPT2Family(Family):
     def max_length(self, model: nn.Module) -> int:
         return model.config.n_positions
 
-    def output_head(self, model: nn.Module) -> nn.Module | None:
-        return decoder.output_head(model)
-
-    def install(self, model: nn.Module, pruner) -> None:
-        decoder.install(model, self, pruner)
-
     def stacks(self, model: nn.Module):
         return {"decoder": model.base_model.h}
 
-    # -- the pieces decoder.pruned_forward calls --------------------------------------------------
+    # -- the DecoderFamily hooks ---------------------------------------------------------------------
 
-    @staticmethod
-    def embed(base, input_ids, inputs_embeds, position_ids, kwargs, past: int = 0):
+    def embed(self, base, input_ids, inputs_embeds, position_ids, kwargs, past: int = 0):
         embeds = base.wte(input_ids) if inputs_embeds is None else inputs_embeds
         if position_ids is None:
             position_ids = decoder.default_positions(embeds, past)
@@ -65,12 +57,7 @@ class GPT2Family(Family):
             hidden = hidden + base.wte(token_type_ids)
         return base.drop(hidden), position_ids
 
-    @staticmethod
-    def rotary(base, hidden, position_ids):
-        return None
-
-    @staticmethod
-    def final_norm(base):
+    def final_norm(self, base):
         return base.ln_f
 
     def run_layer(self, block, hidden, call: LayerCall):
@@ -82,8 +69,7 @@ class GPT2Family(Family):
         batch, n, _ = hidden.shape
         query, key, value = (part.view(batch, n, -1, attention.head_dim).transpose(1, 2)
                              for part in attention.c_attn(block.ln_1(hidden)).split(attention.split_size, dim=2))
-        if call.cache is not None:
-            call.cache.update(key, value, attention.layer_idx)
+        self.write_cache(call, attention.layer_idx, key, value)
         context, scores = decoder.attend(attention, query, key, value, tokens, call, dropout=attention.attn_dropout.p)
         context, residual, tokens = call.pruner.method.reduce(context, hidden, scores, tokens, keep)
         hidden = residual + attention.resid_dropout(attention.c_proj(context))

@@ -5,8 +5,11 @@ pruner for the plan, runs each layer stock where no sample drops a token, the fa
 where some do (and in every layer once word-vectors carry weights, or where the method decides its
 counts inside the layers), skips a layer whose plan keeps 0 (LayerDrop), keeps the attention mask
 (and, through ``Family.after_drop``, rotary angles or a bias) right for the packed kept tokens, and
-records what each layer kept.  For a two-pass method (``Method.filter_layer``: GemFilter) it first runs
-the selection pass (``select_input``) and then the layers on the selected tokens.
+records what each layer kept.  Once word-vectors carry weights (ToMe's merged sizes, LTP's soft
+masses), it hands every drop layer a bias with log(weight) on every key (``weighted``), so proportional
+attention is the loop's work and no family's.  For a two-pass method (``Method.filter_layer``:
+GemFilter) it first runs the selection pass (``select_input``) and then the layers on the selected
+tokens.
 
 ``install`` is the one way a family puts its pruned forward in place: an instance attribute
 ``forward`` on one module of the model (BERT: its encoder; decoders: the base model), so the class,
@@ -17,6 +20,7 @@ state are attributes of the module, so a deep copy of the model stays consistent
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import types
 from typing import Callable
@@ -25,7 +29,7 @@ import torch
 from torch import nn
 
 from harness.contracts.family import Family, LayerCall, Tokens
-from harness.pruning.attention import layer_mask
+from harness.pruning.attention import layer_mask, with_weight
 from harness.pruning.select import gather_tokens
 
 
@@ -34,6 +38,15 @@ def first_tokens(valid: torch.Tensor, pruner) -> Tokens:
     positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
     pruner.mark_answers(valid)
     return Tokens(valid, positions, pruner.protected_mask(valid))
+
+
+def weighted(call: LayerCall, tokens: Tokens) -> LayerCall:
+    """``call`` as a drop layer sees it: with log(weight) added to its bias when word-vectors carry
+    weights, so a word-vector standing for s tokens is attended as s copies would be, in every family.
+    A copy: ``call.bias`` stays the family's own, which ``after_drop`` gathers for the kept tokens."""
+    if tokens.weight is None:
+        return call
+    return dataclasses.replace(call, bias=with_weight(call.bias, tokens.weight))
 
 
 def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call: LayerCall):
@@ -61,7 +74,7 @@ def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call
         elif bool((keep == tokens.valid.sum(dim=1)).all()) and tokens.weight is None and not scoring:
             hidden = family.run_layer(layer, hidden, call)
         else:
-            hidden, tokens = family.drop_layer(layer, hidden, tokens, keep, call)
+            hidden, tokens = family.drop_layer(layer, hidden, tokens, keep, weighted(call, tokens))
             call.mask = layer_mask(tokens.valid, call.causal, hidden, call.implementation)
             family.after_drop(call, tokens)
             dropped = True
@@ -85,7 +98,7 @@ def select_input(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, k
     states = hidden
     for stock in layers[:layer]:
         states = family.run_layer(stock, states, call)
-    _, selected = family.drop_layer(layers[layer], states, tokens, keep, call)
+    _, selected = family.drop_layer(layers[layer], states, tokens, keep, weighted(call, tokens))
     call.cache = cache
     call.mask = layer_mask(selected.valid, call.causal, hidden, call.implementation)
     family.after_drop(call, selected)

@@ -82,6 +82,13 @@ def with_weight(bias: torch.Tensor | None, weight: torch.Tensor | None) -> torch
     return log_weight if bias is None else bias + log_weight
 
 
+def _bias_rows(bias: torch.Tensor, samples: slice, rows: slice) -> torch.Tensor:
+    """The bias of a block of samples and query rows.  A dimension of size 1 broadcasts: one bias for
+    every sample, or one row for every query (log(weight) belongs to the key alone), which slicing
+    past its first row would otherwise empty."""
+    return bias[samples if bias.shape[0] > 1 else slice(None), :, rows if bias.shape[2] > 1 else slice(None)]
+
+
 def last_query_probs(query, key, valid, queries, scaling: float, bias: torch.Tensor | None = None) -> torch.Tensor:
     """(B, H, n): softmax over the keys it sees of each sample's last scoring query's logits.
 
@@ -95,7 +102,9 @@ def last_query_probs(query, key, valid, queries, scaling: float, bias: torch.Ten
     rows = torch.arange(batch, device=query.device)
     logits = torch.einsum("bhd,bhnd->bhn", query[rows, :, last], key) * scaling
     if bias is not None:
-        logits = logits + bias[rows if bias.shape[0] > 1 else 0, :, last].reshape(-1, bias.shape[1], n)
+        # a bias with one row for every query (log(weight) belongs to the key alone) has no row ``last``
+        row = bias[:, :, 0] if bias.shape[2] == 1 else bias[rows if bias.shape[0] > 1 else 0, :, last]
+        logits = logits + row.reshape(-1, bias.shape[1], n)
     seen = valid & (order[None, :] <= last[:, None] + 1)
     logits = logits.masked_fill(~seen[:, None, :], torch.finfo(logits.dtype).min)
     return logits.softmax(dim=-1)
@@ -136,7 +145,7 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
             block = slice(r, r + rows)
             probs = torch.matmul(query[part, :, block], key[part].transpose(-1, -2))
             if bias is not None:
-                probs = probs + bias[part if bias.shape[0] > 1 else slice(None), :, block]
+                probs = probs + _bias_rows(bias, part, block)
             if mask is not None:
                 probs.masked_fill_(~mask[part, :, block if causal else slice(None)], torch.finfo(probs.dtype).min)
             if in_place:

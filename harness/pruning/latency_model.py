@@ -38,19 +38,19 @@ calibrated range are an error that says how to calibrate further.  Predicted den
 ``outside_dense + L·stock``; the prediction is for a batch of equal-length samples
 (the latency batches of ``harness run`` and ``bench/``), each sample's τ solved for the batch's shape.
 
-Stored calibrations are JSON files in ``$HARNESS_CACHE/latency/``, keyed by hardware (CPU model and
-core count, or GPU name), torch version, thread count (CPU), device type, dtype and the architecture
-(family and layer shapes), so a calibration is reused exactly where it describes the machine.
+Stored calibrations are JSON files in ``$HARNESS_CACHE/latency/``, keyed by hardware, torch, threads,
+device, dtype and architecture, so a calibration is reused exactly where it describes the machine.  The
+key and the files are ``harness.measure.calibration_store``'s: the hardware fingerprint and the cache sit
+above pruning, so the pruner reaches its calibration through ``calibration_for``, whose lookup that
+module installs (``install_calibrations``) when ``harness`` is imported.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ class MissingCalibrationError(HarnessError):
     """No latency calibration for this machine, torch, thread count, device and architecture."""
 
 
-# --- the key and the store ---------------------------------------------------------------------------------
+# --- how a calibration is named -----------------------------------------------------------------------------
 
 def arch_name(family: str, spec: ArchSpec) -> str:
     """The architecture as the calibration key names it: family and layer shapes (not weights)."""
@@ -105,106 +105,16 @@ def arch_name(family: str, spec: ArchSpec) -> str:
     return name
 
 
-@lru_cache(maxsize=16)
-def _hardware(device: str) -> tuple:
-    from harness.measure.hardware import hardware_fingerprint
-
-    info = hardware_fingerprint(device)
-    if device.startswith("cuda"):
-        return ("cuda", info.get("gpu"), info.get("cuda"))
-    return ("cpu", info.get("cpu"), info.get("logical_cores"))
-
-
-def calibration_key(family: str, spec: ArchSpec, device: str = "cpu", dtype=torch.float32,
-                    threads: int | None = None) -> dict:
-    """Everything a latency depends on besides the shapes: hardware, torch, threads, device, dtype, arch."""
-    device = str(device)
-    kind, hardware, extra = _hardware(device)
-    return {"architecture": arch_name(family, spec), "dtype": str(dtype).removeprefix("torch."),
-            "device": kind, "hardware": hardware, "hardware_detail": extra, "torch": torch.__version__,
-            "threads": (threads or torch.get_num_threads()) if kind == "cpu" else None}
-
-
-def calibration_dir() -> Path:
-    from harness.assets.fetch import cache_dir
-
-    return cache_dir() / "latency"
-
-
-def calibration_path(key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return calibration_dir() / f"{key['architecture']}-{key['device']}-{digest}.json"
-
-
 def describe_key(key: dict) -> str:
     threads = f", {key['threads']} threads" if key.get("threads") else ""
     return (f"{key['architecture']} ({key['dtype']}) on {key['device']} {key['hardware']}{threads}, "
             f"torch {key['torch']}")
 
 
-_LOADED: dict[str, tuple[float, "LatencyModel | None"]] = {}
-
-
-def find_calibration(key: dict) -> "LatencyModel | None":
-    """The stored calibration for ``key``, or None (also for one of another ``FORMAT``); each file version
-    is read once."""
-    path = calibration_path(key)
-    try:
-        stamp = path.stat().st_mtime_ns
-    except OSError:
-        return None
-    cached = _LOADED.get(str(path))
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    try:
-        data = json.loads(path.read_text())
-        stale = isinstance(data, dict) and data.get("format") != FORMAT  # another format: made again, as if missing
-        model = None if stale else LatencyModel.from_dict(data)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HarnessError(f"the latency calibration {path} cannot be read ({exc}); delete it and run "
-                           f"harness calibrate again") from None
-    _LOADED[str(path)] = (stamp, model)
-    return model
-
-
-def save_calibration(model: "LatencyModel") -> Path:
-    from harness.report.store import write_json_atomic
-
-    path = calibration_path(model.key)
-    write_json_atomic(path, model.to_dict())
-    _LOADED.pop(str(path), None)
-    return path
-
-
 def how_to_calibrate(key: dict, model_name: str | None = None) -> str:
     threads = f" --threads {key['threads']}" if key.get("threads") else ""
     device = "" if key["device"] == "cpu" else " --device cuda"
     return f"harness calibrate --models {model_name or '<alias or checkpoint folder>'}{device}{threads}"
-
-
-def require_calibration(key: dict, model_name: str | None = None) -> "LatencyModel":
-    model = find_calibration(key)
-    if model is None:
-        raise MissingCalibrationError(
-            f"speedup_model='latency' needs a latency calibration of {describe_key(key)}, and there is none "
-            f"in {calibration_dir()}; make one with: {how_to_calibrate(key, model_name or _alias_for(key))}")
-    return model
-
-
-def _alias_for(key: dict) -> str | None:
-    """The model alias whose architecture the key names, for the how-to line (None if none does)."""
-    try:
-        from harness.models.catalog import MODELS
-
-        for name, spec in MODELS.items():
-            family = spec.family_contract
-            with torch.device("meta"):
-                model = family.auto_class.from_config(spec.architecture())
-            if key["architecture"].split("-head")[0] == arch_name(family.name, family.arch_spec(model)).split("-head")[0]:
-                return name
-    except Exception:  # only a hint in an error message: never let it fail the error itself
-        return None
-    return None
 
 
 # --- the model ---------------------------------------------------------------------------------------------
@@ -435,9 +345,23 @@ def require_reachable_latency(model: LatencyModel, spec: ArchSpec, batch: int, n
             f"the largest reachable there is {math.floor(best * 1000) / 1000:.3f} (speedup_model='latency')")
 
 
-def calibration_for(pruner, device) -> LatencyModel:
-    """The calibration for a pruner's model on ``device`` (an error saying how to make one if missing)."""
-    key = calibration_key(getattr(pruner, "family_name", "unknown"), pruner.spec, str(device),
-                          getattr(pruner, "dtype", torch.float32))
-    return require_calibration(key)
+_lookup: Callable[..., LatencyModel | None] | None = None
+
+
+def install_calibrations(lookup: Callable[..., LatencyModel | None]) -> None:
+    """Where ``calibration_for`` finds calibrations: ``lookup(family, spec, device, dtype, required)``.
+    ``harness.measure.calibration_store`` installs its own on import (``harness`` imports it), since the
+    calibration key and files need the hardware fingerprint and the cache, which sit above pruning."""
+    global _lookup
+    _lookup = lookup
+
+
+def calibration_for(pruner, device, required: bool = True) -> LatencyModel | None:
+    """The calibration for a pruner's model on ``device``: an error saying how to make one if missing, or
+    None when not ``required``."""
+    if _lookup is None:
+        raise HarnessError("no latency calibration store is installed: import harness (it installs "
+                           "harness.measure.calibration_store)")
+    return _lookup(getattr(pruner, "family_name", "unknown"), pruner.spec, str(device),
+                   getattr(pruner, "dtype", torch.float32), required)
 

@@ -25,6 +25,7 @@ from functools import lru_cache
 import torch
 
 from harness.pruning.flops import ArchSpec, forward_flops
+from harness.pruning.latency_model import calibration_for
 from harness.pruning.pruner import ForwardStats, Pruner, PruningSettings
 
 
@@ -87,8 +88,6 @@ class PrunedModelMixin:
         """The largest wall-clock speedup this machine's latency calibration predicts for ``batch``
         samples of ``length`` tokens (with logits for the last token only: ``last_token_logits``); an
         error saying how to calibrate if there is no calibration."""
-        from harness.pruning.latency_model import calibration_for
-
         pruner = self.harness_pruner
         latency = calibration_for(pruner, pruner.device).head(last_token_logits)
         return latency.max_speedup(pruner.spec, batch, length, pruner.settings.schedule)
@@ -96,14 +95,11 @@ class PrunedModelMixin:
     def predicted_latency(self) -> tuple[float, float] | None:
         """``(dense ms, pruned ms)`` the latency model predicts for the last forward's shape (batch ×
         its longest sample) and the counts it kept, on this machine; None without a calibration."""
-        from harness.pruning.latency_model import calibration_key, find_calibration
-
         pruner = self.harness_pruner
         batch, length = pruner.last_shape
         if not batch or not pruner.last_positions:
             return None
-        key = calibration_key(pruner.family_name, pruner.spec, pruner.last_positions[0][0].device, pruner.dtype)
-        latency = find_calibration(key)
+        latency = calibration_for(pruner, pruner.last_positions[0][0].device, required=False)
         if latency is None or length > latency.max_length:
             return None
         latency = latency.head(pruner.last_token_logits)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-import harness
+from harness.api import prune
 from harness.report.plots import PAPER_STYLE, _legend, _save, _slug
 
 BINS = 10
@@ -46,7 +46,7 @@ def kept_positions(model, prompts: list[list[int]]) -> list[list[float]]:
 
 def positions_by_method(stock, methods: list[str], speedup: float, prompts: list[list[int]]) -> dict[str, list[list[float]]]:
     """``kept_positions`` of a fresh pruned copy of ``stock`` per method, all at ``speedup``."""
-    return {method: kept_positions(harness.prune(copy.deepcopy(stock), method=method, speedup=speedup), prompts)
+    return {method: kept_positions(prune(copy.deepcopy(stock), method=method, speedup=speedup), prompts)
             for method in methods}
 
 

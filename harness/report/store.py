@@ -4,8 +4,8 @@ A sweep can be killed at any moment (Ctrl-C, OOM, a lost machine) and is resumed
 cells already in ``results.jsonl``.  So a row is appended with a single ``write`` on an ``O_APPEND``
 descriptor and fsynced: a crash can at worst leave one partial *last* line, which loading drops (the
 cell is simply run again) and which is cut off before the next append so that the file stays valid
-JSON Lines.  Metadata, leaderboards and figures are replaced atomically (temp file + ``os.replace``),
-so a reader never sees half a file.
+JSON Lines.  Metadata, leaderboards and figures are replaced atomically (temp file + ``os.replace``:
+``harness.io``), so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -16,22 +16,19 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.io import jsonable, write_bytes_atomic, write_json_atomic, write_text_atomic
 from harness.registry import HarnessError
+
+# The atomic writers live in harness.io (the latency store, below the reports, writes with them too);
+# they are named here as well, where the reports and the benches import them.
+__all__ = ["RESULTS_FILE", "RESULTS_SCHEMA", "ResultStore", "read_results", "report_rows", "unique_runs",
+           "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 RESULTS_FILE = "results.jsonl"
 RESULTS_SCHEMA = 2
 """The rows' format: 2 adds ``identity`` (what made the cell) and ``schema``; rows without ``schema`` are 1."""
 ROW_KEYS = ("cell_key", "model", "task", "method", "speedup")
 """What every row names; a line without them is refused rather than shown as a blank leaderboard row."""
-
-
-def _jsonable(value: Any) -> Any:
-    """Let numpy/torch scalars and arrays and paths into a row without the runner converting them."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -157,7 +154,7 @@ class ResultStore:
 
     def append(self, row: dict[str, Any]) -> None:
         """Append ``row`` as one durable line."""
-        data = (json.dumps(row, ensure_ascii=False, default=_jsonable) + "\n").encode()
+        data = (json.dumps(row, ensure_ascii=False, default=jsonable) + "\n").encode()
         try:
             self._truncate_partial_tail()  # re-read each time: the file is small, resume stays simple
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -175,31 +172,3 @@ class ResultStore:
         _, valid = read_results(self.path)
         if self.path.exists() and self.path.stat().st_size > valid:
             os.truncate(self.path, valid)
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` all at once; the folder is created if needed."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise HarnessError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable to others
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise HarnessError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n")

@@ -27,12 +27,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-import harness
 from harness.assets import ASSETS
 from harness.assets.fingerprint import files_fingerprint, folder_fingerprint, value_fingerprint
 from harness.contracts.task import Task
 from harness.models.catalog import checkpoint_fingerprint
 from harness.registry import HarnessError
+from harness.version import __version__
 
 DTYPE = "float32"
 """Weights and compute of every evaluation and timing (a ``--dtype`` option would set it)."""
@@ -72,7 +72,8 @@ def _prompt_files(task: Task, protocol: str) -> list[Path]:
         folder = Path(task.lm_eval.include_path or TASKS_DIR)
         yamls = [path for path in folder.glob("*.yaml") if path.stem == task.lm_eval.name]
     folders = {path.parent for path in yamls}
-    return [*yamls, *(path for folder in folders for path in folder.glob("*.py"))]
+    loaders = (path for folder in folders for path in folder.glob("*.py") if path.name != "__init__.py")
+    return [*yamls, *loaders]
 
 
 def settings_identity(config, protocol) -> dict:
@@ -81,7 +82,7 @@ def settings_identity(config, protocol) -> dict:
 
     names = TIMING_SETTINGS + EVAL_SETTINGS + (PROMPT_SETTINGS if protocol.name.startswith("prompts/") else ())
     settings = {name: getattr(config, name) for name in names}
-    settings.update(threads=torch.get_num_threads(), dtype=DTYPE, harness=harness.__version__)
+    settings.update(threads=torch.get_num_threads(), dtype=DTYPE, harness=__version__)
     if protocol.trains and config.weights == "pretrained":
         settings.update({name: getattr(config, name) for name in TRAIN_SETTINGS})
         settings["train"] = {key: value for key, value in dataclasses.asdict(config.train).items()

@@ -68,7 +68,20 @@ from lm_eval.models.huggingface import HFLM
 
 from harness.registry import HarnessError
 
-TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
+
+def _shipped_tasks() -> Path:
+    """The repository's tasks/ ships as the package ``harness._tasks`` (pyproject.toml), so the import system
+    finds it where it was installed: in a wheel and in an editable install alike, never beside the source."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("harness._tasks")))
+    except ModuleNotFoundError:  # an editable install made before tasks/ was mapped into the package
+        raise HarnessError("the harness's lm-eval task files (package harness._tasks) are not installed: "
+                           "reinstall the harness (pip install -e . in a checkout, or make)") from None
+
+
+TASKS_DIR = _shipped_tasks()
 """The lm-eval task configurations shipped with the harness (``rt-polarity-zs``, ``boolq-zs``, ``heldout-ppl``)."""
 
 MODEL_TYPES = ("harness", "acc")
@@ -145,7 +158,7 @@ class PrunedLM(HFLM):
     stats = None  # ForwardStats of the loglikelihood forwards so far (analytic FLOPs, clamped samples)
 
     def __init__(self, pretrained, device: str | None = "cpu", **kwargs):
-        import harness
+        from harness.api import prune
         from harness.measure.hardware import check_device
         from harness.pruning.pruner import ForwardStats, pruning_options
         from harness.pruning.surface import PrunedModelMixin
@@ -157,7 +170,7 @@ class PrunedLM(HFLM):
         settings = model.pruning.to_dict() if isinstance(model, PrunedModelMixin) else {}
         settings.update(options)
         target = settings.pop("speedup", 1.0)
-        harness.prune(model, speedup=target, **settings)
+        prune(model, speedup=target, **settings)
 
     @property
     def pruning(self):

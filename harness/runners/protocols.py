@@ -17,19 +17,20 @@ from dataclasses import asdict, replace
 
 import torch
 
-import harness
+from harness.api import prune
 from harness.assets.cache import how_checked
 from harness.contracts.method import Tuning
 from harness.contracts.protocol import NO_QUALITY, Prepared, Protocol
 from harness.contracts.task import main_score
-from harness.data.metrics import compute_metrics
-from harness.data.tasks import load_task
+from harness.data.tasks import compute_metrics, load_task
 from harness.models.catalog import load_causal_lm, load_classifier
 from harness.pruning.methods import METHODS
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
 from harness.runners import prompt_suites
-from harness.runners.glue import encode, load_or_fine_tune, predict
+from harness.runners.glue import predict
+from harness.training.cache import load_or_fine_tune
+from harness.training.loop import encode
 
 
 def _on(device: str, loaded):
@@ -87,7 +88,7 @@ class FineTune(Protocol):
         torch.manual_seed(train.seed)
         loaded = _on(config.device, load_classifier(model_name, "pretrained", task.num_labels))
         loaded, folder, reused = load_or_fine_tune(loaded, task_data, train, config.progress)
-        harness.prune(loaded.model, method=method.name)  # a method reusing another's fine-tune (fine_tune_as)
+        prune(loaded.model, method=method.name)  # a method reusing another's fine-tune (fine_tune_as)
         loaded.model.fit_method(config.speedups, tuning_for(loaded, task_data, config, train.seed))
         texts = task_data.splits[task.eval_splits[0]][task.text_fields[0]].astype(str)
         context = {"data": task_data.provenance,

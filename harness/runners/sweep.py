@@ -47,8 +47,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import harness
+from harness.api import prune
 from harness.data.tasks import get_task, is_task_file
+from harness.measure.calibration_store import calibration_key, require_calibration
 from harness.measure.flop_count import count_flops
 from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.generation import DECODE_TOKENS, generation_calls, generation_speeds
@@ -56,17 +57,17 @@ from harness.measure.latency import quietest_latency
 from harness.models import family_for
 from harness.models.catalog import check_weights, model_spec
 from harness.pruning.flops import check_speedup, require_reachable
-from harness.pruning.latency_model import (calibration_key, check_speedup_model, require_calibration,
-                                           require_reachable_latency)
+from harness.pruning.latency_model import check_speedup_model, require_reachable_latency
 from harness.pruning.methods import METHODS
 from harness.pruning.surface import stock_copy
 from harness.registry import HarnessError
 from harness.report.lock import run_lock
 from harness.report.store import RESULTS_SCHEMA, ResultStore, report_rows, write_json_atomic
-from harness.runners.glue import TrainSettings
 from harness.runners.identity import check_folder, identities
 from harness.runners.prompt_suites import check_num_fewshot, check_prompts
 from harness.runners.protocols import PROTOCOLS
+from harness.training.loop import TrainSettings
+from harness.version import __version__
 
 
 REPEATS = 10
@@ -181,7 +182,8 @@ class SweepConfig:
                                f"got {self.train.epochs:g}")
 
     def _check_methods_fit(self, specs: dict) -> None:
-        """Methods that only some families support, or only the FLOP speedup model, refused up front."""
+        """Methods that only some kinds or families of model support, or only the FLOP speedup model,
+        refused up front."""
         for name, spec in specs.items():
             methods = dict.fromkeys(method for protocol in self.protocols_for(spec)
                                     for method in self.methods_for(PROTOCOLS.get(protocol)))
@@ -189,13 +191,13 @@ class SweepConfig:
                 if self.speedup_model == "latency" and not method.latency_model:
                     raise HarnessError(f"method {method.name!r} plans its own counts; it works with "
                                        f"--speedup-model flops only")
-                if method.families is not None and spec.family not in method.families:
-                    raise HarnessError(f"method {method.name!r} supports {', '.join(method.families)} models, "
-                                       f"not {name} ({spec.family})")
+                refusal = method.refusal(spec.family_contract)  # kinds, then a family-specific method's list
+                if refusal:
+                    raise HarnessError(f"{name}: {refusal}")
 
     def _check_reachable(self, name: str, spec) -> None:
         with torch.device("meta"):
-            model = harness.prune(spec.family_contract.auto_class.from_config(spec.architecture()))
+            model = prune(spec.family_contract.auto_class.from_config(spec.architecture()))
         if self.max_length > model.max_length:
             raise HarnessError(f"--max-length {self.max_length} exceeds {name}'s maximum input length of "
                                f"{model.max_length} tokens")
@@ -301,8 +303,8 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared, speed
         flops_dense = count_flops(lambda: stock(**batch))  # the same for every cell
     label = f"{cells['model']} × {cells['task']} × {cells['method']}"
     for speedup, key in tqdm(todo.items(), desc=label, disable=not config.progress, unit="cell"):
-        model = harness.prune(loaded.model, method=cells["method"], speedup=speedup,
-                              speedup_model=config.speedup_model).eval()
+        model = prune(loaded.model, method=cells["method"], speedup=speedup,
+                      speedup_model=config.speedup_model).eval()
         row = {"cell_key": key, "model": cells["model"], "checkpoint": loaded.checkpoint,
                "checkpoint_verified": loaded.verified, "weights": loaded.weights,
                "task": cells["task"], "protocol": cells["protocol"], "method": cells["method"], "speedup": speedup,
@@ -314,7 +316,7 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared, speed
                    flops_dense=flops_dense)
         row.update(hardware=hardware, data=prepared.context.get("data", {}), train=prepared.context.get("train", {}),
                    timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   harness_version=harness.__version__)
+                   harness_version=__version__)
         store.append(row)
 
 

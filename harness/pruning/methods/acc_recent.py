@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from harness.contracts.method import Method, ScoreInputs
-from harness.pruning.methods.last_token import DECODER_FAMILIES
+from harness.pruning.methods.last_token import DECODERS
 
 
 def ramp_weights(valid: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,7 @@ def acc_recent_scores(inputs: ScoreInputs) -> torch.Tensor:
 
 
 class AccRecent(Method):
-    name, needs, families = "acc-recent", "attention", DECODER_FAMILIES
+    name, needs, kinds = "acc-recent", "attention", DECODERS
     description = "causal ACC with queries weighed by a linear ramp toward the end of the prompt"
 
     def query_weights(self, valid: torch.Tensor, causal: bool) -> torch.Tensor:

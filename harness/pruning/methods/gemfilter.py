@@ -33,7 +33,7 @@ import json
 
 from harness.contracts.method import Method, ScoreInputs
 from harness.pruning.flops import ArchSpec, Schedule, forward_flops, reaches
-from harness.pruning.methods.last_token import DECODER_FAMILIES, last_token_scores
+from harness.pruning.methods.last_token import DECODERS, last_token_scores
 from harness.registry import HarnessError
 
 FILTER_DEPTH = 0.25
@@ -68,7 +68,7 @@ def selected_count(spec: ArchSpec, n: int, speedup: float, layer: int, floor: in
 
 
 class GemFilter(Method):
-    name, needs, families, latency_model = "gemfilter", "last-query", DECODER_FAMILIES, False
+    name, needs, kinds, latency_model = "gemfilter", "last-query", DECODERS, False
     description = "GemFilter: select by the last token's attention in an early layer, rerun the model on the selection"
 
     def __init__(self):

@@ -16,8 +16,8 @@ What we implement: that score, with counts from the shared elimination profile a
 the last token are protected, as every decoder method protects them.  What we do not: LazyLLM's "aux
 cache", which lets a later decoding step revive a pruned token; here pruning touches the prefill only
 and decoding attends the kept KV cache.  The layer computes only the last query's probability row (one
-q·Kᵀ row per sample); its context goes through the fused attention kernel.  Decoders only: an encoder
-has no "last token" whose prediction matters.
+q·Kᵀ row per sample); its context goes through the fused attention kernel.  Decoders only (every family
+of kind decoder): an encoder has no "last token" whose prediction matters.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import torch
 
 from harness.contracts.method import Method, ScoreInputs
 
-DECODER_FAMILIES = ("gpt2", "llama")
+DECODERS = ("decoder",)
+"""The kinds a prefill method prunes: every decoder family, by kind, so a new one needs no list here."""
 
 
 def last_token_scores(inputs: ScoreInputs) -> torch.Tensor:
@@ -35,7 +36,7 @@ def last_token_scores(inputs: ScoreInputs) -> torch.Tensor:
 
 
 class LastToken(Method):
-    name, needs, families = "last-token", "last-query", DECODER_FAMILIES
+    name, needs, kinds = "last-token", "last-query", DECODERS
     description = "LazyLLM-style: keep the tokens the last prompt token attends to most (progressive counts)"
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:

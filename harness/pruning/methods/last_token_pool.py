@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from harness.contracts.method import Method, ScoreInputs
-from harness.pruning.methods.last_token import DECODER_FAMILIES, last_token_scores
+from harness.pruning.methods.last_token import DECODERS, last_token_scores
 
 POOL = 7
 """Width of the max-pool over neighbouring positions (odd: centred on the token)."""
@@ -39,7 +39,7 @@ def pooled(scores: torch.Tensor, valid: torch.Tensor, width: int = POOL) -> torc
 
 
 class LastTokenPool(Method):
-    name, needs, families = "last-token-pool", "last-query", DECODER_FAMILIES
+    name, needs, kinds = "last-token-pool", "last-query", DECODERS
     description = "last-token's score max-pooled over neighbours (SnapKV's clustering): keeps spans whole"
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:

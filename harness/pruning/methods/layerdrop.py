@@ -27,7 +27,6 @@ import math
 
 from harness.contracts.method import Method, ScoreInputs
 from harness.pruning.flops import ArchSpec, Schedule, forward_flops
-from harness.pruning.methods import recipes  # noqa: F401  (registers the recipe)
 
 LAYERDROP_RATE = 0.2
 

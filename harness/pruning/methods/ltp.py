@@ -34,7 +34,6 @@ import torch
 from harness.contracts.family import Tokens
 from harness.contracts.method import Method, ScoreInputs
 from harness.pruning.flops import ArchSpec, Schedule
-from harness.pruning.methods import recipes  # noqa: F401  (registers the recipe)
 from harness.pruning.methods.acc import acc_scores
 from harness.pruning.select import pack_kept
 

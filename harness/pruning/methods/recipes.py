@@ -1,9 +1,11 @@
-"""Training recipes of methods that train their own way.
+"""The losses of methods that train their own way, and the names of their training recipes.
 
-Every recipe runs the one fine-tuning loop (``harness.runners.glue.fine_tune``: data order, optimizer,
-schedule, budget); what differs is each step's loss (``Method.train_step``) and any parameters the
-method adds (``Method.begin_training``).  So the training budget (epochs, examples, batch size) is
-the same for every method by construction; the recipe's name is part of the fine-tune cache key.
+Every recipe runs the one fine-tuning loop (``harness.training.loop.fine_tune``: data order, optimizer,
+schedule, budget); what differs is each step's loss (``Method.train_step``, built from the losses here)
+and any parameters the method adds (``Method.begin_training``).  So the training budget (epochs,
+examples, batch size) is the same for every method by construction; the recipe's name is part of the
+fine-tune cache key.  The loop sits above pruning, so the methods name their recipe (``STEP_RECIPES``)
+and ``harness.training.loop`` registers the loop under those names.
 """
 
 from __future__ import annotations
@@ -12,14 +14,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from harness.contracts.method import RECIPES
-
-
-def method_steps(loaded, train_frame, task, settings, progress: bool = True) -> None:
-    """The shared fine-tuning loop with the method's own step (imported late: runners sit above pruning)."""
-    from harness.runners.glue import fine_tune
-
-    fine_tune(loaded, train_frame, task, settings, progress)
+STEP_RECIPES = ("lat-sandwich", "ltp-soft-masks", "layerdrop-top", "acc-sandwich")
+"""The built-in methods' own recipes (``Method.recipe``): the shared loop with the method's step."""
 
 
 def sandwich_loss(model, batch: dict, labels: torch.Tensor, full: Callable[[], None],
@@ -54,6 +50,3 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.mse_loss(student, teacher)
     return -(teacher.softmax(dim=-1) * student.log_softmax(dim=-1)).sum(dim=-1).mean()
 
-
-for _name in ("lat-sandwich", "ltp-soft-masks", "layerdrop-top", "acc-sandwich"):
-    RECIPES.register(_name, method_steps)

@@ -1,5 +1,5 @@
 """``tome`` — token merging instead of dropping (after Bolya et al., "Token Merging: Your ViT But Faster",
-ICLR 2023), on a BERT encoder.
+ICLR 2023), on an encoder.
 
 In a layer that must lose r word-vectors, after its attention:
 
@@ -17,8 +17,14 @@ In a layer that must lose r word-vectors, after its attention:
 r per layer: one constant r in every layer (the paper's schedule), the smallest whose FLOPs reach the
 requested speedup; a layer can merge at most the size of A (about half its mergeable tokens), so high
 speedups of short inputs are clamped and the row reports the speedup reached.  Trained with the
-offline-tuning recipe with merging in the forward.  BERT-family models only (the adapter that passes
-the size bias to attention).
+offline-tuning recipe with merging in the forward.
+
+Where: encoders (every family of kind encoder).  The log(size) bias is the shared layer loop's
+(``harness.models.stack.weighted``), so no family needs code for it; what keeps merging off the other
+kinds is what reads the merged word-vectors after the stack.  A decoder would merge a later token into
+an earlier partner (queries between them would see the future) and cache merged keys that decoding
+attends without their sizes; an encoder-decoder's decoder would cross-attend merged states without
+theirs.  An encoder's head reads the protected [CLS], never merged.
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ def bipartite_merge(metric, features, tokens: Tokens, keep):
 
 
 class Tome(Method):
-    name, needs, families, latency_model = "tome", "keys", ("bert",), False
+    name, needs, kinds, latency_model = "tome", "keys", ("encoder",), False
     description = "ToMe: bipartite soft matching on keys, size-weighted merges, log(size) attention bias"
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
