@@ -27,6 +27,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import torch
+
 from harness.assets import ASSETS
 from harness.assets.fingerprint import files_fingerprint, folder_fingerprint, value_fingerprint
 from harness.contracts.task import Task
@@ -78,8 +80,6 @@ def _prompt_files(task: Task, protocol: str) -> list[Path]:
 
 def settings_identity(config, protocol) -> dict:
     """The run settings a protocol's numbers depend on (training settings only where it trains)."""
-    import torch
-
     names = TIMING_SETTINGS + EVAL_SETTINGS + (PROMPT_SETTINGS if protocol.name.startswith("prompts/") else ())
     settings = {name: getattr(config, name) for name in names}
     settings.update(threads=torch.get_num_threads(), dtype=DTYPE, harness=__version__)
@@ -93,6 +93,7 @@ def settings_identity(config, protocol) -> dict:
 def identities(config, resolved: dict, protocols) -> dict:
     """``{(model, task, protocol): identity}`` for every group of cells the sweep asks for; two task files
     of one name are refused here (their cells would share keys)."""
+    _refuse_one_name_twice(resolved["tasks"])  # before any checkpoint is resolved and hashed
     checkpoints = {name: checkpoint_fingerprint(name, config.weights) for name in resolved["models"]}
     found = {}
     for model, spec in resolved["models"].items():
@@ -101,7 +102,6 @@ def identities(config, resolved: dict, protocols) -> dict:
                 found[model, task.name, protocol.name] = _as_stored({
                     "checkpoint": checkpoints[model], "task": task_fingerprint(task, protocol.name, config.data_dir),
                     "settings": settings_identity(config, protocol)})
-    _refuse_one_name_twice(config.tasks, resolved["tasks"])
     return found
 
 
@@ -110,7 +110,7 @@ def _as_stored(identity: dict) -> dict:
     return json.loads(json.dumps(identity, default=str))
 
 
-def _refuse_one_name_twice(names: list[str], tasks: dict) -> None:
+def _refuse_one_name_twice(tasks: dict) -> None:
     seen: dict[str, str] = {}
     for given, task in tasks.items():
         if task.name in seen:
