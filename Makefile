@@ -31,6 +31,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports   # the layers (pyproject.toml [tool.importlinter]; README.md, Layout)
+	$(VENV)/bin/ruff check .   # lint, and below the format ([tool.ruff]): `ruff check --fix . && ruff format .` repairs both
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 # Regenerate the lock from the pyproject's ranges (newest releases that satisfy them), with hashes.

@@ -28,9 +28,14 @@ from harness.models.catalog import load_classifier
 from harness.pruning.profile import PROFILES, ProfileFamily
 from harness.runners.glue import TrainSettings, load_or_fine_tune, predict
 
-PROFILES.register("linear-first", ProfileFamily(  # a study variant only: tilt's line, starting at the first layer
-    "linear-first", lambda tau, layer, layers, r_min: max(r_min, 1.0 - tau * layer / layers),
-    lambda layers, r_min: layers * (1.0 - r_min)))
+PROFILES.register(
+    "linear-first",
+    ProfileFamily(  # a study variant only: tilt's line, starting at the first layer
+        "linear-first",
+        lambda tau, layer, layers, r_min: max(r_min, 1.0 - tau * layer / layers),
+        lambda layers, r_min: layers * (1.0 - r_min),
+    ),
+)
 DEFAULT_PROFILES = "tilt:0,geometric:0,decay:0,linear-first:0.1"
 
 
@@ -51,7 +56,9 @@ def main() -> None:
     parser.add_argument("--speedups", default="2,3,4")
     args = parser.parse_args()
     task = get_task("rt-polarity")
-    variants = [(name, float(r_min)) for name, r_min in (item.split(":") for item in args.profiles.split(","))]
+    variants = [
+        (name, float(r_min)) for name, r_min in (item.split(":") for item in args.profiles.split(","))
+    ]
     speedups = [1.0] + [float(s) for s in args.speedups.split(",")]
     test = defaultdict(list)
     for seed in map(int, args.seeds.split(",")):
@@ -64,17 +71,31 @@ def main() -> None:
                     predictions, stats = predict(loaded, frame, task, 32, 128)
                     metrics = compute_metrics(task, predictions, frame["label"].to_numpy())
                     accuracy = 100 * main_score(metrics, task.main_metric, task.name)
-                    print(json.dumps({"seed": seed, "split": split, "profile": profile, "r_min": r_min,
-                                      "speedup": speedup, "accuracy": round(accuracy, 2), "cached": reused,
-                                      "realised": round(stats.realised_speedup, 3), "clamped": stats.clamped}),
-                          flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "seed": seed,
+                                "split": split,
+                                "profile": profile,
+                                "r_min": r_min,
+                                "speedup": speedup,
+                                "accuracy": round(accuracy, 2),
+                                "cached": reused,
+                                "realised": round(stats.realised_speedup, 3),
+                                "clamped": stats.clamped,
+                            }
+                        ),
+                        flush=True,
+                    )
                     if split == "test":
                         test[(profile, r_min, speedup)].append((accuracy, stats.realised_speedup))
     for (profile, r_min, speedup), cells in test.items():
         accuracies = [a for a, _ in cells]
         spread = f" ± {statistics.stdev(accuracies):.2f}" if len(cells) > 1 else ""
-        print(f"test {profile} r_min {r_min:g} at {speedup:g}x: {statistics.mean(accuracies):.2f}{spread} "
-              f"({len(cells)} seeds, realised {statistics.mean(r for _, r in cells):.2f}x)")
+        print(
+            f"test {profile} r_min {r_min:g} at {speedup:g}x: {statistics.mean(accuracies):.2f}{spread} "
+            f"({len(cells)} seeds, realised {statistics.mean(r for _, r in cells):.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import harness
-from harness.measure.hardware import hardware_fingerprint
+from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.latency import interleaved_latency
-from harness.measure.hardware import check_device
 from harness.pruning.surface import stock_copy
 
 TARGET_EFFICIENCY, TARGET_OVERHEAD = 0.95, 0.03
@@ -50,32 +49,54 @@ def stock_layers_at(stock, ids: torch.Tensor, counts: list[int]):
     return forward
 
 
-def measure(model, stock, batch_size: int, seq_len: int, speedups: list[float], repeats: int,
-            device: str = "cpu") -> list[dict]:
-    ids = torch.randint(1000, 30000, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+def measure(
+    model, stock, batch_size: int, seq_len: int, speedups: list[float], repeats: int, device: str = "cpu"
+) -> list[dict]:
+    ids = torch.randint(1000, 30000, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(
+        device
+    )
     rows = []
     with torch.no_grad():
         for speedup in [1.0, *speedups]:
             model.set_speedup(speedup)
             model(input_ids=ids)
             counts = [max(map(len, layer)) for layer in model.last_kept]
-            timings = interleaved_latency({"dense": lambda: stock(input_ids=ids), "pruned": lambda: model(input_ids=ids),
-                                           "bound": stock_layers_at(stock, ids, counts)},
-                                          warmup=2, repeats=repeats, device=device)
+            timings = interleaved_latency(
+                {
+                    "dense": lambda: stock(input_ids=ids),
+                    "pruned": lambda: model(input_ids=ids),
+                    "bound": stock_layers_at(stock, ids, counts),
+                },
+                warmup=2,
+                repeats=repeats,
+                device=device,
+            )
             dense, pruned = model.last_forward.dense_flops, model.last_forward.pruned_flops
             dense_ms, pruned_ms, bound_ms = (timings[k].median_ms for k in ("dense", "pruned", "bound"))
             predicted = dense / pruned
-            rows.append({"seq_len": seq_len, "batch": batch_size, "speedup": speedup, "predicted": predicted,
-                         "measured": dense_ms / pruned_ms, "efficiency": dense_ms / pruned_ms / predicted,
-                         "bound": dense_ms / bound_ms / predicted, "dense_ms": dense_ms, "pruned_ms": pruned_ms,
-                         "bound_ms": bound_ms})
+            rows.append(
+                {
+                    "seq_len": seq_len,
+                    "batch": batch_size,
+                    "speedup": speedup,
+                    "predicted": predicted,
+                    "measured": dense_ms / pruned_ms,
+                    "efficiency": dense_ms / pruned_ms / predicted,
+                    "bound": dense_ms / bound_ms / predicted,
+                    "dense_ms": dense_ms,
+                    "pruned_ms": pruned_ms,
+                    "bound_ms": bound_ms,
+                }
+            )
             print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    header = ("| seq len | batch | target | predicted | measured | efficiency | stock-layer bound | dense ms | pruned ms "
-              "| stock layers ms | meets target |")
+    header = (
+        "| seq len | batch | target | predicted | measured | efficiency | stock-layer bound | dense ms | pruned ms "
+        "| stock layers ms | meets target |"
+    )
     lines = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--|"]
     for r in rows:
         if r["speedup"] == 1.0:
@@ -83,9 +104,11 @@ def table(rows: list[dict]) -> str:
             verdict = f"overhead {100 * (1 / r['measured'] - 1):+.1f}% ({'yes' if ok else 'no'})"
         else:
             verdict = "yes" if r["efficiency"] >= TARGET_EFFICIENCY else "no"
-        lines.append(f"| {r['seq_len']} | {r['batch']} | {r['speedup']:g} | {r['predicted']:.2f} | {r['measured']:.2f} | "
-                     f"{r['efficiency']:.3f} | {r['bound']:.3f} | {r['dense_ms']:.1f} | {r['pruned_ms']:.1f} | "
-                     f"{r['bound_ms']:.1f} | {verdict} |")
+        lines.append(
+            f"| {r['seq_len']} | {r['batch']} | {r['speedup']:g} | {r['predicted']:.2f} | {r['measured']:.2f} | "
+            f"{r['efficiency']:.3f} | {r['bound']:.3f} | {r['dense_ms']:.1f} | {r['pruned_ms']:.1f} | "
+            f"{r['bound_ms']:.1f} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -96,7 +119,9 @@ def main() -> None:
     parser.add_argument("--speedups", default="2,3,4")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
-    parser.add_argument("--out", default=None, help="write the Markdown table here (e.g. bench/README.md's table file)")
+    parser.add_argument(
+        "--out", default=None, help="write the Markdown table here (e.g. bench/README.md's table file)"
+    )
     args = parser.parse_args()
     device = check_device(args.device)
     torch.manual_seed(0)
@@ -106,11 +131,15 @@ def main() -> None:
     for seq_len in map(int, args.lengths.split(",")):
         for batch in map(int, args.batches.split(",")):
             repeats = max(3, args.repeats // 2) if batch * seq_len >= 4096 else args.repeats
-            rows += measure(model, stock, batch, seq_len, [float(s) for s in args.speedups.split(",")], repeats, device)
+            rows += measure(
+                model, stock, batch, seq_len, [float(s) for s in args.speedups.split(",")], repeats, device
+            )
     hw = hardware_fingerprint(device)
-    report = (f"Measured {dt.date.today()} on {hw['id']} ({hw['cpu']}, torch {hw.get('torch')}, "
-              f"{hw.get('torch_threads')} threads), bert-base architecture, random weights, "
-              f"command: `python bench/bench_speedup.py`\n\n{table(rows)}\n")
+    report = (
+        f"Measured {dt.date.today()} on {hw['id']} ({hw['cpu']}, torch {hw.get('torch')}, "
+        f"{hw.get('torch_threads')} threads), bert-base architecture, random weights, "
+        f"command: `python bench/bench_speedup.py`\n\n{table(rows)}\n"
+    )
     print(report)
     if args.out:
         from harness.report.store import write_text_atomic

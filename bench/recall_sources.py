@@ -27,7 +27,9 @@ from harness.runners.lm_eval_bridge import TASKS_DIR
 from harness.runners.prompt_suites import build_prompts
 
 _SPEC = importlib.util.spec_from_file_location("offline_data", TASKS_DIR / "offline_data.py")
-offline_data = importlib.util.module_from_spec(_SPEC)  # the task files' data hooks, where the harness installed them
+offline_data = importlib.util.module_from_spec(
+    _SPEC
+)  # the task files' data hooks, where the harness installed them
 _SPEC.loader.exec_module(offline_data)
 
 
@@ -37,7 +39,9 @@ def prompts(tokenizer, limit: int) -> list[tuple[list[int], torch.Tensor]]:
     docs = offline_data.rt_polarity_recall()["test"].select(range(limit))
     out = []
     for doc, prompt in zip(docs, build_prompts("rt-polarity-recall", None, limit)):
-        start = prompt.text.find(f"Review #{doc['review']}: ")  # its line in the list, before the cue repeats it
+        start = prompt.text.find(
+            f"Review #{doc['review']}: "
+        )  # its line in the list, before the cue repeats it
         end = prompt.text.find("\n", start)
         encoded = tokenizer(prompt.text, return_offsets_mapping=True)
         source = torch.tensor([start <= a and b <= end and b > a for a, b in encoded["offset_mapping"]])
@@ -85,8 +89,10 @@ def main(argv=None) -> None:
     rows += [("gemfilter", json.dumps({"filter_layer": int(r)})) for r in args.filter_layers.split(",") if r]
     layers = loaded.model.config.num_hidden_layers
     every = list(range(0, layers, 3)) + [layers - 1]
-    print(f"smollm2, {args.limit} rt-polarity-recall prompts, speedup {args.speedup:g}: share of the asked review's "
-          "tokens kept after each layer")
+    print(
+        f"smollm2, {args.limit} rt-polarity-recall prompts, speedup {args.speedup:g}: share of the asked review's "
+        "tokens kept after each layer"
+    )
     print("| method | " + " | ".join(f"L{i}" for i in every) + " |\n|---|" + "---:|" * len(every))
     for method, state in rows:
         share = kept_share(loaded.model, method, args.speedup, items, state)

@@ -84,6 +84,7 @@ def _restoring_pruning(load):
     dense model, silently: numbers measured with it would not be the pruned model's.  Checkpoints without
     ``harness_pruning`` load as before; ``output_loading_info`` still returns ``(model, info)``.
     """
+
     @functools.wraps(load)
     def from_pretrained(cls, *args, **kwargs):
         loaded = load(cls, *args, **kwargs)
@@ -98,4 +99,6 @@ def _restoring_pruning(load):
 
 
 if not getattr(PreTrainedModel.from_pretrained, "harness_restores_pruning", False):  # once, even if reloaded
-    PreTrainedModel.from_pretrained = classmethod(_restoring_pruning(PreTrainedModel.from_pretrained.__func__))
+    PreTrainedModel.from_pretrained = classmethod(
+        _restoring_pruning(PreTrainedModel.from_pretrained.__func__)
+    )

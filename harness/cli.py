@@ -32,105 +32,212 @@ def _names(text: str, option: str, example: str = "see 'harness list'") -> list[
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="harness", description=__doc__.splitlines()[0],
-                     epilog="harness lm-eval <lm_eval arguments>: lm-eval's own command line with --model harness")
+    parser = _Parser(
+        prog="harness",
+        description=__doc__.splitlines()[0],
+        epilog="harness lm-eval <lm_eval arguments>: lm-eval's own command line with --model harness",
+    )
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    run = commands.add_parser("run", help="fine-tune once, sweep speedups, measure, write leaderboard and plots")
-    run.add_argument("--models", default="minilm", help="comma-separated aliases or local folders (default: minilm)")
-    run.add_argument("--tasks", default="rt-polarity",
-                     help="comma-separated task names or task files (*.yaml, your own data; default: rt-polarity)")
-    run.add_argument("--speedups", default="1,2,3,4", help="comma-separated target speedups >= 1 (default: 1,2,3,4)")
-    run.add_argument("--methods", help="comma-separated pruning methods (default: acc-decay-distill under "
-                                       "--protocol finetune, the best ACC recipe; acc, the reference, otherwise)")
-    run.add_argument("--weights", default="pretrained", help="pretrained | random (random: latency and FLOPs only)")
-    run.add_argument("--protocol", default=None,
-                     help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)")
-    run.add_argument("--prompts", default=None,
-                     help="comma-separated prompt modes: zero-shot, few-shot, instruction (the prompt suites in tasks/)")
-    run.add_argument("--num-fewshot", type=int, default=None, help="demonstrations in few-shot mode (default: 5)")
-    run.add_argument("--chat-template", action="store_true", help="instruction mode through the chat template")
+    run = commands.add_parser(
+        "run", help="fine-tune once, sweep speedups, measure, write leaderboard and plots"
+    )
+    run.add_argument(
+        "--models", default="minilm", help="comma-separated aliases or local folders (default: minilm)"
+    )
+    run.add_argument(
+        "--tasks",
+        default="rt-polarity",
+        help="comma-separated task names or task files (*.yaml, your own data; default: rt-polarity)",
+    )
+    run.add_argument(
+        "--speedups", default="1,2,3,4", help="comma-separated target speedups >= 1 (default: 1,2,3,4)"
+    )
+    run.add_argument(
+        "--methods",
+        help="comma-separated pruning methods (default: acc-decay-distill under "
+        "--protocol finetune, the best ACC recipe; acc, the reference, otherwise)",
+    )
+    run.add_argument(
+        "--weights", default="pretrained", help="pretrained | random (random: latency and FLOPs only)"
+    )
+    run.add_argument(
+        "--protocol",
+        default=None,
+        help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)",
+    )
+    run.add_argument(
+        "--prompts",
+        default=None,
+        help="comma-separated prompt modes: zero-shot, few-shot, instruction (the prompt suites in tasks/)",
+    )
+    run.add_argument(
+        "--num-fewshot", type=int, default=None, help="demonstrations in few-shot mode (default: 5)"
+    )
+    run.add_argument(
+        "--chat-template", action="store_true", help="instruction mode through the chat template"
+    )
     run.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
-    run.add_argument("--speedup-model", default="flops",
-                     help="flops | latency: what a speedup means, FLOPs(dense)/FLOPs(pruned) (default) or predicted "
-                          "wall-clock latency on this machine (needs 'harness calibrate')")
-    run.add_argument("--threads", type=int, default=None,
-                     help="torch threads, 1 to this process's logical cores (default: torch's choice)")
+    run.add_argument(
+        "--speedup-model",
+        default="flops",
+        help="flops | latency: what a speedup means, FLOPs(dense)/FLOPs(pruned) (default) or predicted "
+        "wall-clock latency on this machine (needs 'harness calibrate')",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads, 1 to this process's logical cores (default: torch's choice)",
+    )
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-length", type=int, default=128)
     run.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (default: 2)")
     run.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
-    run.add_argument("--limit", "--max-eval", dest="max_eval", type=int, default=None,
-                     help="at most N evaluation documents per task (lm-eval's --limit; --max-eval is the same "
-                          "option: lm-eval protocols take the first N, fine-tuning a seeded sample of N)")
-    run.add_argument("--data-dir", default=None, help="folder of train/validation .csv|.jsonl|.parquet with GLUE columns")
-    run.add_argument("--repeats", type=int, default=None,
-                     help="timed forwards per cell and variant (default: 10; 3 with --prompts, whose latency "
-                          "batches are whole batches of long prompts)")
-    run.add_argument("--seeds", type=int, default=1,
-                     help="fine-tunes per model, task and method, with training seeds 0..N-1 (default: 1)")
-    run.add_argument("--search", type=int, default=8,
-                     help="generations of LAT's length search on held-out rows (default: 8; 0: the shared profile)")
+    run.add_argument(
+        "--limit",
+        "--max-eval",
+        dest="max_eval",
+        type=int,
+        default=None,
+        help="at most N evaluation documents per task (lm-eval's --limit; --max-eval is the same "
+        "option: lm-eval protocols take the first N, fine-tuning a seeded sample of N)",
+    )
+    run.add_argument(
+        "--data-dir", default=None, help="folder of train/validation .csv|.jsonl|.parquet with GLUE columns"
+    )
+    run.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed forwards per cell and variant (default: 10; 3 with --prompts, whose latency "
+        "batches are whole batches of long prompts)",
+    )
+    run.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="fine-tunes per model, task and method, with training seeds 0..N-1 (default: 1)",
+    )
+    run.add_argument(
+        "--search",
+        type=int,
+        default=8,
+        help="generations of LAT's length search on held-out rows (default: 8; 0: the shared profile)",
+    )
     run.add_argument("--out", default=None, help="run folder (default: runs/<models>_<tasks>_<weights>)")
-    run.add_argument("--report-dir", default=None,
-                     help="folder for this run's leaderboards/<name>.md|csv and plots/<name>/ (default: the run "
-                          "folder; 'make demo' passes . to refresh the committed examples)")
+    run.add_argument(
+        "--report-dir",
+        default=None,
+        help="folder for this run's leaderboards/<name>.md|csv and plots/<name>/ (default: the run "
+        "folder; 'make demo' passes . to refresh the committed examples)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     board = commands.add_parser("leaderboard", help="build Markdown and CSV tables from run folders")
     board.add_argument("runs", nargs="+", help="run folders")
-    board.add_argument("--name", default=None,
-                       help="file name stem, no folders (default: the first run folder's name)")
+    board.add_argument(
+        "--name", default=None, help="file name stem, no folders (default: the first run folder's name)"
+    )
     board.add_argument("--out", default=str(LEADERBOARDS))
 
-    compare = commands.add_parser("compare", help="methods side by side at equal cost: table and plot per task")
+    compare = commands.add_parser(
+        "compare", help="methods side by side at equal cost: table and plot per task"
+    )
     compare.add_argument("runs", nargs="+", help="run folders")
-    compare.add_argument("--name", default=None,
-                         help="file name stem, no folders (default: the first run folder's name)")
-    compare.add_argument("--out", default=".",
-                         help="folder for leaderboards/<name>_compare.md|csv and plots/<name>/ (default: .; "
-                              "not empty)")
+    compare.add_argument(
+        "--name", default=None, help="file name stem, no folders (default: the first run folder's name)"
+    )
+    compare.add_argument(
+        "--out",
+        default=".",
+        help="folder for leaderboards/<name>_compare.md|csv and plots/<name>/ (default: .; not empty)",
+    )
 
     plot = commands.add_parser("plot", help="paper-style figures from run folders")
     plot.add_argument("runs", nargs="+", help="run folders")
     plot.add_argument("--out", default=None, help="folder (default: plots/<first run folder's name>)")
 
-    where = commands.add_parser("positions", help="decoders: where the kept tokens sit, per layer and method (histograms)")
+    where = commands.add_parser(
+        "positions", help="decoders: where the kept tokens sit, per layer and method (histograms)"
+    )
     where.add_argument("--model", default="smollm2", help="a decoder (default: smollm2)")
-    where.add_argument("--methods", default=None, help="comma-separated (default: the prefill study's seven, "
-                       "harness.pruning.methods.PREFILL_STUDY)")
+    where.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated (default: the prefill study's seven, harness.pruning.methods.PREFILL_STUDY)",
+    )
     where.add_argument("--speedup", default="2", help="requested speedup (default: 2)")
-    where.add_argument("--task", default="rt-polarity-zs",
-                       help="an lm-eval task of tasks/ (a file's name without .yaml) whose prompts are traced "
-                            "(default: rt-polarity-zs)")
-    where.add_argument("--limit", type=int, default=20, help="prompts traced (the task's first N documents; default 20)")
+    where.add_argument(
+        "--task",
+        default="rt-polarity-zs",
+        help="an lm-eval task of tasks/ (a file's name without .yaml) whose prompts are traced "
+        "(default: rt-polarity-zs)",
+    )
+    where.add_argument(
+        "--limit", type=int, default=20, help="prompts traced (the task's first N documents; default 20)"
+    )
     where.add_argument("--weights", default="pretrained", choices=("pretrained", "random"))
-    where.add_argument("--threads", type=int, default=None,
-                       help="torch threads, 1 to this process's logical cores (default: torch's choice)")
+    where.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads, 1 to this process's logical cores (default: torch's choice)",
+    )
     where.add_argument("--out", default=str(PLOTS), help="folder for the figure (default: plots)")
 
-    cal = commands.add_parser("calibrate", help="time an architecture's layers on this machine for --speedup-model latency")
-    cal.add_argument("--models", default="bert", help="comma-separated aliases or local folders (default: bert)")
-    cal.add_argument("--batch-sizes", default="1,16", help="comma-separated batch sizes to time (default: 1,16)")
-    cal.add_argument("--threads", type=int, default=None,
-                     help="torch threads, 1 to this process's logical cores (default: torch's choice)")
+    cal = commands.add_parser(
+        "calibrate", help="time an architecture's layers on this machine for --speedup-model latency"
+    )
+    cal.add_argument(
+        "--models", default="bert", help="comma-separated aliases or local folders (default: bert)"
+    )
+    cal.add_argument(
+        "--batch-sizes", default="1,16", help="comma-separated batch sizes to time (default: 1,16)"
+    )
+    cal.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads, 1 to this process's logical cores (default: torch's choice)",
+    )
     cal.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
-    cal.add_argument("--max-length", type=int, default=None,
-                     help="longest input to calibrate (default: 512 for encoders, 1024 for decoders)")
-    cal.add_argument("--budget", type=float, default=0.25,
-                     help="seconds of timing per grid point, >= 0 (default: 0.25; 0: one timed call per point)")
-    cal.add_argument("--validate-seconds", type=float, default=60.0,
-                     help="seconds of held-out validation, >= 0 (default: 60; 0: none)")
+    cal.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest input to calibrate (default: 512 for encoders, 1024 for decoders)",
+    )
+    cal.add_argument(
+        "--budget",
+        type=float,
+        default=0.25,
+        help="seconds of timing per grid point, >= 0 (default: 0.25; 0: one timed call per point)",
+    )
+    cal.add_argument(
+        "--validate-seconds",
+        type=float,
+        default=60.0,
+        help="seconds of held-out validation, >= 0 (default: 60; 0: none)",
+    )
     cal.add_argument("--force", action="store_true", help="time again even if a calibration is stored")
     cal.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    commands.add_parser("list", help="models, families, tasks, methods, protocols and profiles, with their sources")
+    commands.add_parser(
+        "list", help="models, families, tasks, methods, protocols and profiles, with their sources"
+    )
 
-    cache = commands.add_parser("cache", help="check (hashing every file) or remove entries of $HARNESS_CACHE")
+    cache = commands.add_parser(
+        "cache", help="check (hashing every file) or remove entries of $HARNESS_CACHE"
+    )
     cache.add_argument("action", choices=("verify", "clear"))
-    cache.add_argument("name", nargs="?", default=None,
-                       help="an entry (assets/minilm-0.1.0), a kind (assets, converted, finetuned) or an asset "
-                            "name (minilm); default: every entry")
+    cache.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        help="an entry (assets/minilm-0.1.0), a kind (assets, converted, finetuned) or an asset "
+        "name (minilm); default: every entry",
+    )
     return parser
 
 
@@ -143,20 +250,34 @@ def _run(args) -> None:
     _folder(args.out, "--out")  # before any work: an empty one means the current folder
     _folder(args.report_dir, "--report-dir")
     config = SweepConfig(
-        models=_names(args.models, "--models"), tasks=_names(args.tasks, "--tasks"),
+        models=_names(args.models, "--models"),
+        tasks=_names(args.tasks, "--tasks"),
         speedups=_names(args.speedups, "--speedups", "numbers >= 1 such as 1,2,4"),
         methods=_names(args.methods, "--methods") if args.methods is not None else None,
-        weights=args.weights, protocol=args.protocol,
+        weights=args.weights,
+        protocol=args.protocol,
         speedup_model=args.speedup_model,
-        device=args.device, batch_size=args.batch_size, max_length=args.max_length, out=args.out,
-        data_dir=args.data_dir, max_train=args.max_train, max_eval=args.max_eval, repeats=args.repeats,
-        seeds=args.seeds, search=args.search,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        out=args.out,
+        data_dir=args.data_dir,
+        max_train=args.max_train,
+        max_eval=args.max_eval,
+        repeats=args.repeats,
+        seeds=args.seeds,
+        search=args.search,
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
         progress=not args.no_progress,
-        prompts=_names(args.prompts, "--prompts", "zero-shot,few-shot,instruction") if args.prompts is not None else None,
-        num_fewshot=args.num_fewshot, chat_template=args.chat_template,
+        prompts=_names(args.prompts, "--prompts", "zero-shot,few-shot,instruction")
+        if args.prompts is not None
+        else None,
+        num_fewshot=args.num_fewshot,
+        chat_template=args.chat_template,
     )
-    place = report_place(config.run_dir(), args.report_dir)  # a name taken by another run fails before the sweep
+    place = report_place(
+        config.run_dir(), args.report_dir
+    )  # a name taken by another run fails before the sweep
     set_threads(args.threads)
     run_dir = run_sweep(config)
     place.check_free()
@@ -174,18 +295,30 @@ def _calibrate(args) -> None:
     try:
         sizes = [int(part) for part in _names(args.batch_sizes, "--batch-sizes", "such as 1,16")]
     except ValueError:
-        raise HarnessError(f"--batch-sizes must be comma-separated positive integers, got {args.batch_sizes!r}") from None
+        raise HarnessError(
+            f"--batch-sizes must be comma-separated positive integers, got {args.batch_sizes!r}"
+        ) from None
     for name in _names(args.models, "--models"):
-        latency, reused = calibrate(name, sizes, device=args.device, threads=args.threads, max_length=args.max_length,
-                                    budget_s=args.budget, validate_s=args.validate_seconds, force=args.force,
-                                    progress=not args.no_progress)
+        latency, reused = calibrate(
+            name,
+            sizes,
+            device=args.device,
+            threads=args.threads,
+            max_length=args.max_length,
+            budget_s=args.budget,
+            validate_s=args.validate_seconds,
+            force=args.force,
+            progress=not args.no_progress,
+        )
         from harness.measure.calibration_store import calibration_path
         from harness.pruning.latency_model import describe_key
 
         state = "reused" if reused else f"made in {latency.info.get('seconds', 0):.0f} s"
-        print(f"{name}: calibration of {describe_key(latency.key)}, batch sizes "
-              f"{', '.join(map(str, latency.batch_sizes))}, up to {latency.max_length} tokens ({state}): "
-              f"{calibration_path(latency.key)}")
+        print(
+            f"{name}: calibration of {describe_key(latency.key)}, batch sizes "
+            f"{', '.join(map(str, latency.batch_sizes))}, up to {latency.max_length} tokens ({state}): "
+            f"{calibration_path(latency.key)}"
+        )
         print(f"{name}: {validation_line(latency.validation)}")
 
 
@@ -210,15 +343,23 @@ def _positions(args) -> None:
         raise HarnessError(f"harness positions traces decoders; {args.model!r} is not one")
     set_threads(args.threads)
     loaded = load_causal_lm(args.model, args.weights)
-    prompts = [loaded.tokenizer(prompt.text)["input_ids"] for prompt in build_prompts(args.task, None, args.limit)]
+    prompts = [
+        loaded.tokenizer(prompt.text)["input_ids"] for prompt in build_prompts(args.task, None, args.limit)
+    ]
     by_method = positions_by_method(loaded.model.eval(), methods, speedup, prompts)
     lengths = sorted(len(ids) for ids in prompts)
-    title = (f"{args.model} ({args.weights}) · {args.task}: {len(prompts)} prompts of {lengths[0]}–{lengths[-1]} "
-             f"tokens · {speedup:g}× requested — where the kept tokens sit")
-    paths = plot_positions(by_method, Path(args.out), title, f"positions_{args.model}_{args.task}_{speedup:g}x")
+    title = (
+        f"{args.model} ({args.weights}) · {args.task}: {len(prompts)} prompts of {lengths[0]}–{lengths[-1]} "
+        f"tokens · {speedup:g}× requested — where the kept tokens sit"
+    )
+    paths = plot_positions(
+        by_method, Path(args.out), title, f"positions_{args.model}_{args.task}_{speedup:g}x"
+    )
     for method, numbers in summary(by_method).items():
-        print(f"{method}: mean relative position {numbers['mean']:.2f}, first tenth {100 * numbers['first tenth']:.0f}%, "
-              f"last tenth {100 * numbers['last tenth']:.0f}% of kept tokens (all layers)")
+        print(
+            f"{method}: mean relative position {numbers['mean']:.2f}, first tenth {100 * numbers['first tenth']:.0f}%, "
+            f"last tenth {100 * numbers['last tenth']:.0f}% of kept tokens (all layers)"
+        )
     print("positions: " + " ".join(map(str, paths)))
 
 
@@ -235,8 +376,11 @@ def _board(runs: list[Path], out: Path, name: str):
 def _figures(frame, out: Path) -> None:
     from harness.report.plots import plot_kept_profile, plot_measured_vs_predicted, plot_quality_vs_speedup
 
-    figures = [*plot_quality_vs_speedup(frame, out), *plot_measured_vs_predicted(frame, out),
-               *plot_kept_profile(frame, out)]
+    figures = [
+        *plot_quality_vs_speedup(frame, out),
+        *plot_measured_vs_predicted(frame, out),
+        *plot_kept_profile(frame, out),
+    ]
     print(f"plots: {len(figures)} files in {out}")
 
 
@@ -316,7 +460,11 @@ def _list() -> None:
         for name, entry in registry.items():
             print(f"  {name:<12} {about(entry)}  [{registry.source(name)}]")
 
-    section("models", MODELS, lambda spec: f"{spec.hub_id or 'no hub id'}: {spec.description} (family {spec.family})")
+    section(
+        "models",
+        MODELS,
+        lambda spec: f"{spec.hub_id or 'no hub id'}: {spec.description} (family {spec.family})",
+    )
     section("families", FAMILIES, lambda family: f"{family.kind}: {family.description}")
     section("tasks", TASKS, lambda task: f"{task.description} (protocols: {', '.join(task.protocols)})")
     print("  (or a task file: --tasks ./my_task.yaml, see the README)")
@@ -331,8 +479,14 @@ def _cache(action: str, name: str | None) -> int:
     """``harness cache verify|clear [NAME]``; verify hashes every file and exits 1 when it finds a damaged
     entry, which it marks so that its next use rebuilds it (a use checks only sizes and mtimes by default),
     clear removes what NAME selects."""
-    from harness.assets.cache import (cache_dir, entry_name, entry_problem, mark_damaged, remove_entry,
-                                      select_entries)
+    from harness.assets.cache import (
+        cache_dir,
+        entry_name,
+        entry_problem,
+        mark_damaged,
+        remove_entry,
+        select_entries,
+    )
 
     selected = select_entries(name)
     if action == "clear":
@@ -347,8 +501,11 @@ def _cache(action: str, name: str | None) -> int:
     for path in selected:
         problem = entry_problem(path, always=True)
         damaged += problem is not None
-        print(f"ok       {entry_name(path)}" if problem is None else
-              f"damaged  {entry_name(path)}: {problem}; {mark_damaged(path, problem)}")
+        print(
+            f"ok       {entry_name(path)}"
+            if problem is None
+            else f"damaged  {entry_name(path)}: {problem}; {mark_damaged(path, problem)}"
+        )
     print(f"{len(selected)} entries in {cache_dir()}, {damaged} damaged")
     return 1 if damaged else 0
 
@@ -405,7 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("harness: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        print(
+            "harness: interrupted; finished cells are saved, rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -15,9 +15,10 @@ and a name declared twice is an error that names both sources instead of one sil
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -67,8 +68,13 @@ class Registry(Generic[T]):
     model aliases); ``adapt`` turns a loaded object into an entry (a class into its instance).
     """
 
-    def __init__(self, kind: str, group: str | None = None, accepts: Callable[[Any], bool] | None = None,
-                 adapt: Callable[[Any], T] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        group: str | None = None,
+        accepts: Callable[[Any], bool] | None = None,
+        adapt: Callable[[Any], T] | None = None,
+    ):
         self.kind = kind
         self.group = group
         self._accepts = accepts or (lambda obj: True)
@@ -87,8 +93,10 @@ class Registry(Generic[T]):
 
     def _add(self, name: str, entry: _Entry) -> None:
         if name in self._entries:
-            raise HarnessError(f"{self.kind} {name!r} is registered twice: by {self._entries[name].source} "
-                               f"and by {entry.source}; uninstall one of them")
+            raise HarnessError(
+                f"{self.kind} {name!r} is registered twice: by {self._entries[name].source} "
+                f"and by {entry.source}; uninstall one of them"
+            )
         self._entries[name] = entry
 
     def _discover(self) -> None:
@@ -105,8 +113,10 @@ class Registry(Generic[T]):
             try:
                 obj = entry.point.load()
             except Exception as exc:  # a plugin's import error is its own; say whose it is
-                raise HarnessError(f"{self.kind} {name!r} from {entry.source} failed to load "
-                                   f"({entry.point.value}): {type(exc).__name__}: {exc}") from exc
+                raise HarnessError(
+                    f"{self.kind} {name!r} from {entry.source} failed to load "
+                    f"({entry.point.value}): {type(exc).__name__}: {exc}"
+                ) from exc
             entry.point = None
             entry.value = self._adapt(obj) if self._accepts(obj) else _Foreign
         return entry.value is not _Foreign

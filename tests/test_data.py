@@ -7,8 +7,18 @@ import time
 import pandas as pd
 import pytest
 
-from harness.data import (METRICS, TASKS, DataError, accuracy, compute_metrics, f1, load_task,
-                          matthews_corrcoef, pearson, spearmanr)
+from harness.data import (
+    METRICS,
+    TASKS,
+    DataError,
+    accuracy,
+    compute_metrics,
+    f1,
+    load_task,
+    matthews_corrcoef,
+    pearson,
+    spearmanr,
+)
 from harness.registry import HarnessError
 
 SST2_ROWS = [("a fine film", 1), ("dull and long", 0), ("NA", 0), ("superb", 1), ("a mess", 0), ("lovely", 1)]
@@ -27,7 +37,9 @@ def _write(path, rows: list[dict]) -> None:
 def _sst2_dir(folder, ext=".csv", rows=SST2_ROWS):
     folder.mkdir(exist_ok=True)
     for split in ("train", "validation"):
-        _write(folder / f"{split}{ext}", [{"sentence": s, "label": y, "idx": i} for i, (s, y) in enumerate(rows)])
+        _write(
+            folder / f"{split}{ext}", [{"sentence": s, "label": y, "idx": i} for i, (s, y) in enumerate(rows)]
+        )
     return folder
 
 
@@ -38,16 +50,24 @@ def asset_cache(tmp_path_factory):
 
 # --- registry -------------------------------------------------------------------------------------
 
+
 def test_registry_has_eleven_consistent_fine_tune_tasks_and_held_out_text():
     glue = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
     multiple_choice = ["piqa", "openbookqa", "commonsenseqa", "mmlu"]
     long_context = ["rt-polarity-long", "rt-polarity-recall"]
     assert TASKS.names() == [*glue, "rt-polarity", "boolq", *multiple_choice, *long_context, "heldout-ppl"]
     zero_shot = {name: task.lm_eval.name for name, task in TASKS.items() if task.lm_eval}
-    assert zero_shot == {"rt-polarity": "rt-polarity-zs", "boolq": "boolq-zs", "heldout-ppl": "heldout-ppl",
-                         **{name: name for name in long_context},
-                         **{name: f"{name}-zs" for name in multiple_choice}}
-    assert all(TASKS.get(name).protocols == ("zero-shot",) for name in ["heldout-ppl", *long_context, *multiple_choice])
+    assert zero_shot == {
+        "rt-polarity": "rt-polarity-zs",
+        "boolq": "boolq-zs",
+        "heldout-ppl": "heldout-ppl",
+        **{name: name for name in long_context},
+        **{name: f"{name}-zs" for name in multiple_choice},
+    }
+    assert all(
+        TASKS.get(name).protocols == ("zero-shot",)
+        for name in ["heldout-ppl", *long_context, *multiple_choice]
+    )
     for name, spec in TASKS.items():
         if "finetune" not in spec.protocols:
             continue
@@ -65,6 +85,7 @@ def test_registry_has_eleven_consistent_fine_tune_tasks_and_held_out_text():
 
 # --- data_dir -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("ext", [".csv", ".jsonl", ".parquet"])
 def test_data_dir_formats(tmp_path, ext):
     data = load_task("sst2", data_dir=str(_sst2_dir(tmp_path / "d", ext)))
@@ -81,7 +102,10 @@ def test_data_dir_formats(tmp_path, ext):
 def test_data_dir_pairs_regression_and_label_names(tmp_path):
     folder = tmp_path / "stsb"
     folder.mkdir()
-    rows = [{"sentence1": "a", "sentence2": "b", "label": 4.5}, {"sentence1": "c", "sentence2": "d", "label": 0.0}]
+    rows = [
+        {"sentence1": "a", "sentence2": "b", "label": 4.5},
+        {"sentence1": "c", "sentence2": "d", "label": 0.0},
+    ]
     for split in ("train", "validation"):
         _write(folder / f"{split}.jsonl", rows)
     labels = load_task("stsb", data_dir=str(folder)).splits["validation"]["label"]
@@ -89,8 +113,10 @@ def test_data_dir_pairs_regression_and_label_names(tmp_path):
 
     folder = tmp_path / "mnli"
     folder.mkdir()
-    rows = [{"premise": "p", "hypothesis": "h", "label": "neutral"},
-            {"premise": "q", "hypothesis": "k", "label": 2}]
+    rows = [
+        {"premise": "p", "hypothesis": "h", "label": "neutral"},
+        {"premise": "q", "hypothesis": "k", "label": 2},
+    ]
     for split in ("train", "validation_matched", "validation_mismatched"):
         _write(folder / f"{split}.csv", rows)
     data = load_task("mnli", data_dir=str(folder))
@@ -118,7 +144,9 @@ def test_missing_folder(tmp_path):
 def test_missing_split_file(tmp_path, missing):
     folder = _sst2_dir(tmp_path / "d")
     (folder / f"{missing}.csv").unlink()
-    with pytest.raises(DataError, match=rf"has no {missing}\{{.csv,.jsonl,.parquet\}} file; expected train and"):
+    with pytest.raises(
+        DataError, match=rf"has no {missing}\{{.csv,.jsonl,.parquet\}} file; expected train and"
+    ):
         load_task("sst2", data_dir=str(folder))
 
 
@@ -134,11 +162,14 @@ def test_missing_columns(tmp_path):
     _write(folder / "train.csv", [{"text": "x", "y": 1}])
     with pytest.raises(DataError) as err:
         load_task("sst2", data_dir=str(folder))
-    assert str(err.value) == (f"expected columns sentence, label in {folder / 'train.csv'}; "
-                              f"found text, y (missing sentence, label)")
+    assert str(err.value) == (
+        f"expected columns sentence, label in {folder / 'train.csv'}; found text, y (missing sentence, label)"
+    )
 
 
-@pytest.mark.parametrize("name,content", [("validation.jsonl", "{not json\n"), ("validation.parquet", "garbage")])
+@pytest.mark.parametrize(
+    "name,content", [("validation.jsonl", "{not json\n"), ("validation.parquet", "garbage")]
+)
 def test_unparsable_file(tmp_path, name, content):
     folder = _sst2_dir(tmp_path / "d")
     (folder / "validation.csv").unlink()
@@ -150,8 +181,11 @@ def test_unparsable_file(tmp_path, name, content):
 @pytest.mark.parametrize("bad", ["maybe", 2, 0.5, ""])
 def test_bad_labels(tmp_path, bad):
     folder = _sst2_dir(tmp_path / "d", rows=[("ok", 1), ("bad", bad)])
-    with pytest.raises(DataError, match=r"train.csv: 1 bad values in column label \(first: .* in data row 2\); "
-                                        r"expected 0..1 or negative, positive"):
+    with pytest.raises(
+        DataError,
+        match=r"train.csv: 1 bad values in column label \(first: .* in data row 2\); "
+        r"expected 0..1 or negative, positive",
+    ):
         load_task("sst2", data_dir=str(folder))
 
 
@@ -163,6 +197,7 @@ def test_missing_text_in_jsonl(tmp_path):
 
 
 # --- the hub --------------------------------------------------------------------------------------
+
 
 def test_glue_without_hub_fails_fast_with_alternatives(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -177,6 +212,7 @@ def test_glue_without_hub_fails_fast_with_alternatives(monkeypatch):
 
 
 # --- metrics --------------------------------------------------------------------------------------
+
 
 def test_classification_metrics_by_hand():
     preds, refs = [1, 0, 1, 1], [1, 0, 0, 1]  # tp=2, tn=1, fp=1, fn=0
@@ -204,6 +240,7 @@ def test_compute_metrics_official_sets():
 
 
 # --- embedded tasks (real assets) -----------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_rt_polarity_real(asset_cache, monkeypatch):

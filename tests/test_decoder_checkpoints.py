@@ -5,12 +5,25 @@ import shutil
 import huggingface_hub
 import pytest
 import torch
-from transformers import AutoTokenizer, DistilBertConfig, GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, LlamaForCausalLM, T5Config
+from transformers import (
+    AutoTokenizer,
+    DistilBertConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2TokenizerFast,
+    LlamaForCausalLM,
+    T5Config,
+)
 
 from harness.assets import asset_path
 from harness.models import gguf
-from harness.models.catalog import (MODELS, gpt2_tokenizer, load_causal_lm, load_classifier,
-                                    load_pretrained_classifier)
+from harness.models.catalog import (
+    MODELS,
+    gpt2_tokenizer,
+    load_causal_lm,
+    load_classifier,
+    load_pretrained_classifier,
+)
 from harness.registry import HarnessError
 
 SENTENCES = ["Hello world", "A much longer sentence, so that the first one needs padding."]
@@ -68,18 +81,25 @@ def test_local_gpt2_classifier_pads_with_eos(tiny_gpt2_folder):
 def test_unsupported_local_folder_is_one_line(tmp_path):
     folder = tmp_path / "tiny-distilbert"
     DistilBertConfig(dim=16, hidden_dim=32, n_layers=1, n_heads=2, vocab_size=64).save_pretrained(folder)
-    for load in (lambda: load_classifier(str(folder), "pretrained", 2),
-                 lambda: load_pretrained_classifier(str(folder), f"local folder {folder}", 2)):
+    for load in (
+        lambda: load_classifier(str(folder), "pretrained", 2),
+        lambda: load_pretrained_classifier(str(folder), f"local folder {folder}", 2),
+    ):
         with pytest.raises(HarnessError) as caught:
             load()
-        assert str(caught.value) == (f"local folder {folder} is a 'distilbert' model; supported architectures: "
-                                     "bert, gpt2, llama, qwen2, t5")
+        assert str(caught.value) == (
+            f"local folder {folder} is a 'distilbert' model; supported architectures: "
+            "bert, gpt2, llama, qwen2, t5"
+        )
 
 
 def test_t5_classifier_is_refused_in_one_line(tmp_path):
     folder = tmp_path / "tiny-t5"
     T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=64).save_pretrained(folder)
-    for load in (lambda: load_classifier(str(folder), "pretrained", 2), lambda: load_classifier("flan-t5", "random", 2)):
+    for load in (
+        lambda: load_classifier(str(folder), "pretrained", 2),
+        lambda: load_classifier("flan-t5", "random", 2),
+    ):
         with pytest.raises(HarnessError, match="encoder-decoder: it cannot be fine-tuned as a classifier"):
             load()
 
@@ -109,7 +129,8 @@ def test_smollm2_conversion_matches_gguf(tmp_path, monkeypatch):
     assert actual.pop("rms_norm_eps") == pytest.approx(expected.pop("rms_norm_eps"))  # float32 in the GGUF
     ignored = {"_name_or_path", "architectures", "dtype", "transformers_version"}
     assert {k: v for k, v in expected.items() if k not in ignored} == {
-        k: actual[k] for k in expected if k not in ignored}
+        k: actual[k] for k in expected if k not in ignored
+    }
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # empty: the asset serves
@@ -141,9 +162,17 @@ PASSAGES = [  # long enough to prune at speedup 2 (53-74 tokens, floor 16)
 def _generate_until(lm, prompts, max_gen_toks):
     from lm_eval.api.instance import Instance
 
-    return lm.generate_until([Instance("generate_until", {}, (prompt, {"until": ["\n"], "max_gen_toks": max_gen_toks,
-                                                                       "do_sample": False}), i)
-                              for i, prompt in enumerate(prompts)])
+    return lm.generate_until(
+        [
+            Instance(
+                "generate_until",
+                {},
+                (prompt, {"until": ["\n"], "max_gen_toks": max_gen_toks, "do_sample": False}),
+                i,
+            )
+            for i, prompt in enumerate(prompts)
+        ]
+    )
 
 
 @pytest.mark.slow

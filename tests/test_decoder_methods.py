@@ -22,9 +22,18 @@ SCHEDULE = Schedule(protected=2, min_keep=16)  # decoder defaults: sink and last
 
 
 def llama(implementation="eager"):
-    config = LlamaConfig(hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=VOCAB,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM._from_config(config, attn_implementation=implementation).eval()
 
@@ -37,9 +46,12 @@ def prompt(n=48, seed=1):
 def left_padded(lengths=(40, 29, 17)):
     prompts = [prompt(n, seed=n)[0] for n in lengths]
     width = max(lengths)
-    ids, mask = torch.zeros(len(prompts), width, dtype=torch.long), torch.zeros(len(prompts), width, dtype=torch.long)
+    ids, mask = (
+        torch.zeros(len(prompts), width, dtype=torch.long),
+        torch.zeros(len(prompts), width, dtype=torch.long),
+    )
     for row, p in enumerate(prompts):
-        ids[row, width - len(p):], mask[row, width - len(p):] = p, 1
+        ids[row, width - len(p) :], mask[row, width - len(p) :] = p, 1
     return prompts, ids, mask
 
 
@@ -50,7 +62,7 @@ def stock_scores(method, weights, positions):
         return p[:, -1].mean(dim=0)
     if method == "last-token-pool":  # the largest last-row score within 3 places
         row = p[:, -1].mean(dim=0)
-        return torch.stack([row[max(0, j - 3): j + 4].max() for j in range(len(row))])
+        return torch.stack([row[max(0, j - 3) : j + 4].max() for j in range(len(row))])
     if method == "acc-recent":
         w = torch.arange(1, p.shape[-1] + 1, dtype=p.dtype) / p.shape[-1]
         return (p * w[None, :, None]).sum(dim=(0, 1)) / p.shape[0] / w.flip(0).cumsum(0).flip(0)
@@ -68,7 +80,9 @@ def reference_kept(stock, method, ids, speedup):
         size = len(positions)
         mask = torch.full((size, size), torch.finfo(torch.float32).min).triu(1)[None, None]
         rotary = (cos[:, positions], sin[:, positions])
-        _, weights = layer.self_attn(layer.input_layernorm(hidden), position_embeddings=rotary, attention_mask=mask)
+        _, weights = layer.self_attn(
+            layer.input_layernorm(hidden), position_embeddings=rotary, attention_mask=mask
+        )
         out = layer(hidden, attention_mask=mask, position_embeddings=rotary)
         score = stock_scores(method, weights, positions)
         score[0] = score[-1] = float("inf")
@@ -101,12 +115,24 @@ def test_last_token_scores_in_the_layer_match_its_last_probability_row():
         normed = layer.input_layernorm(base.embed_tokens(ids))
         cos, sin = base.rotary_emb(normed, position_ids=torch.arange(48)[None])
         attn = layer.self_attn
-        q, k, v = (proj(normed).view(1, 48, -1, attn.head_dim).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+        q, k, v = (
+            proj(normed).view(1, 48, -1, attn.head_dim).transpose(1, 2)
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
+        )
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         groups = attn.num_key_value_groups
-        _, scores = attend_and_score(q, repeat_kv(k, groups), repeat_kv(v, groups), torch.ones(1, 48, dtype=torch.bool),
-                                     torch.arange(48)[None], METHODS.get("last-token"), scaling=attn.scaling, causal=True)
+        _, scores = attend_and_score(
+            q,
+            repeat_kv(k, groups),
+            repeat_kv(v, groups),
+            torch.ones(1, 48, dtype=torch.bool),
+            torch.arange(48)[None],
+            METHODS.get("last-token"),
+            scaling=attn.scaling,
+            causal=True,
+        )
     assert torch.allclose(scores[0], weights[0, :, -1].mean(dim=0), atol=1e-6)
 
 
@@ -123,7 +149,9 @@ def test_gemfilter_selects_by_the_filter_layers_last_row_and_reruns_stock(speedu
         row = stock(ids, output_attentions=True).attentions[layer][0, :, -1].mean(dim=0)
         row[0] = row[-1] = float("inf")
         selected = row.topk(k).indices.sort().values
-        again = stock(ids[:, selected], position_ids=selected[None]).logits  # the whole model, original positions
+        again = stock(
+            ids[:, selected], position_ids=selected[None]
+        ).logits  # the whole model, original positions
     assert model.last_kept == [[selected.tolist()]] * LAYERS
     assert torch.allclose(logits[0, -1], again[0, -1], atol=1e-5)
     assert torch.isnan(logits[0, 1]).all() == (1 not in selected.tolist())
@@ -154,20 +182,26 @@ def test_protected_first_and_last_tokens_and_counts_match_the_budget(method, spe
         kept = [layer[row] for layer in model.last_kept]
         assert all(first in layer and last in layer for layer in kept), (method, row)
         if method == "gemfilter":
-            expected = [selected_count(spec, n, speedup, model.pruning_method.filter_layer(spec), 16)] * LAYERS
+            expected = [
+                selected_count(spec, n, speedup, model.pruning_method.filter_layer(spec), 16)
+            ] * LAYERS
         else:
             expected = list(counts_for_speedup(spec, n, speedup, SCHEDULE))
         assert [len(layer) for layer in kept] == expected, (method, row)
     assert model.last_forward.realised_speedup >= speedup - 1e-6 or model.last_forward.clamped
 
 
-@pytest.mark.parametrize("method", ["acc", "acc-recent", "acc-vnorm", "last-token", "last-token-pool", "gemfilter"])
+@pytest.mark.parametrize(
+    "method", ["acc", "acc-recent", "acc-vnorm", "last-token", "last-token-pool", "gemfilter"]
+)
 def test_an_answer_scored_with_its_context_never_steers_which_context_tokens_are_kept(method):
     """lm-eval feeds a continuation in the same forward as its context: the answer's tokens are kept,
     but the context is pruned as by its own prefill, whatever the answer says."""
     model = harness.prune(llama(), method=method, speedup=2.0)
     context = prompt(40)
-    answers = [torch.randint(3, VOCAB, (1, 6), generator=torch.Generator().manual_seed(seed)) for seed in (5, 6)]
+    answers = [
+        torch.randint(3, VOCAB, (1, 6), generator=torch.Generator().manual_seed(seed)) for seed in (5, 6)
+    ]
     kept = []
     for answer in answers:
         with torch.no_grad(), model.protect_tail([6]):
@@ -177,7 +211,9 @@ def test_an_answer_scored_with_its_context_never_steers_which_context_tokens_are
     assert kept[0] == kept[1]
     if method == "last-token":  # the first layer selects by the context's last row of stock attention
         with torch.no_grad():
-            row = llama()(torch.cat([context, answers[0][:, :-1]], dim=1), output_attentions=True).attentions[0][0, :, 39]
+            row = llama()(torch.cat([context, answers[0][:, :-1]], dim=1), output_attentions=True).attentions[
+                0
+            ][0, :, 39]
         score = row.mean(dim=0)[:39]
         score[0] = float("inf")
         keep = len(model.last_kept[0][0]) - 6  # the tail's six, the context's last token among them
@@ -202,10 +238,10 @@ def test_pruned_generation_of_a_padded_batch_equals_each_prompt_alone(method):
     model = harness.prune(llama("sdpa"), method=method, speedup=2.0, min_keep=0)
     prompts, ids, mask = left_padded()
     settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
-    together = model.generate(ids, attention_mask=mask, **settings)[:, ids.shape[1]:]
+    together = model.generate(ids, attention_mask=mask, **settings)[:, ids.shape[1] :]
     assert all(len(kept) < len(p) for kept, p in zip(model.last_kept[-1], prompts))  # every row pruned
     for row, p in enumerate(prompts):
-        alone = model.generate(p[None], **settings)[0, len(p):]
+        alone = model.generate(p[None], **settings)[0, len(p) :]
         assert torch.equal(together[row], alone), (method, row)
 
 
@@ -214,8 +250,14 @@ def test_generation_after_pruning_starts_from_the_pruned_prefill(method):
     model = harness.prune(llama("sdpa"), method=method, speedup=2.0)
     ids = prompt(40)
     first = model(ids).logits[0, -1].argmax()
-    out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0, return_dict_in_generate=True,
-                         output_scores=True)
+    out = model.generate(
+        ids,
+        max_new_tokens=4,
+        do_sample=False,
+        pad_token_id=0,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
     assert out.sequences[0, 40] == first
     assert all(torch.isfinite(score).all() for score in out.scores)
 
@@ -273,6 +315,8 @@ def test_fused_causal_kernel_after_a_drop_matches_the_explicit_mask(method, monk
     monkeypatch.setattr(attention, "fused_causal", lambda *args: seen.append(args) or False)
     explicit = run()
     assert seen  # the explicit path really ran
-    torch.testing.assert_close(fused[0], explicit[0], rtol=1e-4, atol=1e-4, equal_nan=True)  # NaN: dropped rows
+    torch.testing.assert_close(
+        fused[0], explicit[0], rtol=1e-4, atol=1e-4, equal_nan=True
+    )  # NaN: dropped rows
     assert fused[1] == explicit[1] and torch.equal(fused[2], explicit[2])
     torch.testing.assert_close(fused[3], explicit[3], rtol=1e-4, atol=1e-4, equal_nan=True)

@@ -5,8 +5,14 @@ import copy
 
 import pytest
 import torch
-from transformers import (GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, LlamaConfig,
-                          LlamaForCausalLM, LlamaForSequenceClassification)
+from transformers import (
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+)
 
 import harness
 from harness.measure.flop_count import count_flops
@@ -21,13 +27,25 @@ def gpt2_config(layers=6):
 
 
 def llama_config(layers=6):
-    return LlamaConfig(hidden_size=64, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                       intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=256,
-                       bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=VOCAB,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
 
 
 CAUSAL_LMS = {"gpt2": (GPT2LMHeadModel, gpt2_config), "llama": (LlamaForCausalLM, llama_config)}
-CLASSIFIERS = {"gpt2": (GPT2ForSequenceClassification, gpt2_config), "llama": (LlamaForSequenceClassification, llama_config)}
+CLASSIFIERS = {
+    "gpt2": (GPT2ForSequenceClassification, gpt2_config),
+    "llama": (LlamaForSequenceClassification, llama_config),
+}
 
 
 def build(table, family, implementation="sdpa", layers=6):
@@ -66,7 +84,9 @@ def reference_kept(model, family, ids, speedup):
     base = model.base_model
     n = ids.shape[1]
     spec = harness.models.family_for(model).arch_spec(model)
-    counts = counts_for_speedup(spec, n, speedup, Schedule(protected=2, min_keep=16))  # decoder defaults: sink and last token, floor 16
+    counts = counts_for_speedup(
+        spec, n, speedup, Schedule(protected=2, min_keep=16)
+    )  # decoder defaults: sink and last token, floor 16
     causal = torch.full((n, n), torch.finfo(torch.float32).min).triu(1)[None, None]
     positions = torch.arange(n)
     if family == "gpt2":
@@ -85,7 +105,9 @@ def reference_kept(model, family, ids, speedup):
             out = layer(hidden, None, mask)
         else:
             rotary = (cos[:, positions], sin[:, positions])
-            _, weights = layer.self_attn(layer.input_layernorm(hidden), position_embeddings=rotary, attention_mask=mask)
+            _, weights = layer.self_attn(
+                layer.input_layernorm(hidden), position_embeddings=rotary, attention_mask=mask
+            )
             out = layer(hidden, attention_mask=mask, position_embeddings=rotary)
         seen_by = torch.arange(size, 0, -1, dtype=torch.float32)  # queries i >= j
         acc = weights[0].sum(dim=(0, 1)) / (seen_by * weights.shape[1])
@@ -103,7 +125,9 @@ def test_causal_acc_matches_reference(family, speedup):
     model = harness.prune(copy.deepcopy(stock), speedup=speedup)
     ids, _ = batch("right")
     logits = model(ids[:1]).logits
-    assert model.last_kept and [layer[0] for layer in model.last_kept] == reference_kept(stock, family, ids[:1], speedup)
+    assert model.last_kept and [layer[0] for layer in model.last_kept] == reference_kept(
+        stock, family, ids[:1], speedup
+    )
     assert torch.isfinite(logits[0, -1]).all()
 
 
@@ -168,12 +192,12 @@ def test_pruned_generation_of_a_padded_batch_equals_each_prompt_alone(family):
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):], mask[row, width - len(prompt):] = prompt, 1
+        ids[row, width - len(prompt) :], mask[row, width - len(prompt) :] = prompt, 1
     settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
     together = model.generate(ids, attention_mask=mask, **settings)[:, width:]
     assert all(len(kept) < len(prompt) for kept, prompt in zip(model.last_kept[-1], prompts))  # all pruned
     for row, prompt in enumerate(prompts):
-        alone = model.generate(prompt[None], **settings)[0, len(prompt):]
+        alone = model.generate(prompt[None], **settings)[0, len(prompt) :]
         assert torch.equal(together[row], alone)
 
 
@@ -183,8 +207,14 @@ def test_generation_prunes_the_prefill_only(family):
     ids = torch.randint(3, VOCAB, (1, 40))
     first = model(ids).logits[0, -1].argmax()
     kept = [40] + [len(layer[0]) for layer in model.last_kept][:-1]  # tokens entering each layer
-    out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0, return_dict_in_generate=True,
-                         output_scores=True)
+    out = model.generate(
+        ids,
+        max_new_tokens=5,
+        do_sample=False,
+        pad_token_id=0,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
     assert out.sequences[0, 40] == first
     assert all(torch.isfinite(score).all() for score in out.scores)
     cache = output_cache(out)

@@ -12,8 +12,15 @@ from harness.pruning.surface import stock_copy
 @pytest.fixture(scope="module")
 def twelve_layer_classifier():
     torch.manual_seed(0)
-    config = BertConfig(hidden_size=64, num_hidden_layers=12, num_attention_heads=4, intermediate_size=256,
-                        vocab_size=100, max_position_embeddings=256, num_labels=2)
+    config = BertConfig(
+        hidden_size=64,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        intermediate_size=256,
+        vocab_size=100,
+        max_position_embeddings=256,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config).eval()
 
 

@@ -9,8 +9,13 @@ import torch
 import harness
 from harness import cli
 from harness.measure import calibrate as calibration
+from harness.measure.calibration_store import (
+    calibration_key,
+    calibration_path,
+    find_calibration,
+    save_calibration,
+)
 from harness.pruning.flops import ArchSpec, Schedule, UnreachableSpeedupError
-from harness.measure.calibration_store import calibration_key, calibration_path, find_calibration, save_calibration
 from harness.pruning.latency_model import LatencyModel, MissingCalibrationError
 from harness.registry import HarnessError
 
@@ -20,9 +25,16 @@ LENGTHS = [1, 2, 4, 8, 16, 32, 64, 128]
 def linear_tables(scale: float = 1.0) -> dict:
     """Per-layer ms linear in n (so interpolation is exact): a fixed cost (weight reads) plus per token."""
     line = lambda a, b: [scale * (a + b * n) for n in LENGTHS]  # noqa: E731
-    return {"stock": line(1.0, 0.10), "stock_after": None, "drop_min": line(1.4, 0.05), "drop_all": line(1.5, 0.12),
-            "outside_dense": line(0.5, 0.01), "outside_min": line(0.5, 0.01), "outside_all": line(0.5, 0.01),
-            "single": scale * 0.8}
+    return {
+        "stock": line(1.0, 0.10),
+        "stock_after": None,
+        "drop_min": line(1.4, 0.05),
+        "drop_all": line(1.5, 0.12),
+        "outside_dense": line(0.5, 0.01),
+        "outside_min": line(0.5, 0.01),
+        "outside_all": line(0.5, 0.01),
+        "single": scale * 0.8,
+    }
 
 
 def synthetic(key: dict, num_layers: int = 4) -> LatencyModel:
@@ -38,7 +50,9 @@ def test_prediction_is_the_tables_arithmetic():
     assert model.dense_ms(1, n) == pytest.approx(0.5 + 0.01 * n + 4 * (1.0 + 0.10 * n))
     # layer 1 stock, layer 2 drops 37 -> 20, layer 3 drops 20 -> 1, layer 4 runs on one word-vector
     drop = lambda n_in, k: (1.4 + 0.05 * n_in) + (1.5 + 0.12 * k) - (1.4 + 0.05 * k)  # noqa: E731
-    expected = (1.0 + 0.10 * n) + drop(n, 20) + drop(20, 1) - (1.5 + 0.12) + (1.4 + 0.05) + 0.8 + 0.5 + 0.01 * n
+    expected = (
+        (1.0 + 0.10 * n) + drop(n, 20) + drop(20, 1) - (1.5 + 0.12) + (1.4 + 0.05) + 0.8 + 0.5 + 0.01 * n
+    )
     assert model.pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(expected)
     # batch 2 lies a third of the way from batch 1 to batch 4 (scale 1 -> 3)
     assert model.dense_ms(2, n) == pytest.approx(model.dense_ms(1, n) * (1 + 2 / 3))
@@ -52,13 +66,20 @@ def test_a_pruned_forwards_residual_adds_to_the_tables_sum():
     forward that drops tokens, not to the dense one or one that drops nothing; a calibration made before
     residuals predicts as it did."""
     plain = synthetic(calibration_key("bert", SPEC))
-    tables = {batch: {**table, "residual": [0.5 + 0.1 * n for n in LENGTHS]} for batch, table in plain.tables.items()}
+    tables = {
+        batch: {**table, "residual": [0.5 + 0.1 * n for n in LENGTHS]}
+        for batch, table in plain.tables.items()
+    }
     fitted = LatencyModel(plain.key, 4, 1, LENGTHS, tables)
     n = 37
     assert fitted.dense_ms(1, n) == pytest.approx(plain.dense_ms(1, n))
     assert fitted.pruned_ms(1, n, [n] * 4) == pytest.approx(plain.pruned_ms(1, n, [n] * 4))
-    assert fitted.pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(plain.pruned_ms(1, n, [37, 20, 1, 1]) + 0.5 + 3.7)
-    assert fitted.head(True).pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(fitted.pruned_ms(1, n, [37, 20, 1, 1]))
+    assert fitted.pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(
+        plain.pruned_ms(1, n, [37, 20, 1, 1]) + 0.5 + 3.7
+    )
+    assert fitted.head(True).pruned_ms(1, n, [37, 20, 1, 1]) == pytest.approx(
+        fitted.pruned_ms(1, n, [37, 20, 1, 1])
+    )
 
 
 def test_tables_are_made_monotone_by_pooling_not_by_minima():
@@ -72,15 +93,22 @@ def test_tables_are_made_monotone_by_pooling_not_by_minima():
 
 
 def test_last_token_head_has_its_own_series():
-    tables = {**linear_tables(), "outside_dense_last": [0.2] * len(LENGTHS), "outside_last": [0.1] * len(LENGTHS)}
+    tables = {
+        **linear_tables(),
+        "outside_dense_last": [0.2] * len(LENGTHS),
+        "outside_last": [0.1] * len(LENGTHS),
+    }
     model = LatencyModel(calibration_key("llama", SPEC), 4, 1, LENGTHS, {1: tables})
     last = model.head(True)
     assert last is model.head(True) and model.head(False) is model and last.head(True) is last
     assert last.dense_ms(1, 37) == pytest.approx(0.2 + 4 * (1.0 + 0.10 * 37))
     counts = [37, 20, 1, 1]
-    assert last.pruned_ms(1, 37, counts) == pytest.approx(model.pruned_ms(1, 37, counts) - (0.5 + 0.01 * 37) + 0.1)
+    assert last.pruned_ms(1, 37, counts) == pytest.approx(
+        model.pruned_ms(1, 37, counts) - (0.5 + 0.01 * 37) + 0.1
+    )
     assert synthetic(calibration_key("bert", SPEC)).head(True).dense_ms(1, 37) == pytest.approx(
-        synthetic(calibration_key("bert", SPEC)).dense_ms(1, 37))  # no last-token series: the head as timed
+        synthetic(calibration_key("bert", SPEC)).dense_ms(1, 37)
+    )  # no last-token series: the head as timed
 
 
 @pytest.mark.parametrize("batch, n, target", [(1, 40, 1.3), (1, 100, 2.0), (4, 100, 1.7), (2, 77, 1.5)])
@@ -90,8 +118,11 @@ def test_solver_inverts_the_synthetic_model(batch, n, target):
     assert reached and value == model.speedup(batch, n, counts) >= target - 1e-9
     # the smallest tau that reaches the target, by brute force on a fine grid
     top = schedule.tau_max(SPEC)
-    first = next(tau for tau in (top * i / 20000 for i in range(20001))
-                 if model.speedup(batch, n, schedule.counts(SPEC, n, tau)) >= target - 1e-9)
+    first = next(
+        tau
+        for tau in (top * i / 20000 for i in range(20001))
+        if model.speedup(batch, n, schedule.counts(SPEC, n, tau)) >= target - 1e-9
+    )
     assert tuple(schedule.counts(SPEC, n, first)) == counts
 
 
@@ -133,8 +164,9 @@ def test_latency_solver_drives_the_forward(tiny_pruned):
     dense, pruned = model.predicted_latency()
     assert dense / pruned == pytest.approx(value) and dense / pruned >= 2 - 1e-9
     assert model.config.harness_pruning["speedup_model"] == "latency"
-    assert model.max_wallclock_speedup(4, 64) == pytest.approx(latency.max_speedup(
-        model.arch_spec, 4, 64, model.pruning.schedule))
+    assert model.max_wallclock_speedup(4, 64) == pytest.approx(
+        latency.max_speedup(model.arch_spec, 4, 64, model.pruning.schedule)
+    )
 
     # a shape that cannot reach the request runs at its best and is counted as clamped
     assert model.max_wallclock_speedup(1, 3) < 2
@@ -142,19 +174,31 @@ def test_latency_solver_drives_the_forward(tiny_pruned):
         model(input_ids=ids[:1, :3])
     assert model.last_forward.clamped == 1
 
-    with pytest.raises(UnreachableSpeedupError, match=r"wall-clock speedup 50 is unreachable .* the largest "
-                                                      r"reachable there is \d"):
+    with pytest.raises(
+        UnreachableSpeedupError,
+        match=r"wall-clock speedup 50 is unreachable .* the largest "
+        r"reachable there is \d",
+    ):
         model.set_speedup(50)
 
 
 def test_unknown_speedup_model(tiny_pruned):
-    with pytest.raises(HarnessError, match="unknown speedup model 'bogus'; valid speedup models: flops, latency"):
+    with pytest.raises(
+        HarnessError, match="unknown speedup model 'bogus'; valid speedup models: flops, latency"
+    ):
         harness.prune(tiny_pruned, speedup=2, speedup_model="bogus")
 
 
 def test_calibration_is_stored_by_key_and_reused(tiny_checkpoint, cache, monkeypatch):
-    latency, reused = calibration.calibrate(str(tiny_checkpoint), [1, 2], max_length=16, budget_s=0.0,
-                                            validate_s=0.01, progress=False, log=lambda line: None)
+    latency, reused = calibration.calibrate(
+        str(tiny_checkpoint),
+        [1, 2],
+        max_length=16,
+        budget_s=0.0,
+        validate_s=0.01,
+        progress=False,
+        log=lambda line: None,
+    )
     assert not reused and latency.batch_sizes == [1, 2] and latency.lengths[-1] == 16
     path = calibration_path(latency.key)
     assert path.parent == cache / "latency" and path.is_file()
@@ -162,8 +206,10 @@ def test_calibration_is_stored_by_key_and_reused(tiny_checkpoint, cache, monkeyp
     assert {"architecture", "dtype", "device", "hardware", "torch", "threads"} <= set(stored["key"])
     assert stored["key"]["threads"] == torch.get_num_threads() and stored["key"]["device"] == "cpu"
     assert stored["validation"]["latency_predictions"] > 0 and "latency_within_10pct" in stored["validation"]
-    assert all(len(stored["tables"]["1"][name]) == len(latency.lengths)
-               for name in ("stock", "drop_min", "drop_all", "residual"))
+    assert all(
+        len(stored["tables"]["1"][name]) == len(latency.lengths)
+        for name in ("stock", "drop_min", "drop_all", "residual")
+    )
 
     monkeypatch.setattr(calibration, "time_probes", lambda *a, **k: pytest.fail("timed again"))
     again, reused = calibration.calibrate(str(tiny_checkpoint), [2], max_length=12, progress=False)
@@ -175,10 +221,29 @@ def test_calibration_is_stored_by_key_and_reused(tiny_checkpoint, cache, monkeyp
     assert find_calibration({**latency.key, "threads": latency.key["threads"] + 7}) is None
 
 
-def test_cli_calibrate_then_run_rows_carry_the_speedup_model(tiny_checkpoint, tmp_path, cache, monkeypatch, capsys):
+def test_cli_calibrate_then_run_rows_carry_the_speedup_model(
+    tiny_checkpoint, tmp_path, cache, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["calibrate", "--models", str(tiny_checkpoint), "--batch-sizes", "2", "--max-length", "8",
-                     "--budget", "0", "--validate-seconds", "0", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "calibrate",
+                "--models",
+                str(tiny_checkpoint),
+                "--batch-sizes",
+                "2",
+                "--max-length",
+                "8",
+                "--budget",
+                "0",
+                "--validate-seconds",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "calibration of bert-L6" in out and "no held-out validation" in out
 
@@ -187,9 +252,33 @@ def test_cli_calibrate_then_run_rows_carry_the_speedup_model(tiny_checkpoint, tm
 
     save_calibration(synthetic(tiny_key(load_for_timing(str(tiny_checkpoint), "cpu")), num_layers=6))
     run = tmp_path / "runs" / "latency"
-    assert cli.main(["run", "--models", str(tiny_checkpoint), "--weights", "random", "--tasks", "sst2",
-                     "--speedups", "1,1.5", "--batch-size", "2", "--max-length", "48", "--repeats", "1",
-                     "--speedup-model", "latency", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--models",
+                str(tiny_checkpoint),
+                "--weights",
+                "random",
+                "--tasks",
+                "sst2",
+                "--speedups",
+                "1,1.5",
+                "--batch-size",
+                "2",
+                "--max-length",
+                "48",
+                "--repeats",
+                "1",
+                "--speedup-model",
+                "latency",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     assert [r["speedup_model"] for r in rows] == ["latency", "latency"]
     assert all(r["predicted_latency_ms"] > 0 and r["predicted_dense_latency_ms"] > 0 for r in rows)
@@ -199,12 +288,20 @@ def test_cli_calibrate_then_run_rows_carry_the_speedup_model(tiny_checkpoint, tm
     assert "speedup_model" in board and "predicted_latency_ms" in board
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--speedup-model", "bogus"], "unknown speedup model 'bogus'; valid speedup models: flops, latency"),
-    (["run", "--models", "bert", "--weights", "random", "--speedup-model", "latency"],
-     "needs a latency calibration of bert-L12"),
-    (["calibrate", "--batch-sizes", "one"], "--batch-sizes must be comma-separated positive integers"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["run", "--speedup-model", "bogus"],
+            "unknown speedup model 'bogus'; valid speedup models: flops, latency",
+        ),
+        (
+            ["run", "--models", "bert", "--weights", "random", "--speedup-model", "latency"],
+            "needs a latency calibration of bert-L12",
+        ),
+        (["calibrate", "--batch-sizes", "one"], "--batch-sizes must be comma-separated positive integers"),
+    ],
+)
 def test_bad_latency_input_is_one_line_and_exit_2(tmp_path, cache, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
     assert cli.main(args) == 2
@@ -215,12 +312,23 @@ def test_bad_latency_input_is_one_line_and_exit_2(tmp_path, cache, monkeypatch, 
 
 
 def test_decoder_calibration_times_the_masked_stock_layer_after_a_drop(tiny_gpt2_checkpoint, cache):
-    latency, _ = calibration.calibrate(str(tiny_gpt2_checkpoint), [2], max_length=12, budget_s=0.0, validate_s=0,
-                                       progress=False, log=lambda line: None)
+    latency, _ = calibration.calibrate(
+        str(tiny_gpt2_checkpoint),
+        [2],
+        max_length=12,
+        budget_s=0.0,
+        validate_s=0,
+        progress=False,
+        log=lambda line: None,
+    )
     table = latency.tables[2]
     assert latency.protected == 2 and latency.key["architecture"].startswith("gpt2-L6")
-    assert table["stock_after"] is not None and table["single"] is None  # causal: an explicit mask after a drop
-    assert len(table["outside_last"]) == len(table["outside_dense_last"]) == len(latency.lengths)  # prefill head
+    assert (
+        table["stock_after"] is not None and table["single"] is None
+    )  # causal: an explicit mask after a drop
+    assert (
+        len(table["outside_last"]) == len(table["outside_dense_last"]) == len(latency.lengths)
+    )  # prefill head
     from harness.measure.calibrate import load_for_timing
 
     model = harness.prune(load_for_timing(str(tiny_gpt2_checkpoint), "cpu"), speedup_model="latency")
@@ -239,8 +347,10 @@ def test_calibration_rounds_visit_every_point_in_a_rotating_order():
     """Each round times every grid point once (so a host that slows down mid-calibration slows every
     point alike); the start of the order moves each round; a value is the median of its rounds."""
     order: list[str] = []
-    probes = [calibration.Probe(name, 0, lambda item, name=name: order.append(name), [None])
-              for name in ("a", "b", "c")]
+    probes = [
+        calibration.Probe(name, 0, lambda item, name=name: order.append(name), [None])
+        for name in ("a", "b", "c")
+    ]
     calibration.time_probes(probes, "cpu", budget_s=0.0, rounds=3)
     timed = order[6:]  # two untimed sizing calls per probe come first
     assert timed == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
@@ -270,4 +380,6 @@ def test_the_dense_reference_reads_the_pruned_models_weights(tiny_pruned):
     assert {name: p.data_ptr() for name, p in stock.named_parameters()} == pruned_weights
     ids = torch.randint(1, tiny_pruned.config.vocab_size, (2, 9))
     with torch.no_grad():
-        torch.testing.assert_close(stock(input_ids=ids).logits, tiny_pruned(input_ids=ids).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            stock(input_ids=ids).logits, tiny_pruned(input_ids=ids).logits, rtol=0, atol=1e-5
+        )

@@ -16,13 +16,12 @@ import types
 
 import pytest
 import torch
+from conftest import LM_CORPUS as CORPUS
 
 import harness
 from harness.registry import HarnessError
 from harness.runners import lm_eval_bridge as bridge
 from harness.runners.lm_eval_bridge import TASKS_DIR, AccLM
-
-from conftest import LM_CORPUS as CORPUS
 
 
 def _requests():
@@ -52,19 +51,23 @@ def _stock(folder):
 
 # --- registration and options ------------------------------------------------------------------------
 
+
 def test_model_type_is_registered_under_both_names():
     from lm_eval.api.registry import get_model
 
     assert get_model("harness") is AccLM and get_model("acc") is AccLM
 
 
-@pytest.mark.parametrize("args, message", [
-    ("speedup=fast", "speedup must be a number >= 1, got 'fast'"),
-    ("speedup=0.5", "speedup must be a number >= 1, got 0.5"),
-    ("speedup=2,profile=steep", "unknown profile 'steep'"),
-    ("speedup=2,r_min=lots", "r_min must be a number within [0, 1], got 'lots'"),
-    ("speedup=2,protect_first=1.5", "protect_first must be a whole number >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ("speedup=fast", "speedup must be a number >= 1, got 'fast'"),
+        ("speedup=0.5", "speedup must be a number >= 1, got 0.5"),
+        ("speedup=2,profile=steep", "unknown profile 'steep'"),
+        ("speedup=2,r_min=lots", "r_min must be a number within [0, 1], got 'lots'"),
+        ("speedup=2,protect_first=1.5", "protect_first must be a whole number >= 0"),
+    ],
+)
 def test_bad_pruning_options_fail_before_the_model_loads(tiny_gpt2, monkeypatch, args, message):
     from lm_eval.models.huggingface import HFLM
 
@@ -81,7 +84,14 @@ def test_bad_pruning_options_fail_before_the_model_loads(tiny_gpt2, monkeypatch,
 def test_include_path_is_added_once():
     tasks = str(TASKS_DIR)
     assert bridge._with_include_path(["--model", "acc", "--tasks", "x"]) == [
-        "run", "--model", "acc", "--tasks", "x", "--include_path", tasks]
+        "run",
+        "--model",
+        "acc",
+        "--tasks",
+        "x",
+        "--include_path",
+        tasks,
+    ]
     assert bridge._with_include_path(["run", "--tasks", "x"])[-2:] == ["--include_path", tasks]
     assert bridge._with_include_path(["ls", "tasks"])[-2:] == ["--include_path", tasks]
     assert bridge._with_include_path(["run", "--include_path", "mine"]) == ["run", "--include_path", "mine"]
@@ -90,16 +100,25 @@ def test_include_path_is_added_once():
 
 
 def test_flatten_results():
-    output = {"results": {"rt-polarity-zs": {"alias": "rt-polarity-zs", "acc,none": 0.5, "acc_stderr,none": 0.1},
-                          "heldout-ppl": {"alias": "heldout-ppl", "word_perplexity,none": 900.0,
-                                          "word_perplexity_stderr,none": "N/A"}},
-              "n-samples": {"rt-polarity-zs": {"original": 1276, "effective": 4}}}
+    output = {
+        "results": {
+            "rt-polarity-zs": {"alias": "rt-polarity-zs", "acc,none": 0.5, "acc_stderr,none": 0.1},
+            "heldout-ppl": {
+                "alias": "heldout-ppl",
+                "word_perplexity,none": 900.0,
+                "word_perplexity_stderr,none": "N/A",
+            },
+        },
+        "n-samples": {"rt-polarity-zs": {"original": 1276, "effective": 4}},
+    }
     assert bridge.flatten_results(output) == {
         "rt-polarity-zs": {"acc": 0.5, "acc_stderr": 0.1, "n": 4},
-        "heldout-ppl": {"word_perplexity": 900.0, "word_perplexity_stderr": None}}
+        "heldout-ppl": {"word_perplexity": 900.0, "word_perplexity_stderr": None},
+    }
 
 
 # --- the request plumbing, with a stand-in pruner -----------------------------------------------------
+
 
 class _StandInPruner:
     """Computes only what a pruned decoder must: valid positions inside the protected tail (else NaN)."""
@@ -167,6 +186,7 @@ def test_bridge_rejects_a_batch_it_cannot_match(tiny_gpt2, monkeypatch):
 
 # --- the offline tasks ---------------------------------------------------------------------------------
 
+
 def test_tasks_load_offline(monkeypatch):
     import datasets
     from lm_eval.tasks import TaskManager
@@ -203,12 +223,14 @@ def test_tasks_load_offline(monkeypatch):
 
 # --- through the pruned decoder (needs harness/models/gpt2.py) ----------------------------------------
 
+
 def test_pruned_speedup_1_matches_stock_lm_eval(tiny_gpt2):
     loglikelihood, rolling = _requests()
     stock = _stock(tiny_gpt2)
     acc = AccLM.create_from_arg_string(
         f"pretrained={tiny_gpt2},speedup=1,method=acc,profile=tilt,r_min=0,max_length=64",
-        {"batch_size": 3, "device": "cpu"})
+        {"batch_size": 3, "device": "cpu"},
+    )
     assert acc.model.pruning.speedup == 1.0
     expected, got = stock.loglikelihood(loglikelihood), acc.loglikelihood(loglikelihood)
     assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-5)
@@ -231,18 +253,30 @@ def test_pruned_speedup_2_scores_every_request(tiny_gpt2):
     single = AccLM(pretrained=str(tiny_gpt2), batch_size=1, max_length=64, speedup=2, device="cpu")
     single.loglikelihood(loglikelihood[:1])
     assert min(len(kept[0]) for kept in single.model.last_kept) < valid
-    generated = acc.generate_until([Instance("generate_until", {}, ("Review: the movie", {"until": ["\n"],
-                                                                                          "max_gen_toks": 4}), 0)])
+    generated = acc.generate_until(
+        [Instance("generate_until", {}, ("Review: the movie", {"until": ["\n"], "max_gen_toks": 4}), 0)]
+    )
     assert len(generated) == 1 and isinstance(generated[0], str)
 
 
 def _generation_requests(max_gen_toks=12):
     from lm_eval.api.instance import Instance
 
-    prompts = ["Review: the movie was good and the plot was great, said nobody at all\nSentiment:",
-               "Question: is the sky blue?\nAnswer:", "The council said", "Review: a dull film"]
-    return [Instance("generate_until", {}, (prompt, {"until": ["\n\n"], "max_gen_toks": max_gen_toks,
-                                                     "do_sample": False}), i) for i, prompt in enumerate(prompts)]
+    prompts = [
+        "Review: the movie was good and the plot was great, said nobody at all\nSentiment:",
+        "Question: is the sky blue?\nAnswer:",
+        "The council said",
+        "Review: a dull film",
+    ]
+    return [
+        Instance(
+            "generate_until",
+            {},
+            (prompt, {"until": ["\n\n"], "max_gen_toks": max_gen_toks, "do_sample": False}),
+            i,
+        )
+        for i, prompt in enumerate(prompts)
+    ]
 
 
 def test_pruned_speedup_1_generates_as_stock_lm_eval(tiny_gpt2):
@@ -258,8 +292,23 @@ def test_pruned_speedup_1_generates_as_stock_lm_eval(tiny_gpt2):
 def test_cli_lm_eval_writes_results(tiny_gpt2, tmp_path, capsys):
     from harness.cli import main
 
-    code = main(["lm-eval", "--model", "acc", "--model_args", f"pretrained={tiny_gpt2},speedup=1",
-                 "--tasks", "rt-polarity-zs", "--limit", "4", "--device", "cpu", "--output_path", str(tmp_path)])
+    code = main(
+        [
+            "lm-eval",
+            "--model",
+            "acc",
+            "--model_args",
+            f"pretrained={tiny_gpt2},speedup=1",
+            "--tasks",
+            "rt-polarity-zs",
+            "--limit",
+            "4",
+            "--device",
+            "cpu",
+            "--output_path",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, capsys.readouterr().err[-2000:]
     files = list(tmp_path.rglob("results_*.json"))
     assert len(files) == 1
@@ -272,8 +321,21 @@ def test_cli_lm_eval_writes_results(tiny_gpt2, tmp_path, capsys):
 def test_cli_lm_eval_bad_speedup_is_one_line(tiny_gpt2, tmp_path, capsys):
     from harness.cli import main
 
-    code = main(["lm-eval", "--model", "acc", "--model_args", f"pretrained={tiny_gpt2},speedup=fast",
-                 "--tasks", "rt-polarity-zs", "--limit", "2", "--device", "cpu"])
+    code = main(
+        [
+            "lm-eval",
+            "--model",
+            "acc",
+            "--model_args",
+            f"pretrained={tiny_gpt2},speedup=fast",
+            "--tasks",
+            "rt-polarity-zs",
+            "--limit",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2
     assert "harness: error: speedup must be a number >= 1, got 'fast'" in capsys.readouterr().err
 

@@ -18,9 +18,9 @@ from harness.measure import (
     count_flops,
     hardware_fingerprint,
     interleaved_latency,
+    latency,
     measure_latency,
 )
-from harness.measure import latency
 from harness.measure.latency import HostLoad
 
 D, F_DIM, LAYERS, HEADS, SEQ, BATCH = 32, 64, 2, 4, 16, 2
@@ -56,7 +56,8 @@ def _inputs(padded: bool) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("padded", [False, True])
 def test_sdpa_and_eager_bert_match_hand_formula(padded: bool) -> None:
     inputs = _inputs(padded)
-    counts = {impl: count_flops(lambda m=_bert(impl): m(**inputs)) for impl in ("sdpa", "eager")}
+    models = {impl: _bert(impl) for impl in ("sdpa", "eager")}
+    counts = {impl: count_flops(lambda m=m: m(**inputs)) for impl, m in models.items()}
     assert counts["sdpa"] == counts["eager"]
     assert counts["sdpa"] == pytest.approx(_hand_flops(), rel=0.005)
 
@@ -95,8 +96,18 @@ def test_interleaved_calls_each_fn_round_robin() -> None:
 
 def test_hardware_fingerprint_keys() -> None:
     info = hardware_fingerprint("cpu")
-    for key in ("cpu", "logical_cores", "torch_threads", "memory_gb", "os", "python", "torch",
-                "transformers", "device", "id"):
+    for key in (
+        "cpu",
+        "logical_cores",
+        "torch_threads",
+        "memory_gb",
+        "os",
+        "python",
+        "torch",
+        "transformers",
+        "device",
+        "id",
+    ):
         assert key in info
     assert info["id"].startswith("cpu:") and info["id"].endswith(f":{torch.get_num_threads()}t")
     assert hardware_fingerprint("cpu")["id"] == info["id"]
@@ -104,7 +115,9 @@ def test_hardware_fingerprint_keys() -> None:
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="HostLoad reads /proc/stat (Linux)")
 def test_host_load_sees_another_process_using_the_cpu() -> None:
-    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"]
+    )
     try:
         time.sleep(0.3)  # the child is spinning
         with HostLoad() as load:
@@ -126,10 +139,14 @@ def test_busy_timings_are_retried_and_the_quietest_kept(monkeypatch) -> None:
 
     monkeypatch.setattr(latency, "HostLoad", FakeLoad)
     calls: list[int] = []
-    _, busy = latency.quietest_latency({"a": lambda: calls.append(1)}, attempts=3, wait_s=0, warmup=0, repeats=2)
+    _, busy = latency.quietest_latency(
+        {"a": lambda: calls.append(1)}, attempts=3, wait_s=0, warmup=0, repeats=2
+    )
     assert busy == 0.4 and len(calls) == 6  # three busy tries, the least busy kept
 
     loads = iter([0.1, 0.9])
     calls.clear()
-    _, busy = latency.quietest_latency({"a": lambda: calls.append(1)}, attempts=3, wait_s=0, warmup=0, repeats=2)
+    _, busy = latency.quietest_latency(
+        {"a": lambda: calls.append(1)}, attempts=3, wait_s=0, warmup=0, repeats=2
+    )
     assert busy == 0.1 and len(calls) == 2  # quiet at once: no retry

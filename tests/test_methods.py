@@ -14,15 +14,27 @@ import harness
 from harness.contracts.family import Tokens
 from harness.pruning.attention import attend_and_score
 from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, forward_flops
-from harness.pruning.methods import METHODS
 from harness.pruning.length_search import config_counts, evolutionary_search, pareto_front, pick
-from harness.pruning.methods.ltp import Ltp
+from harness.pruning.methods import METHODS
 from harness.pruning.methods.tome import bipartite_merge, tome_counts
 from harness.registry import HarnessError
 
 ALL = METHODS.names()
-BUILT_IN = ["acc", "random", "truncation", "power-bert", "lat", "ltp", "tome", "layerdrop", "acc-vnorm", "acc-search", "acc-distill",
-            "acc-decay", "acc-decay-distill"]
+BUILT_IN = [
+    "acc",
+    "random",
+    "truncation",
+    "power-bert",
+    "lat",
+    "ltp",
+    "tome",
+    "layerdrop",
+    "acc-vnorm",
+    "acc-search",
+    "acc-distill",
+    "acc-decay",
+    "acc-decay-distill",
+]
 
 
 def test_every_built_in_method_is_registered():
@@ -32,9 +44,12 @@ def test_every_built_in_method_is_registered():
 def _with_state(model, method):
     """Per-model state as training and tuning leave it (thresholds, scales, searched lengths)."""
     layers = model.arch_spec.num_layers
-    state = {"ltp": {"thresholds": [0.3 * (layer + 1) for layer in range(layers)], "scales": {"2": 1.0}},
-             "lat": {"configs": {"2": [0.9 ** (layer + 1) for layer in range(layers)]}},
-             "acc-search": {"configs": {"2": [0.6] * layers}}, "acc-distill": {"configs": {"2": [0.7] * layers}}}.get(method)
+    state = {
+        "ltp": {"thresholds": [0.3 * (layer + 1) for layer in range(layers)], "scales": {"2": 1.0}},
+        "lat": {"configs": {"2": [0.9 ** (layer + 1) for layer in range(layers)]}},
+        "acc-search": {"configs": {"2": [0.6] * layers}},
+        "acc-distill": {"configs": {"2": [0.7] * layers}},
+    }.get(method)
     if state:
         model.harness_pruner.set_method_state(json.dumps(state))
     return model
@@ -47,12 +62,27 @@ def test_speedup_one_is_the_dense_model(tiny_classifier, padded_batch, method):
     pruned = _with_state(harness.prune(copy.deepcopy(stock), method=method, speedup=2.0), method)
     pruned(ids, attention_mask=mask)  # a pruned forward first: nothing of it may linger
     pruned.set_speedup(1.0)
-    assert torch.allclose(pruned(ids, attention_mask=mask).logits, stock(ids, attention_mask=mask).logits, atol=1e-5)
+    assert torch.allclose(
+        pruned(ids, attention_mask=mask).logits, stock(ids, attention_mask=mask).logits, atol=1e-5
+    )
     assert pruned.last_forward.realised_speedup == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("method", ["acc", "random", "truncation", "power-bert", "acc-vnorm", "lat", "tome", "layerdrop",
-                                    "acc-decay", "acc-decay-distill"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "acc",
+        "random",
+        "truncation",
+        "power-bert",
+        "acc-vnorm",
+        "lat",
+        "tome",
+        "layerdrop",
+        "acc-decay",
+        "acc-decay-distill",
+    ],
+)
 @pytest.mark.parametrize("speedup", [1.5, 2.0])
 def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, method, speedup):
     model = harness.prune(tiny_classifier(), method=method, speedup=speedup)
@@ -70,19 +100,25 @@ def test_kept_counts_match_each_methods_budget(tiny_classifier, padded_batch, me
         else:
             expected = list(counts_for_speedup(spec, n, speedup, schedule))
         assert kept == expected, (sample, kept, expected)
-        assert all(0 in layer[sample] for layer in model.last_kept if layer[sample])  # [CLS] in every layer run
+        assert all(
+            0 in layer[sample] for layer in model.last_kept if layer[sample]
+        )  # [CLS] in every layer run
     if method != "layerdrop":  # whole layers: the nearest depth, which may fall short (its own test)
         assert model.last_forward.realised_speedup >= speedup - 1e-6 or model.last_forward.clamped
 
 
-def test_lat_and_acc_search_run_their_searched_lengths_and_ltp_counts_what_it_kept(tiny_classifier, padded_batch):
+def test_lat_and_acc_search_run_their_searched_lengths_and_ltp_counts_what_it_kept(
+    tiny_classifier, padded_batch
+):
     ids, mask = padded_batch
     for method in ("lat", "acc-search", "acc-distill"):
         searched = _with_state(harness.prune(tiny_classifier(), method=method, speedup=2.0), method)
         searched(ids, attention_mask=mask)
         config = json.loads(searched.pruning.method_state)["configs"]["2"]
         for sample, n in enumerate(mask.sum(dim=1).tolist()):
-            assert [len(layer[sample]) for layer in searched.last_kept] == config_counts(config, n, Schedule())
+            assert [len(layer[sample]) for layer in searched.last_kept] == config_counts(
+                config, n, Schedule()
+            )
 
     ltp = _with_state(harness.prune(tiny_classifier(), method="ltp", speedup=2.0), "ltp")
     ltp(ids, attention_mask=mask)
@@ -91,7 +127,9 @@ def test_lat_and_acc_search_run_their_searched_lengths_and_ltp_counts_what_it_ke
     lengths = mask.sum(dim=1).tolist()
     assert ltp.last_forward.pruned_flops == sum(forward_flops(spec, n, k) for n, k in zip(lengths, kept))
     harder = copy.deepcopy(ltp)
-    harder.harness_pruner.set_method_state(json.dumps({**json.loads(ltp.pruning.method_state), "scales": {"2": 3.0}}))
+    harder.harness_pruner.set_method_state(
+        json.dumps({**json.loads(ltp.pruning.method_state), "scales": {"2": 3.0}})
+    )
     harder(ids, attention_mask=mask)
     assert harder.last_forward.pruned_flops < ltp.last_forward.pruned_flops  # a larger scale prunes more
 
@@ -102,7 +140,9 @@ def _layer_inputs(model, ids, mask):
     attention = model.base_model.encoder.layer[0].attention.self
     hidden = out.hidden_states[0]
     shape = (*hidden.shape[:2], -1, attention.attention_head_size)
-    heads = [proj(hidden).view(shape).transpose(1, 2) for proj in (attention.query, attention.key, attention.value)]
+    heads = [
+        proj(hidden).view(shape).transpose(1, 2) for proj in (attention.query, attention.key, attention.value)
+    ]
     return out.attentions[0], heads, attention.scaling
 
 
@@ -113,8 +153,9 @@ def test_scores_match_stock_attention_probabilities(tiny_classifier, padded_batc
     with torch.no_grad():
         probs, (query, key, value), scaling = _layer_inputs(model, ids, mask)
         valid = mask.bool()
-        _, scores = attend_and_score(query, key, value, valid, torch.arange(24).expand(3, 24), METHODS.get(method),
-                                     scaling=scaling)
+        _, scores = attend_and_score(
+            query, key, value, valid, torch.arange(24).expand(3, 24), METHODS.get(method), scaling=scaling
+        )
     for b in range(3):
         n = int(valid[b].sum())
         p = probs[b, :, :n, :n]  # (H, queries, keys) of the real tokens
@@ -177,7 +218,9 @@ def test_ltp_thresholds_move_in_a_short_training_run(tiny_classifier, padded_bat
     assert model.last_kept and all(len(layer[0]) == 24 for layer in model.last_kept)  # soft: nothing dropped
 
 
-def test_acc_distill_step_is_the_full_loss_plus_the_pruned_pass_learning_from_it(tiny_classifier, padded_batch):
+def test_acc_distill_step_is_the_full_loss_plus_the_pruned_pass_learning_from_it(
+    tiny_classifier, padded_batch
+):
     from harness.pruning.methods.recipes import distillation
 
     model = harness.prune(tiny_classifier(), method="acc-distill", speedup=2.0)
@@ -244,13 +287,23 @@ def test_lat_search_returns_the_pareto_front_of_its_candidates():
     chosen = pick(front, candidates, 2.0)
     near = [c for c, (q, s) in candidates.items() if 2.0 <= s <= 2.5]
     if near:  # the best quality at the requested cost (within the band), not a faster front member's
-        assert candidates[chosen][0] == max(candidates[c][0] for c in near) and 2.0 <= candidates[chosen][1] <= 2.5
+        assert (
+            candidates[chosen][0] == max(candidates[c][0] for c in near)
+            and 2.0 <= candidates[chosen][1] <= 2.5
+        )
     else:
-        assert chosen in front and (candidates[chosen][1] >= 2.0 or all(candidates[f][1] < 2.0 for f in front))
+        assert chosen in front and (
+            candidates[chosen][1] >= 2.0 or all(candidates[f][1] < 2.0 for f in front)
+        )
 
 
 def test_pick_stays_near_the_request_when_a_faster_configuration_ties_it():
-    candidates = {(1.0,) * 4: (0.80, 1.0), (0.25,) * 4: (0.57, 4.1), (0.2,) * 4: (0.56, 4.6), (0.1,) * 4: (0.58, 6.2)}
+    candidates = {
+        (1.0,) * 4: (0.80, 1.0),
+        (0.25,) * 4: (0.57, 4.1),
+        (0.2,) * 4: (0.56, 4.6),
+        (0.1,) * 4: (0.58, 6.2),
+    }
     front = pareto_front(candidates)
     assert (0.25,) * 4 not in front and pick(front, candidates, 4.0) == (0.25,) * 4
     assert pick(front, candidates, 7.0) == (0.1,) * 4  # nothing reaches 7x: the fastest
@@ -273,9 +326,11 @@ def test_search_keeps_looking_near_each_target_when_a_faster_configuration_ties_
     candidates = {config: (quality(config), speedup(config)) for config in initial}
     assert near_targets(candidates, (3.0,)) == [(0.3,) * 4]  # 10x ties at 0.58 but lies outside the band
     assert (0.3,) * 4 not in pareto_front(candidates)  # so the front alone would not mutate it
+
     def found_it(targets, seed) -> bool:
-        front, found = evolutionary_search(quality, speedup, initial, generations=8, rng=random.Random(seed),
-                                           targets=targets)
+        front, found = evolutionary_search(
+            quality, speedup, initial, generations=8, rng=random.Random(seed), targets=targets
+        )
         chosen = pick(front, found, 3.0)
         return found[chosen][0] == 0.75 and 3.0 <= found[chosen][1] <= 3.2
 
@@ -301,7 +356,9 @@ def test_layerdrop_takes_the_depth_nearest_the_request():
     "the most layers that reach 2x" ran two layers (3x) and 3x on one layer (6x)."""
     from harness.pruning.methods.layerdrop import depth_for_speedup
 
-    spec = ArchSpec(num_layers=6, hidden=384, num_heads=12, head_dim=32, ffn_dim=1536, head_flops=2 * 384 * 386)
+    spec = ArchSpec(
+        num_layers=6, hidden=384, num_heads=12, head_dim=32, ffn_dim=1536, head_flops=2 * 384 * 386
+    )
     depths = {speedup: depth_for_speedup(spec, 128, speedup) for speedup in (1.0, 1.2, 2.0, 3.0, 3.9, 5.5)}
     assert depths == {1.0: 6, 1.2: 5, 2.0: 3, 3.0: 2, 3.9: 2, 5.5: 1}
 
@@ -323,8 +380,12 @@ def test_methods_with_one_family_refuse_others():
     model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=50, n_positions=64))
     with pytest.raises(HarnessError, match="method 'ltp' supports bert models"):
         harness.prune(model, method="ltp")
-    with pytest.raises(HarnessError, match=r"method 'tome' prunes encoder models, not 'gpt2' ones \(decoders\)"):
-        harness.prune(model, method="tome")  # by kind: merged states reach a decoder's cache and later queries
+    with pytest.raises(
+        HarnessError, match=r"method 'tome' prunes encoder models, not 'gpt2' ones \(decoders\)"
+    ):
+        harness.prune(
+            model, method="tome"
+        )  # by kind: merged states reach a decoder's cache and later queries
     with pytest.raises(HarnessError, match="works with --speedup-model flops only"):
         harness.prune(GPT2LMHeadModel(model.config), method="lat", speedup_model="latency")
 
@@ -343,7 +404,9 @@ def test_ltp_fit_reaches_the_requested_speedup_on_the_held_out_rows(tiny_classif
     model.set_speedup(1.5)
     model(ids, attention_mask=mask)
     assert 1.5 <= model.last_forward.realised_speedup < 2.0
-    assert json.loads(model.config.harness_pruning["method_state"])["scales"]["1.5"] > 0  # saved with the model
+    assert (
+        json.loads(model.config.harness_pruning["method_state"])["scales"]["1.5"] > 0
+    )  # saved with the model
 
 
 def test_compare_table_seeds_drop_and_frontier(tmp_path):
@@ -355,20 +418,41 @@ def test_compare_table_seeds_drop_and_frontier(tmp_path):
     for method, base in (("acc", 0.80), ("truncation", 0.70)):
         for seed, jitter in ((0, 0.0), (1, 0.02)):
             for speedup, latency in ((1.0, 100.0), (2.0, 50.0 if method == "acc" else 45.0)):
-                rows.append({"task": "sst2", "model": "m", "weights": "pretrained", "checkpoint": "local:m",
-                             "hardware": "cpu:x", "speedup_model": "flops", "method": method, "speedup": speedup,
-                             "score": base + jitter - (0.05 if speedup > 1 else 0), "seed": seed,
-                             "main_metric": "accuracy", "eval_examples": 400, "train_recipe": "offline-tuning",
-                             "train_epochs": 1.0, "train_examples": 96, "batch_size": 8, "seq_len": 32,
-                             "measured_speedup": 100 / latency, "predicted_speedup": speedup,
-                             "eval_predicted_speedup": speedup, "gflops_measured": 1 / speedup,
-                             "latency_ms": latency, "dense_latency_ms": 100.0,
-                             "host_busy_cores": 0.8 if (method, seed, speedup) == ("truncation", 1, 2.0) else 0.0})
+                rows.append(
+                    {
+                        "task": "sst2",
+                        "model": "m",
+                        "weights": "pretrained",
+                        "checkpoint": "local:m",
+                        "hardware": "cpu:x",
+                        "speedup_model": "flops",
+                        "method": method,
+                        "speedup": speedup,
+                        "score": base + jitter - (0.05 if speedup > 1 else 0),
+                        "seed": seed,
+                        "main_metric": "accuracy",
+                        "eval_examples": 400,
+                        "train_recipe": "offline-tuning",
+                        "train_epochs": 1.0,
+                        "train_examples": 96,
+                        "batch_size": 8,
+                        "seq_len": 32,
+                        "measured_speedup": 100 / latency,
+                        "predicted_speedup": speedup,
+                        "eval_predicted_speedup": speedup,
+                        "gflops_measured": 1 / speedup,
+                        "latency_ms": latency,
+                        "dense_latency_ms": 100.0,
+                        "host_busy_cores": 0.8 if (method, seed, speedup) == ("truncation", 1, 2.0) else 0.0,
+                    }
+                )
     table = compare_frame(pd.DataFrame(rows))
     assert len(table) == 4 and set(table["seeds"]) == {2}
     acc2 = table[(table.method == "acc") & (table.speedup == 2)].iloc[0]
     assert acc2.quality == pytest.approx(0.76) and acc2.drop_vs_dense == pytest.approx(-0.05)
-    assert acc2.seed_sd == pytest.approx(0.0141421, rel=1e-4) and acc2.se == pytest.approx((0.76 * 0.24 / 400) ** 0.5)
+    assert acc2.seed_sd == pytest.approx(0.0141421, rel=1e-4) and acc2.se == pytest.approx(
+        (0.76 * 0.24 / 400) ** 0.5
+    )
     frontier = {(r.method, r.speedup) for r in table.itertuples() if r.frontier}
     assert frontier == {("acc", 1.0), ("acc", 2.0), ("truncation", 2.0)}
     text = compare_markdown(table)
@@ -389,9 +473,22 @@ def test_compare_figure_gives_every_method_its_own_colour():
     from harness.report.plots import PAPER_STYLE
 
     methods = [f"method{i}" for i in range(11)]
-    rows = pd.DataFrame([{"model": "m", "method": method, "measured_speedup": speedup, "quality": 0.8 - 0.01 * i,
-                          "seed_sd": None, "se": 0.01, "frontier": False, "main_metric": "accuracy"}
-                         for i, method in enumerate(methods) for speedup in (1.0, 2.0)])
+    rows = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "method": method,
+                "measured_speedup": speedup,
+                "quality": 0.8 - 0.01 * i,
+                "seed_sd": None,
+                "se": 0.01,
+                "frontier": False,
+                "main_metric": "accuracy",
+            }
+            for i, method in enumerate(methods)
+            for speedup in (1.0, 2.0)
+        ]
+    )
     with matplotlib.rc_context(PAPER_STYLE):
         ax = _figure(rows, "measured_speedup", "frontier", "x", "front").axes[0]
     colours = [matplotlib.colors.to_hex(container.lines[0].get_color()) for container in ax.containers]
@@ -418,7 +515,9 @@ def test_layerdrop_trains_on_the_depth_of_the_drawn_speedup(tiny_classifier, pad
     and LayerDrop's random drops (p = 0.2) only below it, never all of them."""
     from harness.pruning.methods.layerdrop import depth_for_speedup
 
-    model = harness.prune(tiny_classifier("eager", num_hidden_layers=6), method="layerdrop", speedup=1.0).train()
+    model = harness.prune(
+        tiny_classifier("eager", num_hidden_layers=6), method="layerdrop", speedup=1.0
+    ).train()
     method, seen = model.pruning_method, []
     keep_counts = method.keep_counts
     method.keep_counts = lambda *args: seen.append(keep_counts(*args)) or seen[-1]

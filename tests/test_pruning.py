@@ -135,7 +135,9 @@ def test_tilt_profile_formula():
     assert retention_ratios("tilt", 0.6, 4) == pytest.approx([1.0, 0.8, 0.6, 0.4])
     assert retention_ratios("tilt", 3.0, 4, r_min=0.1) == pytest.approx([1.0, 0.1, 0.1, 0.1])
     assert retention_ratios("geometric", 0.5, 3) == pytest.approx([1.0, 0.5, 0.25])
-    assert retention_ratios("decay", 0.5, 3) == pytest.approx([0.5, 0.25, 0.125])  # the first layer prunes too
+    assert retention_ratios("decay", 0.5, 3) == pytest.approx(
+        [0.5, 0.25, 0.125]
+    )  # the first layer prunes too
     assert retention_ratios("decay", 1.0, 3, r_min=0.2) == pytest.approx([0.2, 0.2, 0.2])
     assert keep_counts([1.0, 0.8, 0.6, 0.4], 10, protected=1) == [10, 8, 6, 4]
     assert keep_counts([1.0, 0.0, 0.0], 10, protected=2) == [10, 2, 2]
@@ -152,7 +154,9 @@ def test_min_keep_floor_runs_short_prompts_dense_and_counts_them_clamped(tiny_cl
     assert min(kept) == 8 and kept[-1] < 56 and model.harness_pruner.last_clamped == 0
 
 
-BERT_BASE = ArchSpec(num_layers=12, hidden=768, num_heads=12, head_dim=64, ffn_dim=3072, head_flops=2 * 768 * 770)
+BERT_BASE = ArchSpec(
+    num_layers=12, hidden=768, num_heads=12, head_dim=64, ffn_dim=3072, head_flops=2 * 768 * 770
+)
 
 
 def test_solver_is_monotonic_and_hits_target():
@@ -166,7 +170,9 @@ def test_solver_is_monotonic_and_hits_target():
 
 def test_unreachable_speedup_names_largest_value():
     best = harness.flops.max_speedup(BERT_BASE, 16, Schedule())
-    with pytest.raises(harness.flops.UnreachableSpeedupError, match=f"largest reachable speedup is {best:.3f}"):
+    with pytest.raises(
+        harness.flops.UnreachableSpeedupError, match=f"largest reachable speedup is {best:.3f}"
+    ):
         harness.flops.tau_for_speedup(BERT_BASE, 16, 50.0)
 
 

@@ -31,8 +31,15 @@ PREFILL_METHODS = ["last-token", "last-token-pool", "gemfilter", "acc-recent"]
 
 
 def qwen2_config(layers=4, **overrides):
-    sizes = {"hidden_size": 64, "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
-             "intermediate_size": 128, "vocab_size": VOCAB, "max_position_embeddings": 256}
+    sizes = {
+        "hidden_size": 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 256,
+    }
     return Qwen2Config(**sizes, bos_token_id=1, eos_token_id=2, pad_token_id=0, **overrides)
 
 
@@ -48,9 +55,12 @@ def qwen2(implementation="sdpa", cls=Qwen2ForCausalLM, layers=4):
 def left_padded(lengths=(40, 29, 17)):
     torch.manual_seed(1)
     width = max(lengths)
-    ids, mask = torch.zeros(len(lengths), width, dtype=torch.long), torch.zeros(len(lengths), width, dtype=torch.long)
+    ids, mask = (
+        torch.zeros(len(lengths), width, dtype=torch.long),
+        torch.zeros(len(lengths), width, dtype=torch.long),
+    )
     for row, n in enumerate(lengths):
-        ids[row, width - n:], mask[row, width - n:] = torch.randint(3, VOCAB, (n,)), 1
+        ids[row, width - n :], mask[row, width - n :] = torch.randint(3, VOCAB, (n,)), 1
     return ids, mask
 
 
@@ -90,7 +100,9 @@ def test_speedup_two_keeps_fewer_tokens_and_decodes_from_the_pruned_cache():
     assert model.last_forward.realised_speedup >= 2.0 - 1e-6
     out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0, return_dict_in_generate=True)
     assert out.sequences[0, n] == first
-    cache = output_cache(out)  # each layer cached the tokens that entered it, then the 3 decoded before the last
+    cache = output_cache(
+        out
+    )  # each layer cached the tokens that entered it, then the 3 decoded before the last
     assert [cache.layers[i].keys.shape[-2] for i in range(4)] == [k + 3 for k in [n, *kept[:-1]]]
 
 
@@ -112,7 +124,9 @@ def test_classifier_equals_stock_at_speedup_one_and_trains_at_two():
     stock = qwen2(cls=Qwen2ForSequenceClassification)
     ids, mask = left_padded()
     model = harness.prune(copy.deepcopy(stock), speedup=1.0)
-    assert torch.allclose(model(ids, attention_mask=mask).logits, stock(ids, attention_mask=mask).logits, atol=1e-5)
+    assert torch.allclose(
+        model(ids, attention_mask=mask).logits, stock(ids, attention_mask=mask).logits, atol=1e-5
+    )
     model.set_speedup(2.0)
     out = model.train()(ids, attention_mask=mask, labels=torch.tensor([0, 1, 0]))
     out.loss.backward()
@@ -121,7 +135,9 @@ def test_classifier_equals_stock_at_speedup_one_and_trains_at_two():
 
 
 def test_refusals_are_one_line():
-    sliding = Qwen2ForCausalLM(qwen2_config(layers=2, use_sliding_window=True, sliding_window=8, max_window_layers=1))
+    sliding = Qwen2ForCausalLM(
+        qwen2_config(layers=2, use_sliding_window=True, sliding_window=8, max_window_layers=1)
+    )
     with pytest.raises(HarnessError, match="sliding-window"):
         harness.prune(sliding)
     with pytest.raises(HarnessError, match="method 'tome' prunes encoder models, not 'qwen2' ones"):
@@ -131,19 +147,32 @@ def test_refusals_are_one_line():
 def test_a_sweep_refuses_a_method_of_another_kind_up_front():
     from harness.runners.sweep import SweepConfig
 
-    with pytest.raises(HarnessError, match="minilm: method 'last-token' prunes decoder models, not 'bert' ones"):
+    with pytest.raises(
+        HarnessError, match="minilm: method 'last-token' prunes decoder models, not 'bert' ones"
+    ):
         SweepConfig(models=["minilm"], methods=["last-token"]).validate()
 
 
 # --- merging's log(size) bias: the shared layer loop's, for every family --------------------------
 
+
 def one_layer(family):
     torch.manual_seed(0)
     if family == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=1, n_head=4, vocab_size=VOCAB, n_positions=64)).eval()
+        return GPT2LMHeadModel(
+            GPT2Config(n_embd=64, n_layer=1, n_head=4, vocab_size=VOCAB, n_positions=64)
+        ).eval()
     if family == "llama":
-        return LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
-                                            num_key_value_heads=2, intermediate_size=128, vocab_size=VOCAB)).eval()
+        return LlamaForCausalLM(
+            LlamaConfig(
+                hidden_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=128,
+                vocab_size=VOCAB,
+            )
+        ).eval()
     return qwen2(layers=1)
 
 
@@ -152,7 +181,9 @@ def weighted_layer(model, ids, weight):
     base, family = model.base_model, family_for(model)
     hidden, positions = family.embed(base, ids, None, None, {})
     rotary = family.rotary(base, hidden, positions)
-    call = LayerCall(base.harness_pruner, causal=True, implementation="eager", rotary=rotary, original_rotary=rotary)
+    call = LayerCall(
+        base.harness_pruner, causal=True, implementation="eager", rotary=rotary, original_rotary=rotary
+    )
     valid = torch.ones_like(ids, dtype=torch.bool)
     tokens = Tokens(valid, positions.expand_as(ids), torch.zeros_like(valid), weight)
     hidden, _, _ = stack.run_stack(family, family.stacks(base)["decoder"], hidden, tokens, call)
@@ -192,6 +223,10 @@ def test_a_weight_bias_broadcasts_over_query_blocks_and_the_last_query_row(metho
     query, key, value = (torch.randn(batch, heads, n, 8) for _ in range(3))
     valid, positions = torch.ones(batch, n, dtype=torch.bool), torch.arange(n).expand(batch, n)
     row = with_weight(None, torch.rand(batch, n) + 0.5)
-    results = [attend_and_score(query, key, value, valid, positions, METHODS.get(method), scaling=0.3, causal=True,
-                                bias=bias) for bias in (row, row.expand(batch, heads, n, n).contiguous())]
+    results = [
+        attend_and_score(
+            query, key, value, valid, positions, METHODS.get(method), scaling=0.3, causal=True, bias=bias
+        )
+        for bias in (row, row.expand(batch, heads, n, n).contiguous())
+    ]
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*results))

@@ -29,19 +29,36 @@ def _row(model: str, weights: str, speedup: float, score: float | None, task: st
     random = weights == "random weights"
     return {
         "cell_key": f"{model}|{weights}|{task}|acc|{speedup}",
-        "model": model, "checkpoint": f"org/{model}", "weights": weights,
-        "task": task, "method": "acc", "speedup": speedup,
+        "model": model,
+        "checkpoint": f"org/{model}",
+        "weights": weights,
+        "task": task,
+        "method": "acc",
+        "speedup": speedup,
         "metrics": {} if random else {"accuracy": score, "f1": score - 0.01},
-        "main_metric": None if random else "accuracy", "score": None if random else score,
-        "predicted_speedup": speedup * 0.97, "measured_speedup": speedup * 0.8,
+        "main_metric": None if random else "accuracy",
+        "score": None if random else score,
+        "predicted_speedup": speedup * 0.97,
+        "measured_speedup": speedup * 0.8,
         "eval_predicted_speedup": None if random else speedup * 0.95,
-        "flops_measured": int(2.5e9 / speedup), "flops_analytic": int(2.4e9 / speedup),
+        "flops_measured": int(2.5e9 / speedup),
+        "flops_analytic": int(2.4e9 / speedup),
         "flops_dense": int(2.5e9),
-        "latency_ms": 40.0 / speedup, "latency_p10_ms": 38.0 / speedup, "latency_p90_ms": 45.0 / speedup,
-        "dense_latency_ms": 40.0, "batch_size": 8, "seq_len": 64, "threads": 2, "device": "cpu",
+        "latency_ms": 40.0 / speedup,
+        "latency_p10_ms": 38.0 / speedup,
+        "latency_p90_ms": 45.0 / speedup,
+        "dense_latency_ms": 40.0,
+        "batch_size": 8,
+        "seq_len": 64,
+        "threads": 2,
+        "device": "cpu",
         "kept_tokens": [64 / speedup ** (layer / 6) for layer in range(1, 7)],
-        "hardware": HARDWARE, "data": {"source": "synthetic"}, "train": {"epochs": 1},
-        "timestamp": "2025-01-01T00:00:00Z", "harness_version": "0.1.0", "extra_key": "tolerated",
+        "hardware": HARDWARE,
+        "data": {"source": "synthetic"},
+        "train": {"epochs": 1},
+        "timestamp": "2025-01-01T00:00:00Z",
+        "harness_version": "0.1.0",
+        "extra_key": "tolerated",
     }
 
 
@@ -99,7 +116,7 @@ def test_bad_line_in_the_middle_names_file_and_line(tmp_path: Path) -> None:
 
 def test_bad_last_line_is_dropped_and_cut_before_append(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "run")
-    store.path.write_text(json.dumps(_rows()[0]) + "\n{\"cell_key\": \"x\", \x00\x00\n")
+    store.path.write_text(json.dumps(_rows()[0]) + '\n{"cell_key": "x", \x00\x00\n')
     assert len(store.rows()) == 1
     store.append(_rows()[1])
     assert [json.loads(line)["cell_key"] for line in store.path.read_text().splitlines()] == [
@@ -145,8 +162,10 @@ def test_leaderboard_columns_sorting_and_formatting(tmp_path: Path) -> None:
     assert len(df) == len(_rows()) and df["hardware"].eq(HARDWARE["id"]).all()
     assert df["gflops_measured"].iloc[0] == pytest.approx(2.5)
     assert df[["model", "weights", "speedup"]].head(4).values.tolist() == [
-        ["minilm", "pretrained", 1.0], ["minilm", "random weights", 1.0],
-        ["minilm", "pretrained", 1.5], ["minilm", "pretrained", 2.0],
+        ["minilm", "pretrained", 1.0],
+        ["minilm", "random weights", 1.0],
+        ["minilm", "pretrained", 1.5],
+        ["minilm", "pretrained", 2.0],
     ]
 
     md_path, csv_path = write_leaderboard(df, tmp_path / "boards", "board")
@@ -199,8 +218,11 @@ def test_measured_speedups_of_different_machines_get_separate_figures(tmp_path: 
     other = [dict(row, hardware={"id": "cuda:Test GPU"}) for row in _rows()]
     df = load_rows([_run_dir(tmp_path, "cpu-run", _rows()), _run_dir(tmp_path, "gpu-run", other)])
     names = {path.name for path in plot_measured_vs_predicted(df, tmp_path / "figures")}
-    assert names == {f"measured_vs_predicted_{hw}.{ext}" for hw in ("cpu-Test-CPU-2t", "cuda-Test-GPU")
-                     for ext in ("png", "svg")}
+    assert names == {
+        f"measured_vs_predicted_{hw}.{ext}"
+        for hw in ("cpu-Test-CPU-2t", "cuda-Test-GPU")
+        for ext in ("png", "svg")
+    }
 
 
 def test_perplexity_scores_are_not_shown_as_percent():

@@ -19,10 +19,22 @@ VOCAB = 97
 
 def tiny_t5(implementation="sdpa", vocab=VOCAB, layers=6):
     """6 encoder and 3 decoder layers, gated-GELU like Flan-T5; few buckets so that the bias varies a lot."""
-    config = T5Config(d_model=64, d_ff=96, num_layers=layers, num_decoder_layers=3, num_heads=4, d_kv=16,
-                      vocab_size=vocab, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                      relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        d_model=64,
+        d_ff=96,
+        num_layers=layers,
+        num_decoder_layers=3,
+        num_heads=4,
+        d_kv=16,
+        vocab_size=vocab,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     torch.manual_seed(0)
     return T5ForConditionalGeneration._from_config(config, attn_implementation=implementation).eval()
 
@@ -46,7 +58,9 @@ def test_speedup_one_equals_stock(implementation, side):
     ids, mask = padded(side)
     decoder = torch.randint(2, VOCAB, (3, 5))
     expected = stock(ids, attention_mask=mask, decoder_input_ids=decoder).logits
-    assert torch.allclose(model(ids, attention_mask=mask, decoder_input_ids=decoder).logits, expected, atol=1e-5)
+    assert torch.allclose(
+        model(ids, attention_mask=mask, decoder_input_ids=decoder).logits, expected, atol=1e-5
+    )
     settings = dict(attention_mask=mask, max_new_tokens=6, do_sample=False)
     assert torch.equal(model.generate(ids, **settings), stock.generate(ids, **settings))
 
@@ -61,9 +75,15 @@ def reference(stock, ids, counts):
     encoder = stock.encoder
     n = ids.shape[1]
     captured = []
-    hook = encoder.block[0].layer[0].SelfAttention.register_forward_hook(lambda m, a, out: captured.append(out[2]))
-    handles = [hook] + [block.layer[0].SelfAttention.register_forward_hook(lambda m, a, out: captured.append(out[2]))
-                        for block in encoder.block[1:]]
+    hook = (
+        encoder.block[0]
+        .layer[0]
+        .SelfAttention.register_forward_hook(lambda m, a, out: captured.append(out[2]))
+    )
+    handles = [hook] + [
+        block.layer[0].SelfAttention.register_forward_hook(lambda m, a, out: captured.append(out[2]))
+        for block in encoder.block[1:]
+    ]
     alive = torch.ones(n, dtype=torch.bool)
     hidden, bias, kept_per_layer = encoder.embed_tokens(ids), None, []
     try:
@@ -114,7 +134,7 @@ def test_padded_batch_prunes_each_sample_as_alone():
     together = model(ids, attention_mask=mask, decoder_input_ids=decoder).logits
     kept = model.last_kept
     for row, length in enumerate((24, 15, 6)):
-        alone = model(ids[row:row + 1, :length], decoder_input_ids=decoder[:1]).logits
+        alone = model(ids[row : row + 1, :length], decoder_input_ids=decoder[:1]).logits
         assert [layer[row] for layer in kept] == [layer[0] for layer in model.last_kept]
         assert torch.allclose(together[row], alone[0], atol=1e-5)
 
@@ -133,11 +153,19 @@ def test_generate_prunes_the_encoder_once():
     ids, mask = padded()
     calls = []
     model.encoder.register_forward_hook(lambda *args: calls.append(1))
-    greedy = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, output_scores=True,
-                            return_dict_in_generate=True)
+    greedy = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=5,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     assert len(calls) == 1 and len(greedy.scores) == 5
     assert all(torch.isfinite(score).all() for score in greedy.scores)
-    first = model(ids, attention_mask=mask, decoder_input_ids=torch.zeros(3, 1, dtype=torch.long)).logits[:, -1]
+    first = model(ids, attention_mask=mask, decoder_input_ids=torch.zeros(3, 1, dtype=torch.long)).logits[
+        :, -1
+    ]
     assert torch.equal(greedy.sequences[:, 1], first.argmax(-1))
     beams = model.generate(ids, attention_mask=mask, max_new_tokens=4, num_beams=3, do_sample=False)
     assert beams.shape[0] == 3 and len(calls) == 3
@@ -152,14 +180,18 @@ def test_measured_flops_match_analytic(speedup):
     dense, analytic = model.harness_pruner.last_flops
     assert measured == pytest.approx(analytic, rel=0.02)
     assert dense / analytic == pytest.approx(speedup, rel=0.05)
-    assert count_flops(lambda: harness.pruning.surface.stock_copy(model)(**batch)) == pytest.approx(dense, rel=0.02)
+    assert count_flops(lambda: harness.pruning.surface.stock_copy(model)(**batch)) == pytest.approx(
+        dense, rel=0.02
+    )
 
 
 def test_flop_model_counts_decoder_and_cross_attention():
     model = harness.prune(tiny_t5(), speedup=1.0)
     spec = model.arch_spec
     assert spec.decoder_layers == 3 and spec.decoder_tokens == 1 and spec.ffn_matrices == 3
-    encoder_only = forward_flops(spec.__class__(**{**spec.__dict__, "decoder_layers": 0, "head_flops": 0}), 50)
+    encoder_only = forward_flops(
+        spec.__class__(**{**spec.__dict__, "decoder_layers": 0, "head_flops": 0}), 50
+    )
     # cross-attention keys/values are projected from the kept states: fewer kept, cheaper decoder
     assert spec.decoder_flops(10) < spec.decoder_flops(50)
     assert forward_flops(spec, 50) == encoder_only + spec.decoder_flops(50) + spec.head_flops
@@ -176,7 +208,9 @@ def test_set_speedup_save_and_load(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = harness.from_pretrained(str(tmp_path)).eval()
     assert loaded.pruning == model.pruning and type(loaded).__name__ == "T5ForConditionalGeneration"
-    assert torch.allclose(loaded(ids, attention_mask=mask, decoder_input_ids=decoder).logits, before, atol=1e-5)
+    assert torch.allclose(
+        loaded(ids, attention_mask=mask, decoder_input_ids=decoder).logits, before, atol=1e-5
+    )
     loaded.set_speedup(1.0)
     loaded(ids, attention_mask=mask, decoder_input_ids=decoder)
     assert all(len(layer[0]) == 24 for layer in loaded.last_kept)
@@ -198,23 +232,37 @@ def test_lm_eval_seq2seq_backend_serves_loglikelihood_and_generation():
 
     tokenizer = AutoTokenizer.from_pretrained(t5_tokenizer())
     stock = tiny_t5(vocab=32128)
-    requests = [("Review: a dull, boring film with weak actors and a plot that goes nowhere. Is it positive?", " no"),
-                ("Question: is the sky blue on a clear day, as most people would say? Answer:", " yes")]
+    requests = [
+        ("Review: a dull, boring film with weak actors and a plot that goes nowhere. Is it positive?", " no"),
+        ("Question: is the sky blue on a clear day, as most people would say? Answer:", " yes"),
+    ]
     scored = {}
     for speedup in (1.0, 2.0):
         lm = PrunedLM(pretrained=copy.deepcopy(stock), tokenizer=tokenizer, speedup=speedup, batch_size=2)
         assert lm.backend == "seq2seq"
-        scored[speedup] = [ll for ll, _ in lm.loglikelihood([Instance("loglikelihood", {}, r, i)
-                                                                 for i, r in enumerate(requests)])]
-        texts = lm.generate_until([Instance("generate_until", {}, (context, {"until": ["\n"], "max_gen_toks": 4}), i)
-                                   for i, (context, _) in enumerate(requests)])
+        scored[speedup] = [
+            ll
+            for ll, _ in lm.loglikelihood(
+                [Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)]
+            )
+        ]
+        texts = lm.generate_until(
+            [
+                Instance("generate_until", {}, (context, {"until": ["\n"], "max_gen_toks": 4}), i)
+                for i, (context, _) in enumerate(requests)
+            ]
+        )
         assert len(texts) == 2 and all(isinstance(text, str) for text in texts)
         if speedup > 1:
             assert lm.predicted_speedup > 1.3
     from lm_eval.models.huggingface import HFLM
 
     reference = HFLM(pretrained=stock, tokenizer=tokenizer, batch_size=2)
-    expected = [ll for ll, _ in reference.loglikelihood([Instance("loglikelihood", {}, r, i)
-                                                          for i, r in enumerate(requests)])]
+    expected = [
+        ll
+        for ll, _ in reference.loglikelihood(
+            [Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)]
+        )
+    ]
     assert scored[1.0] == pytest.approx(expected, abs=1e-4)
     assert scored[2.0] != pytest.approx(expected, abs=1e-4)

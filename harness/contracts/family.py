@@ -32,8 +32,9 @@ Families share code through this contract, ``harness.models.decoder`` and the sm
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -44,8 +45,11 @@ from harness.registry import HarnessError
 KINDS = ("encoder", "decoder", "encoder-decoder")
 DEFAULT_PROTOCOL = {"encoder": "finetune", "decoder": "zero-shot", "encoder-decoder": "zero-shot"}
 """The protocol a family's models are evaluated under when ``--protocol`` is not given."""
-AUTO_CLASS = {"encoder": "AutoModelForSequenceClassification", "decoder": "AutoModelForCausalLM",
-              "encoder-decoder": "AutoModelForSeq2SeqLM"}
+AUTO_CLASS = {
+    "encoder": "AutoModelForSequenceClassification",
+    "decoder": "AutoModelForCausalLM",
+    "encoder-decoder": "AutoModelForSeq2SeqLM",
+}
 """The transformers auto class that builds a family's model from its config (the analytic checks of a
 sweep build one on the meta device)."""
 
@@ -113,7 +117,9 @@ class Family(abc.ABC):
 
         The default enforces what every decoder needs: the last token's logits are the output."""
         if self.kind == "decoder" and settings.protect_last < 1:
-            raise HarnessError("protect_last must be >= 1 for decoders: the last token's logits are the output")
+            raise HarnessError(
+                "protect_last must be >= 1 for decoders: the last token's logits are the output"
+            )
 
     @property
     def default_protocol(self) -> str:
@@ -144,8 +150,9 @@ class Family(abc.ABC):
         """The stock layer on every entering token (no token is dropped in this layer)."""
 
     @abc.abstractmethod
-    def drop_layer(self, layer: nn.Module, hidden: torch.Tensor, tokens: Tokens, keep: torch.Tensor,
-                   call: LayerCall) -> tuple[torch.Tensor, Tokens]:
+    def drop_layer(
+        self, layer: nn.Module, hidden: torch.Tensor, tokens: Tokens, keep: torch.Tensor, call: LayerCall
+    ) -> tuple[torch.Tensor, Tokens]:
         """The layer, keeping ``keep[b]`` word-vectors of sample b after its self-attention.
 
         Project the heads, call ``attend_and_score`` (``call.bias`` as its bias: it already holds
@@ -197,8 +204,9 @@ class DecoderFamily(Family):
         return isinstance(model, self.classes)
 
     @abc.abstractmethod
-    def embed(self, base: nn.Module, input_ids, inputs_embeds, position_ids, kwargs: dict,
-              past: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(
+        self, base: nn.Module, input_ids, inputs_embeds, position_ids, kwargs: dict, past: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(hidden states entering the first layer, position ids)``.
 
         Positions default to ``past``, ``past + 1``, ... (``past``: the tokens before these, in a

@@ -77,8 +77,12 @@ class ArchSpec:
         if not self.decoder_layers or not m:
             return 0
         kv_dim = (self.num_kv_heads or self.num_heads) * self.head_dim
-        cross = (2 * m * self.hidden * self.attn_dim + 2 * encoder_out * self.hidden * 2 * kv_dim
-                 + 2 * 2 * m * encoder_out * self.attn_dim + 2 * m * self.attn_dim * self.hidden)
+        cross = (
+            2 * m * self.hidden * self.attn_dim
+            + 2 * encoder_out * self.hidden * 2 * kv_dim
+            + 2 * 2 * m * encoder_out * self.attn_dim
+            + 2 * m * self.attn_dim * self.hidden
+        )
         return self.decoder_layers * (self.layer_flops(m, m) + cross)
 
 
@@ -152,8 +156,9 @@ def require_reachable(spec: ArchSpec, n: int, schedule: Schedule, speedup: float
     tokens can reach ``speedup``; ``where`` says which model and length, for the message."""
     best = max_speedup(spec, n, schedule)
     if not reaches(best, speedup):
-        raise UnreachableSpeedupError(f"speedup {speedup:g} is unreachable {where}; "
-                                      f"the largest reachable speedup is {best:.3f}")
+        raise UnreachableSpeedupError(
+            f"speedup {speedup:g} is unreachable {where}; the largest reachable speedup is {best:.3f}"
+        )
 
 
 @lru_cache(maxsize=4096)
@@ -167,9 +172,14 @@ def tau_for_speedup(spec: ArchSpec, n: int, speedup: float, schedule: Schedule =
     speedup = check_speedup(speedup)
     if speedup == 1:
         return 0.0
-    require_reachable(spec, n, schedule, speedup,
-                      f"at {n} tokens with {spec.num_layers} layers (profile {schedule.profile}, r_min "
-                      f"{schedule.r_min:g}, min_keep {schedule.min_keep}, {schedule.protected} protected token(s))")
+    require_reachable(
+        spec,
+        n,
+        schedule,
+        speedup,
+        f"at {n} tokens with {spec.num_layers} layers (profile {schedule.profile}, r_min "
+        f"{schedule.r_min:g}, min_keep {schedule.min_keep}, {schedule.protected} protected token(s))",
+    )
     lo, hi = 0.0, schedule.tau_max(spec)
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -181,7 +191,9 @@ def tau_for_speedup(spec: ArchSpec, n: int, speedup: float, schedule: Schedule =
 
 
 @lru_cache(maxsize=4096)
-def counts_for_speedup(spec: ArchSpec, n: int, speedup: float, schedule: Schedule = Schedule()) -> tuple[int, ...]:
+def counts_for_speedup(
+    spec: ArchSpec, n: int, speedup: float, schedule: Schedule = Schedule()
+) -> tuple[int, ...]:
     """Tokens kept per layer for one sample of n tokens at ``speedup``, clamped to the reachable maximum.
 
     The model calls this per sample: a short input may not reach a speedup a long one does, and then

@@ -49,8 +49,9 @@ entry-point group.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -129,7 +130,9 @@ class ScoreInputs:
 
     def diagonal(self) -> torch.Tensor:
         """(B, H, n): P[h, j, j] of the scoring queries, zero elsewhere (padding, answer tokens)."""
-        diagonal = self.self_attention if self.self_attention is not None else self.probs.diagonal(dim1=-2, dim2=-1)
+        diagonal = (
+            self.self_attention if self.self_attention is not None else self.probs.diagonal(dim1=-2, dim2=-1)
+        )
         return diagonal * self.scoring().unsqueeze(1).to(diagonal.dtype)
 
 
@@ -175,7 +178,9 @@ class Method(abc.ABC):
             kinds = " and ".join(self.kinds)
             return f"method {self.name!r} prunes {kinds} models, not {family.name!r} ones ({family.kind}s)"
         if self.families is not None and family.name not in self.families:
-            return f"method {self.name!r} supports {', '.join(self.families)} models, not {family.name!r} ones"
+            return (
+                f"method {self.name!r} supports {', '.join(self.families)} models, not {family.name!r} ones"
+            )
         return None
 
     @abc.abstractmethod
@@ -195,12 +200,12 @@ class Method(abc.ABC):
         default): one pass, counts applied layer by layer."""
         return None
 
-    def bind(self, pruner) -> "Method":
+    def bind(self, pruner) -> Method:
         """The instance one pruned model uses (default: this shared one).  Methods with per-model state
         return a copy that reads it from ``pruner.settings.method_state``."""
         return self
 
-    def fit(self, model, speedups: list[float], tuning: "Tuning") -> None:
+    def fit(self, model, speedups: list[float], tuning: Tuning) -> None:
         """Tune per-model inference state for ``speedups`` on held-out rows (default: nothing to tune)."""
 
     def begin_training(self, model) -> list[dict]:
@@ -228,7 +233,8 @@ class Method(abc.ABC):
 
         Default: keep each sample's top ``keep[b]`` scores (protected first), drop the rest."""
         context, residual, state = pack_kept(
-            context, hidden, scores, tokens.valid, tokens.positions, tokens.protected, keep, tokens.weight)
+            context, hidden, scores, tokens.valid, tokens.positions, tokens.protected, keep, tokens.weight
+        )
         return context, residual, Tokens(*state)
 
     def predictor_flops(self, spec: ArchSpec, n: int) -> int:

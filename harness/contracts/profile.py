@@ -33,8 +33,8 @@ the schedule the method contract solves (``harness.contracts.flops.Schedule``) i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from harness.registry import Registry
 

@@ -10,10 +10,17 @@ returned ``Prepared.quality`` once per speedup.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
-NO_QUALITY = {"metrics": {}, "main_metric": None, "score": None, "eval_predicted_speedup": None, "eval_clamped": None}
+NO_QUALITY = {
+    "metrics": {},
+    "main_metric": None,
+    "score": None,
+    "eval_predicted_speedup": None,
+    "eval_clamped": None,
+}
 """The quality columns of a row that measures speed only (random weights)."""
 
 

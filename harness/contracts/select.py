@@ -49,6 +49,10 @@ def pack_kept(context, hidden, scores, valid, positions, protected, keep, weight
     index, kept_valid = keep_top(scores, valid, protected, keep)
     batch, _, n, _ = context.shape
     context = gather_tokens(context.transpose(1, 2).reshape(batch, n, -1), index)
-    state = (kept_valid, gather_tokens(positions, index), gather_tokens(protected, index) & kept_valid,
-             None if weight is None else gather_tokens(weight, index).masked_fill(~kept_valid, 1.0))
+    state = (
+        kept_valid,
+        gather_tokens(positions, index),
+        gather_tokens(protected, index) & kept_valid,
+        None if weight is None else gather_tokens(weight, index).masked_fill(~kept_valid, 1.0),
+    )
     return context, gather_tokens(hidden, index), state

@@ -13,9 +13,10 @@ see ``harness.data.task_file``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.registry import HarnessError
 
@@ -81,13 +82,17 @@ class Task:
 
     def check_protocol(self, protocol: str) -> None:
         if protocol not in self.protocols:
-            raise HarnessError(f"task {self.name!r} has no {protocol} protocol; its protocols: "
-                               f"{', '.join(self.protocols) or 'none'}")
+            raise HarnessError(
+                f"task {self.name!r} has no {protocol} protocol; its protocols: "
+                f"{', '.join(self.protocols) or 'none'}"
+            )
 
 
 def main_score(metrics: dict[str, Any], main: str, task: str) -> Any:
     """The main metric's value, or one clear error naming the metrics there are."""
     if main not in metrics:
-        raise HarnessError(f"task {task!r}: its main metric {main!r} is not among the computed metrics "
-                           f"({', '.join(metrics) or 'none'})")
+        raise HarnessError(
+            f"task {task!r}: its main metric {main!r} is not among the computed metrics "
+            f"({', '.join(metrics) or 'none'})"
+        )
     return metrics[main]

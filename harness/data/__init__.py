@@ -5,6 +5,18 @@ from .readers import DataError
 from .tasks import TASKS, Task, TaskData, TaskSpec, compute_metrics, get_task, load_task
 
 __all__ = [
-    "METRICS", "TASKS", "DataError", "Task", "TaskData", "TaskSpec", "get_task", "accuracy", "compute_metrics", "f1",
-    "load_task", "matthews_corrcoef", "pearson", "spearmanr",
+    "METRICS",
+    "TASKS",
+    "DataError",
+    "Task",
+    "TaskData",
+    "TaskSpec",
+    "get_task",
+    "accuracy",
+    "compute_metrics",
+    "f1",
+    "load_task",
+    "matthews_corrcoef",
+    "pearson",
+    "spearmanr",
 ]

@@ -9,7 +9,7 @@ numbers.  Values are plain floats on a 0..1 scale.  A task's set of them is
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from scipy import stats
 from sklearn import metrics as skm

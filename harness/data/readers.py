@@ -7,8 +7,8 @@ Why a module of its own: both the built-in tasks' ``--data-dir`` (``tasks.py``) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -44,16 +44,20 @@ def normalise(spec: Task, df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Check a user file's columns and labels, and reduce it to ``spec.columns``."""
     required = [*spec.text_fields, spec.label_field]
     if missing := [c for c in required if c not in df.columns]:
-        raise DataError(f"expected columns {', '.join(required)} in {path}; found "
-                        f"{', '.join(map(str, df.columns)) or 'none'} (missing {', '.join(missing)})")
+        raise DataError(
+            f"expected columns {', '.join(required)} in {path}; found "
+            f"{', '.join(map(str, df.columns)) or 'none'} (missing {', '.join(missing)})"
+        )
     if df.empty:
         raise DataError(f"{path} has no data rows; every split needs at least one")
     for col in spec.text_fields:
-        if (n := int(df[col].isna().sum())):
+        if n := int(df[col].isna().sum()):
             raise DataError(f"{path}: {n} rows have no {col}")
         if len(empty := (df[col].astype(str).str.strip() == "").to_numpy().nonzero()[0]):
-            raise DataError(f"{path}: {len(empty)} rows have an empty {col} (data rows {_row_numbers(empty)}); "
-                            f"every text needs at least one word")
+            raise DataError(
+                f"{path}: {len(empty)} rows have an empty {col} (data rows {_row_numbers(empty)}); "
+                f"every text needs at least one word"
+            )
     labels = _parse_labels(spec, df[spec.label_field], path)
     texts = {c: df[c].astype(str) for c in spec.text_fields}
     return pd.DataFrame({**texts, "label": labels}).reset_index(drop=True)
@@ -77,9 +81,17 @@ def _parse_labels(spec: Task, raw: pd.Series, path: Path) -> pd.Series:
     else:
         bad = values.isna() | (values % 1 != 0) | (values < 0) | (values >= spec.num_labels)
     if bad.any():
-        allowed = "numbers" if spec.is_regression else (
-            f"0..{spec.num_labels - 1}" + (f" or {', '.join(spec.label_names)}" if spec.label_names else ""))
+        allowed = (
+            "numbers"
+            if spec.is_regression
+            else (
+                f"0..{spec.num_labels - 1}"
+                + (f" or {', '.join(spec.label_names)}" if spec.label_names else "")
+            )
+        )
         row = int(bad.to_numpy().argmax())
-        raise DataError(f"{path}: {int(bad.sum())} bad values in column {spec.label_field} (first: "
-                        f"{raw.iloc[row]!r} in data row {row + 1}); expected {allowed}")
+        raise DataError(
+            f"{path}: {int(bad.sum())} bad values in column {spec.label_field} (first: "
+            f"{raw.iloc[row]!r} in data row {row + 1}); expected {allowed}"
+        )
     return values if spec.is_regression else values.astype("int64")

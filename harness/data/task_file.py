@@ -33,7 +33,18 @@ from harness.contracts.task import Task
 from harness.data.metrics import METRICS
 from harness.data.readers import READERS, DataError, normalise, read
 
-KEYS = ("name", "description", "data", "text", "label", "labels", "num_labels", "regression", "metrics", "metric")
+KEYS = (
+    "name",
+    "description",
+    "data",
+    "text",
+    "label",
+    "labels",
+    "num_labels",
+    "regression",
+    "metrics",
+    "metric",
+)
 ROLES = ("train", "validation", "test")
 
 
@@ -50,7 +61,9 @@ def load_task_file(path: str | Path) -> Task:
     if not isinstance(spec, dict):
         raise DataError(f"{where} must be a mapping with keys {', '.join(KEYS)}")
     if unknown := [key for key in spec if key not in KEYS]:
-        raise DataError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(KEYS)}")
+        raise DataError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(KEYS)}"
+        )
     files = _data_files(spec.get("data"), path.parent, where)
     text = spec.get("text")
     text_fields = tuple([text] if isinstance(text, str) else text or ())
@@ -58,11 +71,19 @@ def load_task_file(path: str | Path) -> Task:
         raise DataError(f"{where}: text must name one text column, or a list of two for a pair task")
     num_labels, label_names = _labels(spec, where)
     metrics = _metrics(spec, num_labels, where)
-    return Task(name=_name(spec, where), description=str(spec.get("description") or f"from {path}"),
-                text_fields=text_fields, label_field=str(spec.get("label") or "label"), num_labels=num_labels,
-                label_names=label_names, metrics=metrics, main_metric=metrics[0],
-                splits={role: role for role in files},
-                load=lambda task, seed: _load(task, files, path), sources=(path, *files.values()))
+    return Task(
+        name=_name(spec, where),
+        description=str(spec.get("description") or f"from {path}"),
+        text_fields=text_fields,
+        label_field=str(spec.get("label") or "label"),
+        num_labels=num_labels,
+        label_names=label_names,
+        metrics=metrics,
+        main_metric=metrics[0],
+        splits={role: role for role in files},
+        load=lambda task, seed: _load(task, files, path),
+        sources=(path, *files.values()),
+    )
 
 
 def _name(spec: dict, where: str) -> str:
@@ -78,7 +99,9 @@ def _data_files(data: Any, folder: Path, where: str) -> dict[str, Path]:
     if not isinstance(data, dict) or not {"train", "validation"} <= set(data):
         raise DataError(f"{where}: data must name a train and a validation file (and optionally test)")
     if unknown := [role for role in data if role not in ROLES]:
-        raise DataError(f"{where}: unknown split(s) {', '.join(map(str, unknown))} under data; valid: {', '.join(ROLES)}")
+        raise DataError(
+            f"{where}: unknown split(s) {', '.join(map(str, unknown))} under data; valid: {', '.join(ROLES)}"
+        )
     files = {}
     for role, name in data.items():
         file = (folder / str(name)).expanduser()
@@ -101,25 +124,34 @@ def _labels(spec: dict, where: str) -> tuple[int, tuple[str, ...]]:
         if not isinstance(names, list) or len(names) < 2 or len(set(map(str, names))) != len(names):
             raise DataError(f"{where}: labels must be a list of at least two distinct label names")
         if spec.get("num_labels") not in (None, len(names)):
-            raise DataError(f"{where}: num_labels {spec['num_labels']} disagrees with the {len(names)} labels")
+            raise DataError(
+                f"{where}: num_labels {spec['num_labels']} disagrees with the {len(names)} labels"
+            )
         return len(names), tuple(map(str, names))
     count = spec.get("num_labels")
     if isinstance(count, bool) or not isinstance(count, int) or count < 2:
-        raise DataError(f"{where}: give labels (a list of names), num_labels (a whole number >= 2) or "
-                        f"regression: true; got num_labels {count!r}")
+        raise DataError(
+            f"{where}: give labels (a list of names), num_labels (a whole number >= 2) or "
+            f"regression: true; got num_labels {count!r}"
+        )
     return count, ()
 
 
 def _metrics(spec: dict, num_labels: int, where: str) -> tuple[str, ...]:
     given = spec.get("metrics", spec.get("metric"))
     metrics = ([given] if isinstance(given, str) else list(given or [])) or (
-        ["pearson", "spearmanr"] if num_labels == 1 else ["accuracy"])
+        ["pearson", "spearmanr"] if num_labels == 1 else ["accuracy"]
+    )
     if unknown := [m for m in metrics if m not in METRICS]:
-        raise DataError(f"{where}: unknown metric(s) {', '.join(map(str, unknown))}; valid metrics: "
-                        f"{', '.join(METRICS.names())}")
+        raise DataError(
+            f"{where}: unknown metric(s) {', '.join(map(str, unknown))}; valid metrics: "
+            f"{', '.join(METRICS.names())}"
+        )
     if "f1" in metrics and num_labels != 2:
-        raise DataError(f"{where}: metric f1 scores the positive class of a binary task; use macro_f1 for "
-                        f"{num_labels if num_labels > 1 else 'a regression'} target")
+        raise DataError(
+            f"{where}: metric f1 scores the positive class of a binary task; use macro_f1 for "
+            f"{num_labels if num_labels > 1 else 'a regression'} target"
+        )
     return tuple(metrics)
 
 

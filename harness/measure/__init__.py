@@ -4,4 +4,11 @@ from harness.measure.flop_count import count_flops
 from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.latency import LatencyStats, interleaved_latency, measure_latency
 
-__all__ = ["LatencyStats", "check_device", "count_flops", "hardware_fingerprint", "interleaved_latency", "measure_latency"]
+__all__ = [
+    "LatencyStats",
+    "check_device",
+    "count_flops",
+    "hardware_fingerprint",
+    "interleaved_latency",
+    "measure_latency",
+]

@@ -27,9 +27,9 @@ import datetime as dt
 import math
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -45,8 +45,41 @@ from harness.pruning.latency_model import RESIDUAL, LatencyModel, describe_key
 from harness.pruning.surface import last_token_kwargs, stock_copy
 from harness.registry import HarnessError
 
-LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768,
-           896, 1024, 1280, 1536, 2048, 3072, 4096, 6144, 8192)
+LENGTHS = (
+    1,
+    2,
+    3,
+    4,
+    6,
+    8,
+    12,
+    16,
+    24,
+    32,
+    48,
+    64,
+    80,
+    96,
+    128,
+    160,
+    192,
+    256,
+    320,
+    384,
+    448,
+    512,
+    640,
+    768,
+    896,
+    1024,
+    1280,
+    1536,
+    2048,
+    3072,
+    4096,
+    6144,
+    8192,
+)
 """The length grid, cut at the calibrated maximum (which is added)."""
 
 
@@ -99,8 +132,9 @@ class Probe:
 
 
 @torch.no_grad()
-def time_probes(probes: list[Probe], device: str, budget_s: float, rounds: int = ROUNDS,
-                progress: bool = False) -> None:
+def time_probes(
+    probes: list[Probe], device: str, budget_s: float, rounds: int = ROUNDS, progress: bool = False
+) -> None:
     """Time every probe in ``rounds`` interleaved rounds over the whole grid, without autograd, as the
     forwards it predicts run (inference, ``torch.no_grad``).
 
@@ -129,7 +163,9 @@ def time_probes(probes: list[Probe], device: str, budget_s: float, rounds: int =
         once = probe.run(device)
         probe.per_round = int(max(1, min(2 * len(probe.items), share // max(once, 1e-6))))
         probe.warm = once < share
-    for index in tqdm(range(rounds), desc="calibration rounds", unit="round", disable=not progress, file=sys.stderr):
+    for index in tqdm(
+        range(rounds), desc="calibration rounds", unit="round", disable=not progress, file=sys.stderr
+    ):
         shift = index * len(probes) // max(rounds, 1)
         for probe in probes[shift:] + probes[:shift]:
             probe.samples.append(probe.run(device))
@@ -179,13 +215,15 @@ def load_for_timing(name: str, device: str):
 
     spec = model_spec(name)
     torch.manual_seed(0)
-    loaded = (load_causal_lm(name, "random") if spec.is_decoder else load_classifier(name, "random", 2))
+    loaded = load_causal_lm(name, "random") if spec.is_decoder else load_classifier(name, "random", 2)
     model = loaded.model.to(device).eval()
     return prune(model)
 
 
 def _inputs(model, batch: int, length: int, device: str) -> dict:
-    ids = torch.randint(1, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(batch))
+    ids = torch.randint(
+        1, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(batch)
+    )
     return {key: value.to(device) for key, value in family_for(model).latency_inputs(model, ids).items()}
 
 
@@ -196,7 +234,9 @@ def grid_probes(model, batch: int, lengths: list[int], device: str) -> tuple[lis
     stock call after a drop; a drop to the protected minimum of a short input keeps all of it)."""
     probes: list[Probe] = []
     last = last_token_kwargs(model)
-    outside = ["outside_dense", "outside_min", "outside_all"] + (["outside_dense_last", "outside_last"] if last else [])
+    outside = ["outside_dense", "outside_min", "outside_all"] + (
+        ["outside_dense_last", "outside_last"] if last else []
+    )
     meta = {"protected": 1, "separate_after": True, "aliases": [], "outside": outside}
 
     def add(series, index, call, items):
@@ -207,30 +247,56 @@ def grid_probes(model, batch: int, lengths: list[int], device: str) -> tuple[lis
         record: dict = {}
         with _recording_stack(record):
             model(**inputs)
-        family, layers, hidden, tokens, call = (record[k] for k in ("family", "layers", "hidden", "tokens", "call"))
+        family, layers, hidden, tokens, call = (
+            record[k] for k in ("family", "layers", "hidden", "tokens", "call")
+        )
         call.cache = None  # a layer's KV-cache update is not timed (it stores references)
         meta["protected"] = protected = int(tokens.protected.sum(dim=1).max())
         low = min(protected, n)
         keep_low = torch.full((batch,), low, dtype=torch.long, device=hidden.device)
         keep_all = torch.full((batch,), n, dtype=torch.long, device=hidden.device)
         add("stock", index, lambda layer, h=hidden, c=call, f=family: f.run_layer(layer, h, c), layers)
-        add("drop_all", index, lambda layer, h=hidden, t=tokens, c=call, f=family, k=keep_all:
-            f.drop_layer(layer, h, t, k, c), layers)
+        add(
+            "drop_all",
+            index,
+            lambda layer, h=hidden, t=tokens, c=call, f=family, k=keep_all: f.drop_layer(layer, h, t, k, c),
+            layers,
+        )
         if low == n:
             meta["aliases"].append(("drop_min", index, "drop_all"))
         else:
-            add("drop_min", index, lambda layer, h=hidden, t=tokens, c=call, f=family, k=keep_low:
-                f.drop_layer(layer, h, t, k, c), layers)
+            add(
+                "drop_min",
+                index,
+                lambda layer, h=hidden, t=tokens, c=call, f=family, k=keep_low: f.drop_layer(
+                    layer, h, t, k, c
+                ),
+                layers,
+            )
         after_hidden, _, after_call = _after_drop(family, layers[0], hidden, tokens, call, keep_all)
         # encoders without padding run the same stock call after a drop (no mask either way)
         meta["separate_after"] = call.causal or call.mask is not None or after_call.mask is not None
         if meta["separate_after"]:
-            add("stock_after", index, lambda layer, h=after_hidden, c=after_call, f=family: f.run_layer(layer, h, c),
-                layers)
+            add(
+                "stock_after",
+                index,
+                lambda layer, h=after_hidden, c=after_call, f=family: f.run_layer(layer, h, c),
+                layers,
+            )
         if index == 0 and family.single_token_layer(layers[0], hidden[:, :1]) is not None:
-            add("single", None, lambda layer, h=hidden[:, :1], f=family: f.single_token_layer(layer, h), layers)
-        for name, out, extra in (("outside_dense", None, {}), ("outside_min", low, {}), ("outside_all", n, {}),
-                                 ("outside_dense_last", None, last), ("outside_last", low, last)):
+            add(
+                "single",
+                None,
+                lambda layer, h=hidden[:, :1], f=family: f.single_token_layer(layer, h),
+                layers,
+            )
+        for name, out, extra in (
+            ("outside_dense", None, {}),
+            ("outside_min", low, {}),
+            ("outside_all", n, {}),
+            ("outside_dense_last", None, last),
+            ("outside_last", low, last),
+        ):
             if name in outside:
                 add(name, index, lambda _, i=inputs, o=out, e=extra: _outside(model, i, o, e), [None])
     return probes, meta
@@ -244,8 +310,10 @@ def _outside(model, inputs: dict, out: int | None, extra: dict):
 
 def grid_tables(probes: list[Probe], meta: dict, lengths: list[int]) -> dict:
     """One batch size's latency series (per-layer ms over ``lengths``) from its timed probes."""
-    series: dict = {name: [None] * len(lengths) for name in ("stock", "drop_min", "drop_all", "stock_after",
-                                                             *meta["outside"])}
+    series: dict = {
+        name: [None] * len(lengths)
+        for name in ("stock", "drop_min", "drop_all", "stock_after", *meta["outside"])
+    }
     series["single"] = None
     for probe in probes:
         if probe.index is None:
@@ -260,8 +328,15 @@ def grid_tables(probes: list[Probe], meta: dict, lengths: list[int]) -> dict:
 
 
 @torch.no_grad()
-def validate(model, latency: LatencyModel, device: str, repeats: int = 3, budget_s: float = 60.0,
-             targets=(2.0, 3.5), progress: bool = True) -> dict:
+def validate(
+    model,
+    latency: LatencyModel,
+    device: str,
+    repeats: int = 3,
+    budget_s: float = 60.0,
+    targets=(2.0, 3.5),
+    progress: bool = True,
+) -> dict:
     """Predicted vs measured latency on shapes off the calibration grid (see the module docstring).
 
     The dense reference and the pruned copies share ``model``'s weight tensors (a copy's own weights
@@ -279,26 +354,42 @@ def validate(model, latency: LatencyModel, device: str, repeats: int = 3, budget
             break
         start = time.perf_counter()
         inputs = _inputs(model, batch, n, device)
-        fns, predicted = {"dense": lambda: stock(**inputs)}, {"dense": latency.dense_ms(batch, n)}
+        fns, predicted = (
+            {"dense": lambda inputs=inputs: stock(**inputs)},
+            {"dense": latency.dense_ms(batch, n)},
+        )
         for target in targets:
             pruned, counts = _pruned_at(model, target, inputs)
             predicted[target] = latency.pruned_ms(batch, n, counts)
-            fns[target] = (lambda m: lambda: m(**inputs))(pruned)
+            fns[target] = lambda m=pruned, inputs=inputs: m(**inputs)
         timings = interleaved_latency(fns, warmup=1, repeats=repeats, device=device)
         dense_ms = timings["dense"].median_ms
         for name, stats in timings.items():
             errors.append(predicted[name] / stats.median_ms - 1)
             if name != "dense":
-                speedup_errors.append((predicted["dense"] / predicted[name]) / (dense_ms / stats.median_ms) - 1)
+                speedup_errors.append(
+                    (predicted["dense"] / predicted[name]) / (dense_ms / stats.median_ms) - 1
+                )
         measured_shapes.append([batch, n])
         spent += time.perf_counter() - start
         if progress:
-            print(f"  validation batch {batch} x {n} tokens: "
-                  + ", ".join(f"{name}: predicted {predicted[name]:.1f} ms, measured {stats.median_ms:.1f} ms"
-                              for name, stats in timings.items()), file=sys.stderr, flush=True)
-    return {**summarise(errors, "latency"), **summarise(speedup_errors, "speedup"), "shapes": measured_shapes,
-            "skipped_shapes": len(shapes) - len(measured_shapes), "repeats": repeats,
-            "flop_targets": list(targets)}
+            print(
+                f"  validation batch {batch} x {n} tokens: "
+                + ", ".join(
+                    f"{name}: predicted {predicted[name]:.1f} ms, measured {stats.median_ms:.1f} ms"
+                    for name, stats in timings.items()
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+    return {
+        **summarise(errors, "latency"),
+        **summarise(speedup_errors, "speedup"),
+        "shapes": measured_shapes,
+        "skipped_shapes": len(shapes) - len(measured_shapes),
+        "repeats": repeats,
+        "flop_targets": list(targets),
+    }
 
 
 def _pruned_at(model, target: float, inputs: dict):
@@ -316,8 +407,9 @@ not at the longest: the bench's shapes (128 and 512 tokens for bert) stay a test
 
 
 @torch.no_grad()
-def fit_residuals(model, latency: LatencyModel, device: str, target: float = 3.0, repeats: int = 5,
-                  progress: bool = False) -> dict[int, list[float]]:
+def fit_residuals(
+    model, latency: LatencyModel, device: str, target: float = 3.0, repeats: int = 5, progress: bool = False
+) -> dict[int, list[float]]:
     """batch size -> per calibrated length, what a whole pruned forward takes beyond the tables' sum
     (``LatencyModel.pruned_ms`` without the residual), in the tables' time.
 
@@ -346,13 +438,21 @@ def fit_residuals(model, latency: LatencyModel, device: str, target: float = 3.0
         for n in fitted:
             inputs = {**_inputs(model, batch, n, device), **last}
             pruned, counts = _pruned_at(model, target, inputs)
-            timings = interleaved_latency({"dense": lambda: stock(**inputs), "pruned": lambda: pruned(**inputs)},
-                                          warmup=1, repeats=repeats, device=device)
+            timings = interleaved_latency(
+                {"dense": lambda x=inputs: stock(**x), "pruned": lambda m=pruned, x=inputs: m(**x)},
+                warmup=1,
+                repeats=repeats,
+                device=device,
+            )
             pace = view.dense_ms(batch, n) / timings["dense"].median_ms
             points.append(timings["pruned"].median_ms * pace - view.pruned_ms(batch, n, counts))
             if progress:
-                print(f"  residual batch {batch} x {n} tokens: {points[-1]:+.1f} ms (dense ran at {pace:.3f} "
-                      "of the tables' pace)", file=sys.stderr, flush=True)
+                print(
+                    f"  residual batch {batch} x {n} tokens: {points[-1]:+.1f} ms (dense ran at {pace:.3f} "
+                    "of the tables' pace)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         residuals[batch] = np.interp(grid, fitted, points).tolist()
     return residuals
 
@@ -361,9 +461,13 @@ def summarise(errors: list[float], prefix: str) -> dict:
     values = np.abs(np.asarray(errors, dtype=float))
     if not len(values):
         return {f"{prefix}_predictions": 0}
-    return {f"{prefix}_predictions": int(len(values)), f"{prefix}_mape_pct": float(values.mean() * 100),
-            f"{prefix}_within_10pct": float((values <= 0.10).mean()), f"{prefix}_within_5pct": float((values <= 0.05).mean()),
-            f"{prefix}_max_error_pct": float(values.max() * 100)}
+    return {
+        f"{prefix}_predictions": int(len(values)),
+        f"{prefix}_mape_pct": float(values.mean() * 100),
+        f"{prefix}_within_10pct": float((values <= 0.10).mean()),
+        f"{prefix}_within_5pct": float((values <= 0.05).mean()),
+        f"{prefix}_max_error_pct": float(values.max() * 100),
+    }
 
 
 def _off_grid(n: int, grid: set[int]) -> int:
@@ -376,11 +480,13 @@ def validation_line(validation: dict) -> str:
     if not validation.get("latency_predictions"):
         return "no held-out validation"
     v = validation
-    return (f"held-out validation, {v['latency_predictions']} latencies on {len(v['shapes'])} shapes off the grid: "
-            f"MAPE {v['latency_mape_pct']:.1f}%, {100 * v['latency_within_10pct']:.0f}% within ±10%, "
-            f"{100 * v['latency_within_5pct']:.0f}% within ±5% (max {v['latency_max_error_pct']:.1f}%); "
-            f"speedups: MAPE {v['speedup_mape_pct']:.1f}%, {100 * v['speedup_within_10pct']:.0f}% within ±10%, "
-            f"{100 * v['speedup_within_5pct']:.0f}% within ±5%")
+    return (
+        f"held-out validation, {v['latency_predictions']} latencies on {len(v['shapes'])} shapes off the grid: "
+        f"MAPE {v['latency_mape_pct']:.1f}%, {100 * v['latency_within_10pct']:.0f}% within ±10%, "
+        f"{100 * v['latency_within_5pct']:.0f}% within ±5% (max {v['latency_max_error_pct']:.1f}%); "
+        f"speedups: MAPE {v['speedup_mape_pct']:.1f}%, {100 * v['speedup_within_10pct']:.0f}% within ±10%, "
+        f"{100 * v['speedup_within_5pct']:.0f}% within ±5%"
+    )
 
 
 def check_settings(batch_sizes, max_length: int | None, budget_s: float, validate_s: float) -> list[int]:
@@ -400,10 +506,20 @@ def check_settings(batch_sizes, max_length: int | None, budget_s: float, validat
     return sizes
 
 
-def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int | None = None,
-              max_length: int | None = None, budget_s: float = 0.25, validate_s: float = 60.0,
-              force: bool = False, progress: bool = True, log=print, rounds: int = ROUNDS,
-              model=None) -> tuple[LatencyModel, bool]:
+def calibrate(
+    name: str,
+    batch_sizes=(1, 16),
+    device: str = "cpu",
+    threads: int | None = None,
+    max_length: int | None = None,
+    budget_s: float = 0.25,
+    validate_s: float = 60.0,
+    force: bool = False,
+    progress: bool = True,
+    log=print,
+    rounds: int = ROUNDS,
+    model=None,
+) -> tuple[LatencyModel, bool]:
     """The stored calibration of model ``name`` on this machine, made if missing (or ``force``);
     returns it and whether it was reused.  ``model``: the pruned model to time (``load_for_timing``'s
     by default); a bench passes the one it then times, so both read the same weight memory."""
@@ -417,31 +533,56 @@ def calibrate(name: str, batch_sizes=(1, 16), device: str = "cpu", threads: int 
     dtype = next(model.parameters()).dtype
     key = calibration_key(family_for(model).name, model.arch_spec, device, dtype)
     found = find_calibration(key)
-    if found is not None and not force and set(sizes) <= set(found.batch_sizes) and found.max_length >= longest:
+    if (
+        found is not None
+        and not force
+        and set(sizes) <= set(found.batch_sizes)
+        and found.max_length >= longest
+    ):
         return found, True
     lengths = length_grid(longest)
-    log(f"calibrating {name} ({describe_key(key)}): batch sizes {', '.join(map(str, sizes))}, "
-        f"{len(lengths)} lengths up to {longest} tokens")
+    log(
+        f"calibrating {name} ({describe_key(key)}): batch sizes {', '.join(map(str, sizes))}, "
+        f"{len(lengths)} lengths up to {longest} tokens"
+    )
     start = time.perf_counter()
     SPREADS.clear()
     grids = {batch: grid_probes(model, batch, lengths, device) for batch in sizes}
-    time_probes([probe for probes, _ in grids.values() for probe in probes], device, budget_s, rounds, progress)
+    time_probes(
+        [probe for probes, _ in grids.values() for probe in probes], device, budget_s, rounds, progress
+    )
     tables = {batch: grid_tables(probes, meta, lengths) for batch, (probes, meta) in grids.items()}
     protected = grids[sizes[0]][1]["protected"]
-    for batch, residual in fit_residuals(model, LatencyModel(key, model.arch_spec.num_layers, protected, lengths,
-                                                             tables), device, progress=progress).items():
+    for batch, residual in fit_residuals(
+        model,
+        LatencyModel(key, model.arch_spec.num_layers, protected, lengths, tables),
+        device,
+        progress=progress,
+    ).items():
         tables[batch][RESIDUAL] = residual
     hardware = hardware_fingerprint(device)
-    latency = LatencyModel(key, model.arch_spec.num_layers, protected, lengths, tables,
-                           info={"model": name, "hardware_id": hardware["id"], "fit_seconds": 0.0,
-                                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                 "method": model.pruning.method})
+    latency = LatencyModel(
+        key,
+        model.arch_spec.num_layers,
+        protected,
+        lengths,
+        tables,
+        info={
+            "model": name,
+            "hardware_id": hardware["id"],
+            "fit_seconds": 0.0,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "method": model.pruning.method,
+        },
+    )
     latency.info["fit_seconds"] = round(time.perf_counter() - start, 1)
     spread = float(np.median(SPREADS)) if SPREADS else 1.0
     latency.info["timing_spread"] = round(spread, 3)
     if spread > BUSY_SPREAD:
-        log(f"warning: the calls of a grid point varied by {100 * (spread - 1):.0f}% (median upper/lower quartile): "
-            f"this machine looks busy, and the calibration will be as noisy; rerun with --force when it is quiet")
+        log(
+            f"warning: the calls of a grid point varied by {100 * (spread - 1):.0f}% (median upper/lower quartile): "
+            f"this machine looks busy, and the calibration will be as noisy; rerun with --force when it is quiet"
+        )
     if validate_s > 0:
         latency.validation = validate(model, latency, device, budget_s=validate_s, progress=progress)
     latency.info["seconds"] = round(time.perf_counter() - start, 1)

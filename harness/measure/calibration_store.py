@@ -26,8 +26,15 @@ from harness.contracts.flops import ArchSpec
 from harness.io import write_json_atomic
 from harness.measure.hardware import hardware_fingerprint
 from harness.models.catalog import MODELS
-from harness.pruning.latency_model import (FORMAT, LatencyModel, MissingCalibrationError, arch_name, describe_key,
-                                           how_to_calibrate, install_calibrations)
+from harness.pruning.latency_model import (
+    FORMAT,
+    LatencyModel,
+    MissingCalibrationError,
+    arch_name,
+    describe_key,
+    how_to_calibrate,
+    install_calibrations,
+)
 from harness.registry import HarnessError
 
 
@@ -39,14 +46,21 @@ def _hardware(device: str) -> tuple:
     return ("cpu", info.get("cpu"), info.get("logical_cores"))
 
 
-def calibration_key(family: str, spec: ArchSpec, device: str = "cpu", dtype=torch.float32,
-                    threads: int | None = None) -> dict:
+def calibration_key(
+    family: str, spec: ArchSpec, device: str = "cpu", dtype=torch.float32, threads: int | None = None
+) -> dict:
     """Everything a latency depends on besides the shapes: hardware, torch, threads, device, dtype, arch."""
     device = str(device)
     kind, hardware, extra = _hardware(device)
-    return {"architecture": arch_name(family, spec), "dtype": str(dtype).removeprefix("torch."),
-            "device": kind, "hardware": hardware, "hardware_detail": extra, "torch": torch.__version__,
-            "threads": (threads or torch.get_num_threads()) if kind == "cpu" else None}
+    return {
+        "architecture": arch_name(family, spec),
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": kind,
+        "hardware": hardware,
+        "hardware_detail": extra,
+        "torch": torch.__version__,
+        "threads": (threads or torch.get_num_threads()) if kind == "cpu" else None,
+    }
 
 
 def calibration_dir() -> Path:
@@ -58,10 +72,10 @@ def calibration_path(key: dict) -> Path:
     return calibration_dir() / f"{key['architecture']}-{key['device']}-{digest}.json"
 
 
-_LOADED: dict[str, tuple[float, "LatencyModel | None"]] = {}
+_LOADED: dict[str, tuple[float, LatencyModel | None]] = {}
 
 
-def find_calibration(key: dict) -> "LatencyModel | None":
+def find_calibration(key: dict) -> LatencyModel | None:
     """The stored calibration for ``key``, or None (also for one of another ``FORMAT``); each file version
     is read once."""
     path = calibration_path(key)
@@ -74,11 +88,15 @@ def find_calibration(key: dict) -> "LatencyModel | None":
         return cached[1]
     try:
         data = json.loads(path.read_text())
-        stale = isinstance(data, dict) and data.get("format") != FORMAT  # another format: made again, as if missing
+        stale = (
+            isinstance(data, dict) and data.get("format") != FORMAT
+        )  # another format: made again, as if missing
         model = None if stale else LatencyModel.from_dict(data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HarnessError(f"the latency calibration {path} cannot be read ({exc}); delete it and run "
-                           f"harness calibrate again") from None
+        raise HarnessError(
+            f"the latency calibration {path} cannot be read ({exc}); delete it and run "
+            f"harness calibrate again"
+        ) from None
     _LOADED[str(path)] = (stamp, model)
     return model
 
@@ -95,7 +113,8 @@ def require_calibration(key: dict, model_name: str | None = None) -> LatencyMode
     if model is None:
         raise MissingCalibrationError(
             f"speedup_model='latency' needs a latency calibration of {describe_key(key)}, and there is none "
-            f"in {calibration_dir()}; make one with: {how_to_calibrate(key, model_name or _alias_for(key))}")
+            f"in {calibration_dir()}; make one with: {how_to_calibrate(key, model_name or _alias_for(key))}"
+        )
     return model
 
 
@@ -106,7 +125,10 @@ def _alias_for(key: dict) -> str | None:
             family = spec.family_contract
             with torch.device("meta"):
                 model = family.auto_class.from_config(spec.architecture())
-            if key["architecture"].split("-head")[0] == arch_name(family.name, family.arch_spec(model)).split("-head")[0]:
+            if (
+                key["architecture"].split("-head")[0]
+                == arch_name(family.name, family.arch_spec(model)).split("-head")[0]
+            ):
                 return name
     except Exception:  # only a hint in an error message: never let it fail the error itself
         return None

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -45,11 +46,13 @@ class DecodeClock(StoppingCriteria):
 
     def timed(self, call: Callable[[], Any]) -> Callable[[], Any]:
         """``call`` with its decode time recorded."""
+
         def run():
             self.stamps = []
             out = call()
             self.durations_ms.append(1000.0 * (self.stamps[-1] - self.stamps[0]))
             return out
+
         return run
 
     def median_ms(self, last: int) -> float:
@@ -65,8 +68,9 @@ def pad_id(model) -> int | None:
     return token[0] if isinstance(token, (list, tuple)) else token
 
 
-def generation_calls(model, stock, inputs: dict[str, torch.Tensor], new_tokens: int,
-                     device: str = "cpu") -> tuple[dict[str, Callable[[], Any]], dict[str, DecodeClock]]:
+def generation_calls(
+    model, stock, inputs: dict[str, torch.Tensor], new_tokens: int, device: str = "cpu"
+) -> tuple[dict[str, Callable[[], Any]], dict[str, DecodeClock]]:
     """The four timed calls: ``dense_first``/``pruned_first`` (TTFT) and ``dense_all``/``pruned_all``
     (the first token and ``new_tokens`` more), each greedy with the KV cache on the same prompt
     (``inputs``: ``input_ids`` and ``attention_mask``); and the clocks (``dense``, ``pruned``) that time
@@ -74,25 +78,43 @@ def generation_calls(model, stock, inputs: dict[str, torch.Tensor], new_tokens: 
     settings = dict(inputs, do_sample=False, use_cache=True, pad_token_id=pad_id(model))
     first = dict(settings, max_new_tokens=1)
     clocks = {"dense": DecodeClock(device), "pruned": DecodeClock(device)}
-    full = {side: dict(settings, max_new_tokens=1 + new_tokens, min_new_tokens=1 + new_tokens,
-                       stopping_criteria=StoppingCriteriaList([clocks[side]])) for side in clocks}
-    calls = {"dense_first": lambda: stock.generate(**first), "pruned_first": lambda: model.generate(**first),
-             "dense_all": clocks["dense"].timed(lambda: stock.generate(**full["dense"])),
-             "pruned_all": clocks["pruned"].timed(lambda: model.generate(**full["pruned"]))}
+    full = {
+        side: dict(
+            settings,
+            max_new_tokens=1 + new_tokens,
+            min_new_tokens=1 + new_tokens,
+            stopping_criteria=StoppingCriteriaList([clocks[side]]),
+        )
+        for side in clocks
+    }
+    calls = {
+        "dense_first": lambda: stock.generate(**first),
+        "pruned_first": lambda: model.generate(**first),
+        "dense_all": clocks["dense"].timed(lambda: stock.generate(**full["dense"])),
+        "pruned_all": clocks["pruned"].timed(lambda: model.generate(**full["pruned"])),
+    }
     return calls, clocks
 
 
-def generation_speeds(timings: dict[str, LatencyStats], clocks: dict[str, DecodeClock], rows: int,
-                      new_tokens: int) -> dict[str, Any]:
+def generation_speeds(
+    timings: dict[str, LatencyStats], clocks: dict[str, DecodeClock], rows: int, new_tokens: int
+) -> dict[str, Any]:
     """Row fields from the timings and clocks of ``generation_calls``: TTFT (median, p10, p90) of both
     sides and their ratio, decode tokens/s of both sides (summed over ``rows`` prompts) and their ratio."""
     first, dense_first = timings["pruned_first"], timings["dense_first"]
-    rates = {side: 1000.0 * rows * new_tokens / clock.median_ms(timings[f"{side}_all"].repeats)
-             for side, clock in clocks.items()}
+    rates = {
+        side: 1000.0 * rows * new_tokens / clock.median_ms(timings[f"{side}_all"].repeats)
+        for side, clock in clocks.items()
+    }
     return {
-        "ttft_ms": first.median_ms, "ttft_p10_ms": first.p10_ms, "ttft_p90_ms": first.p90_ms,
-        "dense_ttft_ms": dense_first.median_ms, "ttft_speedup": dense_first.median_ms / first.median_ms,
-        "decode_tokens_per_s": rates["pruned"], "dense_decode_tokens_per_s": rates["dense"],
-        "decode_speedup": rates["pruned"] / rates["dense"], "decode_new_tokens": new_tokens,
+        "ttft_ms": first.median_ms,
+        "ttft_p10_ms": first.p10_ms,
+        "ttft_p90_ms": first.p90_ms,
+        "dense_ttft_ms": dense_first.median_ms,
+        "ttft_speedup": dense_first.median_ms / first.median_ms,
+        "decode_tokens_per_s": rates["pruned"],
+        "dense_decode_tokens_per_s": rates["dense"],
+        "decode_speedup": rates["pruned"] / rates["dense"],
+        "decode_new_tokens": new_tokens,
         "generation_repeats": first.repeats,
     }

@@ -86,8 +86,10 @@ def check_device(device: str) -> str:
         raise HarnessError(f"device {device} was asked for, but {_no_cuda()}")
     count = torch.cuda.device_count()
     if int(match.group(1) or 0) >= count:
-        raise HarnessError(f"device {device} does not exist; this machine has {count} CUDA device(s): "
-                           + ", ".join(f"cuda:{i}" for i in range(count)))
+        raise HarnessError(
+            f"device {device} does not exist; this machine has {count} CUDA device(s): "
+            + ", ".join(f"cuda:{i}" for i in range(count))
+        )
     return device
 
 
@@ -95,10 +97,14 @@ def _no_cuda() -> str:
     """Why this torch sees no CUDA device, and what to do: a CPU-only build (the locked .venv's) needs a
     CUDA build of torch; a CUDA build sees no GPU or no driver."""
     if torch.version.cuda is None:
-        return (f"this torch ({torch.__version__}) is a CPU-only build: use --device cpu, or install a CUDA build "
-                "of torch (https://pytorch.org/get-started/locally/ gives the pip command for your CUDA version)")
-    return (f"this torch ({torch.__version__}, CUDA {torch.version.cuda}) sees no CUDA device (no GPU or driver is "
-            "visible: check nvidia-smi and CUDA_VISIBLE_DEVICES); use --device cpu")
+        return (
+            f"this torch ({torch.__version__}) is a CPU-only build: use --device cpu, or install a CUDA build "
+            "of torch (https://pytorch.org/get-started/locally/ gives the pip command for your CUDA version)"
+        )
+    return (
+        f"this torch ({torch.__version__}, CUDA {torch.version.cuda}) sees no CUDA device (no GPU or driver is "
+        "visible: check nvidia-smi and CUDA_VISIBLE_DEVICES); use --device cpu"
+    )
 
 
 def usable_cores() -> int:
@@ -120,6 +126,8 @@ def set_threads(threads: int | None) -> None:
         return
     cores = usable_cores()
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cores:
-        raise HarnessError(f"--threads must be a whole number within 1..{cores} (the logical cores this process "
-                           f"may use), got {threads}")
+        raise HarnessError(
+            f"--threads must be a whole number within 1..{cores} (the logical cores this process "
+            f"may use), got {threads}"
+        )
     torch.set_num_threads(threads)

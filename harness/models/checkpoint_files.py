@@ -20,8 +20,14 @@ from safetensors import SafetensorError, safe_open
 from harness.registry import HarnessError, one_line
 
 WEIGHTS, INDEX = "model.safetensors", "model.safetensors.index.json"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-                   "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 """A tokenizer's vocabulary lives in one of these (fast tokenizers, WordPiece, BPE, SentencePiece)."""
 UNUSED_VOCABULARY = 0.1
 """Models pad their embedding matrix a little beyond the tokenizer (to a multiple of 64 or 128), never by
@@ -36,19 +42,25 @@ def check_checkpoint_files(folder: str | Path, what: str, tokenizer: bool = True
             with safe_open(path, "pt"):
                 pass
         except (SafetensorError, OSError) as exc:
-            raise HarnessError(f"{what}: {path.name} is damaged or truncated ({_first_line(exc)}); "
-                               f"copy it again from where it came from") from None
+            raise HarnessError(
+                f"{what}: {path.name} is damaged or truncated ({_first_line(exc)}); "
+                f"copy it again from where it came from"
+            ) from None
     if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise HarnessError(f"{what} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); copy the "
-                           f"tokenizer of the model it was trained from into it")
+        raise HarnessError(
+            f"{what} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); copy the "
+            f"tokenizer of the model it was trained from into it"
+        )
 
 
 def check_vocabulary(tokenizer, config, what: str) -> None:
     """The tokenizer's ids must index the model's embedding matrix, and fill most of it."""
     tokens, rows = len(tokenizer), config.vocab_size
     if tokens > rows or tokens < (1 - UNUSED_VOCABULARY) * rows:
-        raise HarnessError(f"{what}: its tokenizer has {tokens} tokens but the model's vocabulary has {rows} "
-                           f"(vocab_size in config.json); the tokenizer files belong to another model")
+        raise HarnessError(
+            f"{what}: its tokenizer has {tokens} tokens but the model's vocabulary has {rows} "
+            f"(vocab_size in config.json); the tokenizer files belong to another model"
+        )
 
 
 SHOWN = 3
@@ -80,14 +92,20 @@ def load_exactly(cls, path: str | Path, what: str, fresh_head: bool = False, **k
     them after loading.  A model that is its own base (T5, a bare encoder) has no such exceptions.
     """
     try:
-        model, info = cls.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+        model, info = cls.from_pretrained(
+            path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
     except (ValueError, RuntimeError) as exc:  # config.json describes no buildable model, or loading failed
-        raise HarnessError(f"{what}: transformers cannot build the model its config.json describes from its "
-                           f"weights ({one_line(exc)}); fix config.json or copy the checkpoint again") from None
+        raise HarnessError(
+            f"{what}: transformers cannot build the model its config.json describes from its "
+            f"weights ({one_line(exc)}); fix config.json or copy the checkpoint again"
+        ) from None
     if problems := _problems(model, info, fresh_head):
-        raise HarnessError(f"{what}: its weights do not fit the {type(model).__name__} its config.json describes: "
-                           f"{'; '.join(problems)}; copy the checkpoint again from where it came from (a damaged "
-                           f"weights file), or put back the config.json saved with these weights")
+        raise HarnessError(
+            f"{what}: its weights do not fit the {type(model).__name__} its config.json describes: "
+            f"{'; '.join(problems)}; copy the checkpoint again from where it came from (a damaged "
+            f"weights file), or put back the config.json saved with these weights"
+        )
     return model
 
 
@@ -116,20 +134,27 @@ def _has_module(model, key: str) -> bool:
 
 def _problems(model, info: dict, fresh_head: bool) -> list[str]:
     """What transformers' loading info shows wrong, less the exceptions ``load_exactly`` allows."""
+
     def refused(key: str) -> bool:
         return not fresh_head or _in_body(model, key)
 
     missing = sorted(filter(refused, info["missing_keys"]))
-    unexpected = sorted(key for key in info["unexpected_keys"] if _in_body(model, key) and not _has_module(model, key))
-    shapes = sorted((entry for entry in info["mismatched_keys"] if refused(entry[0])), key=lambda entry: entry[0])
+    unexpected = sorted(
+        key for key in info["unexpected_keys"] if _in_body(model, key) and not _has_module(model, key)
+    )
+    shapes = sorted(
+        (entry for entry in info["mismatched_keys"] if refused(entry[0])), key=lambda entry: entry[0]
+    )
     problems = []
     if missing:
         problems.append(f"{len(missing)} tensor{'s' * (len(missing) > 1)} missing ({_names(missing)})")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
     if shapes:
-        shown = [f"{key} is {tuple(stored)} in the weights, {tuple(expected)} in config.json"
-                 for key, stored, expected in shapes]
+        shown = [
+            f"{key} is {tuple(stored)} in the weights, {tuple(expected)} in config.json"
+            for key, stored, expected in shapes
+        ]
         problems.append(f"{len(shapes)} of another shape ({_names(shown)})")
     return problems
 
@@ -151,9 +176,11 @@ def _weights_files(folder: Path, what: str) -> list[Path]:
     if (folder / WEIGHTS).is_file():
         return [folder / WEIGHTS]
     if pickles := sorted(path.name for path in folder.glob("pytorch_model*.bin")):
-        raise HarnessError(f"{what} has only {', '.join(pickles)}, pickled weights, which the harness does not "
-                           f"unpickle (a pickle can run code); if you trust it, convert it once to "
-                           f"{WEIGHTS}: {_conversion(folder)}")
+        raise HarnessError(
+            f"{what} has only {', '.join(pickles)}, pickled weights, which the harness does not "
+            f"unpickle (a pickle can run code); if you trust it, convert it once to "
+            f"{WEIGHTS}: {_conversion(folder)}"
+        )
     raise HarnessError(f"{what} has no weights: expected {WEIGHTS} (or {INDEX} and its shards)")
 
 
@@ -163,8 +190,10 @@ def _conversion(folder: Path) -> str:
         architecture = json.loads((folder / "config.json").read_text())["architectures"][0]
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         architecture = "AutoModel"
-    return (f"python -c \"import transformers as t; t.{architecture}.from_pretrained('{folder}', "
-            f"use_safetensors=False).save_pretrained('{folder}')\"")
+    return (
+        f"python -c \"import transformers as t; t.{architecture}.from_pretrained('{folder}', "
+        f"use_safetensors=False).save_pretrained('{folder}')\""
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,7 +20,9 @@ CACHE_KEYWORD = "cache" if "cache" in inspect.signature(create_causal_mask).para
 """The keyword stock forwards and mask helpers take the KV cache under, in the installed transformers."""
 
 _OLD_NAMES = ("past_key_values", "cache")
-_OUTPUT_FIELD = next(name for name in _OLD_NAMES if name in {f.name for f in dataclasses.fields(BaseModelOutputWithPast)})
+_OUTPUT_FIELD = next(
+    name for name in _OLD_NAMES if name in {f.name for f in dataclasses.fields(BaseModelOutputWithPast)}
+)
 
 
 def pop_cache(kwargs: dict):

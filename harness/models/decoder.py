@@ -65,12 +65,18 @@ def output_head(model: nn.Module) -> nn.Module | None:
 
 def stock_mask(base, hidden, attention_mask, position_ids):
     """The causal mask the stock layers take for the whole input."""
-    return create_causal_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask,
-                              position_ids=position_ids, **compat.cache_kwargs(None))
+    return create_causal_mask(
+        config=base.config,
+        inputs_embeds=hidden,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        **compat.cache_kwargs(None),
+    )
 
 
-def pruned_forward(base, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
-                   use_cache=None, **kwargs):
+def pruned_forward(
+    base, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, use_cache=None, **kwargs
+):
     """The base model's forward with ACC elimination (see the module docstring).
 
     The KV cache arrives under whichever keyword the caller used (``compat.pop_cache``).
@@ -84,14 +90,25 @@ def pruned_forward(base, input_ids=None, attention_mask=None, position_ids=None,
         return decode(base, family, rows, cache, input_ids, inputs_embeds, position_ids, kwargs)
     hidden, position_ids = family.embed(base, input_ids, inputs_embeds, position_ids, kwargs)
     batch, length = hidden.shape[:2]
-    valid = (attention_mask.bool() if attention_mask is not None
-             else torch.ones(batch, length, dtype=torch.bool, device=hidden.device))
+    valid = (
+        attention_mask.bool()
+        if attention_mask is not None
+        else torch.ones(batch, length, dtype=torch.bool, device=hidden.device)
+    )
     rotary = family.rotary(base, hidden, position_ids)
-    call = LayerCall(pruner, causal=True, implementation=base.config._attn_implementation, training=base.training,
-                     mask=stock_mask(base, hidden, attention_mask, position_ids), rotary=rotary,
-                     original_rotary=rotary, cache=cache)
-    hidden, tokens, dropped = stack.run_stack(family, family.stacks(base)["decoder"], hidden,
-                                              stack.first_tokens(valid, pruner), call)
+    call = LayerCall(
+        pruner,
+        causal=True,
+        implementation=base.config._attn_implementation,
+        training=base.training,
+        mask=stock_mask(base, hidden, attention_mask, position_ids),
+        rotary=rotary,
+        original_rotary=rotary,
+        cache=cache,
+    )
+    hidden, tokens, dropped = stack.run_stack(
+        family, family.stacks(base)["decoder"], hidden, stack.first_tokens(valid, pruner), call
+    )
     # the cache of layer i holds the tokens that entered it: the input, then what layer i-1 kept
     rows.cache_valid = [pruner.input_valid, *(kept for _, kept in pruner.last_positions[:-1])]
     rows.next_position = length
@@ -112,24 +129,31 @@ def decode(base, family, rows: stack.Rows, cache, input_ids, inputs_embeds, posi
     Positions continue from the original prompt length (``rows.next_position``: a two-pass method's
     first layer caches only its selection, so the cache's length is not the prompt's).
     """
-    hidden, position_ids = family.embed(base, input_ids, inputs_embeds, position_ids, kwargs,
-                                        past=rows.next_position)
+    hidden, position_ids = family.embed(
+        base, input_ids, inputs_embeds, position_ids, kwargs, past=rows.next_position
+    )
     batch, new = hidden.shape[:2]
     rows.next_position += new
     rotary = family.rotary(base, hidden, position_ids)
     fresh = torch.ones(batch, new, dtype=torch.bool, device=hidden.device)
     causal = torch.ones(new, new, dtype=torch.bool, device=hidden.device).tril()
-    call = LayerCall(None, causal=True, implementation=base.config._attn_implementation, rotary=rotary, cache=cache)
+    call = LayerCall(
+        None, causal=True, implementation=base.config._attn_implementation, rotary=rotary, cache=cache
+    )
     for index, layer in enumerate(family.stacks(base)["decoder"]):
         cached = rows.cache_valid[index]
         if new == 1 and bool(cached.all()):
             call.mask = None
         else:
-            keys = torch.cat([cached[:, None, None, :].expand(-1, 1, new, -1), causal.expand(batch, 1, -1, -1)], dim=-1)
+            keys = torch.cat(
+                [cached[:, None, None, :].expand(-1, 1, new, -1), causal.expand(batch, 1, -1, -1)], dim=-1
+            )
             call.mask = for_implementation(keys, hidden, base.config._attn_implementation)
         hidden = family.run_layer(layer, hidden, call)
         rows.cache_valid[index] = torch.cat([cached, fresh], dim=1)
-    return family.output_class(last_hidden_state=family.final_norm(base)(hidden), **compat.output_cache_kwargs(cache))
+    return family.output_class(
+        last_hidden_state=family.final_norm(base)(hidden), **compat.output_cache_kwargs(cache)
+    )
 
 
 def install(model: nn.Module, family, pruner) -> None:
@@ -145,9 +169,20 @@ def default_positions(embeds: torch.Tensor, past: int = 0) -> torch.Tensor:
 def attend(module: nn.Module, query, key, value, tokens, call: LayerCall, *, dropout: float):
     """Causal attention over the entering tokens, with each token's score for the pruning method."""
     pruner = call.pruner
-    return attend_and_score(query, key, value, tokens.valid, tokens.positions, pruner.method, scaling=module.scaling,
-                            dropout=dropout if module.training else 0.0, generator=pruner.generator, causal=True,
-                            bias=call.bias, queries=pruner.scoring_queries(tokens.valid, tokens.positions))
+    return attend_and_score(
+        query,
+        key,
+        value,
+        tokens.valid,
+        tokens.positions,
+        pruner.method,
+        scaling=module.scaling,
+        dropout=dropout if module.training else 0.0,
+        generator=pruner.generator,
+        causal=True,
+        bias=call.bias,
+        queries=pruner.scoring_queries(tokens.valid, tokens.positions),
+    )
 
 
 class Decoder(DecoderFamily):
@@ -178,10 +213,16 @@ class RotaryDecoder(Decoder):
     def arch_spec(self, model: nn.Module) -> ArchSpec:
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return ArchSpec(num_layers=config.num_hidden_layers, hidden=config.hidden_size,
-                        num_heads=config.num_attention_heads, head_dim=head_dim, ffn_dim=config.intermediate_size,
-                        num_kv_heads=config.num_key_value_heads, ffn_matrices=3,
-                        head_per_token=lm_head_flops(model, config.hidden_size))
+        return ArchSpec(
+            num_layers=config.num_hidden_layers,
+            hidden=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            head_dim=head_dim,
+            ffn_dim=config.intermediate_size,
+            num_kv_heads=config.num_key_value_heads,
+            ffn_matrices=3,
+            head_per_token=lm_head_flops(model, config.hidden_size),
+        )
 
     def max_length(self, model: nn.Module) -> int:
         return model.config.max_position_embeddings
@@ -206,20 +247,34 @@ class RotaryDecoder(Decoder):
         return base.norm
 
     def run_layer(self, layer, hidden, call: LayerCall):
-        return layer(hidden, attention_mask=call.mask, position_embeddings=call.rotary, **compat.cache_kwargs(call.cache))
+        return layer(
+            hidden,
+            attention_mask=call.mask,
+            position_embeddings=call.rotary,
+            **compat.cache_kwargs(call.cache),
+        )
 
     def drop_layer(self, layer, hidden, tokens: Tokens, keep, call: LayerCall):
         """One decoder layer that keeps ``keep[b]`` tokens of sample b after its causal self-attention."""
         attention = layer.self_attn
         batch, n, _ = hidden.shape
         normed = layer.input_layernorm(hidden)
-        query, key, value = (proj(normed).view(batch, n, -1, attention.head_dim).transpose(1, 2)
-                             for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
+        query, key, value = (
+            proj(normed).view(batch, n, -1, attention.head_dim).transpose(1, 2)
+            for proj in (attention.q_proj, attention.k_proj, attention.v_proj)
+        )
         query, key = apply_rotary_pos_emb(query, key, *call.rotary)
         self.write_cache(call, attention.layer_idx, key, value)
         groups = attention.num_key_value_groups
-        context, scores = attend(attention, query, repeat_kv(key, groups), repeat_kv(value, groups),
-                                 tokens, call, dropout=attention.attention_dropout)
+        context, scores = attend(
+            attention,
+            query,
+            repeat_kv(key, groups),
+            repeat_kv(value, groups),
+            tokens,
+            call,
+            dropout=attention.attention_dropout,
+        )
         context, residual, tokens = call.pruner.method.reduce(context, hidden, scores, tokens, keep)
         hidden = residual + attention.o_proj(context)
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden)), tokens

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import transformers
@@ -38,8 +38,11 @@ def converted_folder(asset: Asset, build: Callable[[Path], dict]) -> Path:
     """``cache_dir()/converted/<asset>-<sha12>``, made once by ``build(staging_folder)``; the marker
     records the asset's pin beside what ``build`` returns."""
     target = cache_dir() / "converted" / f"{asset.name}-{asset.sha256[:12]}"
-    return build_once(target, lambda staging: {"asset": asset.requirement, "sha256": asset.sha256, **build(staging)},
-                      f"converted {asset.name} checkpoint")
+    return build_once(
+        target,
+        lambda staging: {"asset": asset.requirement, "sha256": asset.sha256, **build(staging)},
+        f"converted {asset.name} checkpoint",
+    )
 
 
 def convert_gguf(asset_name: str, member: str) -> Path:
@@ -69,7 +72,13 @@ def _convert(gguf: Path, out: Path) -> dict:
     with torch.no_grad():
         difference = (reloaded(**batch).logits - quantised(**batch).logits).abs().max().item()
     if difference > TOLERANCE:
-        raise HarnessError(f"converting {gguf.name} changed the logits by {difference:.2e} (> {TOLERANCE:g}); "
-                           f"the GGUF reader of transformers {transformers.__version__} is not supported")
-    return {"member": gguf.name, "transformers": transformers.__version__, "max_logit_difference": difference,
-            "convert_seconds": round(time.perf_counter() - start, 1)}
+        raise HarnessError(
+            f"converting {gguf.name} changed the logits by {difference:.2e} (> {TOLERANCE:g}); "
+            f"the GGUF reader of transformers {transformers.__version__} is not supported"
+        )
+    return {
+        "member": gguf.name,
+        "transformers": transformers.__version__,
+        "max_logit_difference": difference,
+        "convert_seconds": round(time.perf_counter() - start, 1),
+    }

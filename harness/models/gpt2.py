@@ -28,16 +28,27 @@ class GPT2Family(decoder.Decoder):
 
     def check(self, model: nn.Module, settings) -> None:
         config = model.config
-        if config.scale_attn_by_inverse_layer_idx or config.reorder_and_upcast_attn or config.add_cross_attention:
-            raise HarnessError("GPT-2 configs with scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn "
-                               "or cross-attention are not supported")
+        if (
+            config.scale_attn_by_inverse_layer_idx
+            or config.reorder_and_upcast_attn
+            or config.add_cross_attention
+        ):
+            raise HarnessError(
+                "GPT-2 configs with scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn "
+                "or cross-attention are not supported"
+            )
         super().check(model, settings)
 
     def arch_spec(self, model: nn.Module) -> ArchSpec:
         config = model.config
-        return ArchSpec(num_layers=config.n_layer, hidden=config.n_embd, num_heads=config.n_head,
-                        head_dim=config.n_embd // config.n_head, ffn_dim=config.n_inner or 4 * config.n_embd,
-                        head_per_token=decoder.lm_head_flops(model, config.n_embd))
+        return ArchSpec(
+            num_layers=config.n_layer,
+            hidden=config.n_embd,
+            num_heads=config.n_head,
+            head_dim=config.n_embd // config.n_head,
+            ffn_dim=config.n_inner or 4 * config.n_embd,
+            head_per_token=decoder.lm_head_flops(model, config.n_embd),
+        )
 
     def max_length(self, model: nn.Module) -> int:
         return model.config.n_positions
@@ -67,10 +78,14 @@ class GPT2Family(decoder.Decoder):
         """One GPT2Block that keeps ``keep[b]`` tokens of sample b after its causal self-attention."""
         attention = block.attn
         batch, n, _ = hidden.shape
-        query, key, value = (part.view(batch, n, -1, attention.head_dim).transpose(1, 2)
-                             for part in attention.c_attn(block.ln_1(hidden)).split(attention.split_size, dim=2))
+        query, key, value = (
+            part.view(batch, n, -1, attention.head_dim).transpose(1, 2)
+            for part in attention.c_attn(block.ln_1(hidden)).split(attention.split_size, dim=2)
+        )
         self.write_cache(call, attention.layer_idx, key, value)
-        context, scores = decoder.attend(attention, query, key, value, tokens, call, dropout=attention.attn_dropout.p)
+        context, scores = decoder.attend(
+            attention, query, key, value, tokens, call, dropout=attention.attn_dropout.p
+        )
         context, residual, tokens = call.pruner.method.reduce(context, hidden, scores, tokens, keep)
         hidden = residual + attention.resid_dropout(attention.c_proj(context))
         return hidden + block.mlp(block.ln_2(hidden)), tokens

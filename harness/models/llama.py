@@ -15,4 +15,6 @@ from harness.models.decoder import RotaryDecoder
 class LlamaFamily(RotaryDecoder):
     name, model_types = "llama", ("llama",)
     classes = (LlamaModel, LlamaForCausalLM, LlamaForSequenceClassification)
-    description = "Llama-family decoders (SmolLM2): LlamaModel, LlamaForCausalLM, LlamaForSequenceClassification"
+    description = (
+        "Llama-family decoders (SmolLM2): LlamaModel, LlamaForCausalLM, LlamaForSequenceClassification"
+    )

@@ -23,5 +23,7 @@ class Qwen2Family(RotaryDecoder):
 
     def check(self, model: nn.Module, settings) -> None:
         if "sliding_attention" in (getattr(model.config, "layer_types", None) or ()):
-            raise HarnessError("Qwen2 configs with sliding-window layers (use_sliding_window) are not supported")
+            raise HarnessError(
+                "Qwen2 configs with sliding-window layers (use_sliding_window) are not supported"
+            )
         super().check(model, settings)

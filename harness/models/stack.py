@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import types
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -64,9 +64,14 @@ def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call
     pruner.input_valid = tokens.valid
     for index, layer in enumerate(layers):
         keep = counts[:, index]
-        single = family.single_token_layer(layer, hidden) if (
-            dropped and hidden.shape[1] == 1 and not call.training) else None
-        if bool((keep == 0).all()):  # the whole layer is skipped (LayerDrop): the word-vectors go on unchanged
+        single = (
+            family.single_token_layer(layer, hidden)
+            if (dropped and hidden.shape[1] == 1 and not call.training)
+            else None
+        )
+        if bool(
+            (keep == 0).all()
+        ):  # the whole layer is skipped (LayerDrop): the word-vectors go on unchanged
             pruner.record(tokens.positions, torch.zeros_like(tokens.valid))  # it processed none
             continue
         elif single is not None:
@@ -84,8 +89,15 @@ def run_stack(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, call
     return hidden, tokens, dropped
 
 
-def select_input(family: Family, layers, hidden: torch.Tensor, tokens: Tokens, keep: torch.Tensor, layer: int,
-                 call: LayerCall) -> tuple[torch.Tensor, Tokens]:
+def select_input(
+    family: Family,
+    layers,
+    hidden: torch.Tensor,
+    tokens: Tokens,
+    keep: torch.Tensor,
+    layer: int,
+    call: LayerCall,
+) -> tuple[torch.Tensor, Tokens]:
     """A two-pass method's selection pass: the input rows of the ``keep[b]`` tokens it selects.
 
     Layers before ``layer`` run stock on every token, then ``layer``'s drop layer scores and selects
@@ -117,7 +129,9 @@ class Rows:
         """The position the next decoded token takes: the prompt's length, plus the tokens decoded since."""
 
 
-def scatter_rows(compact: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int) -> torch.Tensor:
+def scatter_rows(
+    compact: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int
+) -> torch.Tensor:
     """(B, K, D) rows of kept tokens back to their positions in a NaN-filled (B, length, D)."""
     full = compact.new_full((compact.shape[0], length, *compact.shape[2:]), float("nan"))
     batch = torch.arange(compact.shape[0], device=compact.device).unsqueeze(1).expand_as(positions)

@@ -81,28 +81,49 @@ def pruned_encoder_forward(self, input_ids=None, attention_mask=None, inputs_emb
     pruner, family = self.harness_pruner, self.harness_family
     hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
     batch, n = hidden.shape[:2]
-    valid = (attention_mask.bool() if attention_mask is not None
-             else torch.ones(batch, n, dtype=torch.bool, device=hidden.device))
+    valid = (
+        attention_mask.bool()
+        if attention_mask is not None
+        else torch.ones(batch, n, dtype=torch.bool, device=hidden.device)
+    )
     implementation = self.config._attn_implementation
     bias = self.block[0].layer[0].SelfAttention.compute_bias(n, n, device=hidden.device)
-    call = LayerCall(pruner, causal=False, implementation=implementation, training=self.training,
-                     mask=for_implementation(allowed_keys(valid, False), hidden, implementation),
-                     bias=bias, original_bias=bias)
-    hidden, tokens, _ = stack.run_stack(family, self.block, self.dropout(hidden), stack.first_tokens(valid, pruner), call)
+    call = LayerCall(
+        pruner,
+        causal=False,
+        implementation=implementation,
+        training=self.training,
+        mask=for_implementation(allowed_keys(valid, False), hidden, implementation),
+        bias=bias,
+        original_bias=bias,
+    )
+    hidden, tokens, _ = stack.run_stack(
+        family, self.block, self.dropout(hidden), stack.first_tokens(valid, pruner), call
+    )
     hidden = self.dropout(self.final_layer_norm(hidden))
-    return PrunedEncoderOutput(last_hidden_state=hidden, kept_mask=tokens.valid.long(), kept_positions=tokens.positions)
+    return PrunedEncoderOutput(
+        last_hidden_state=hidden, kept_mask=tokens.valid.long(), kept_positions=tokens.positions
+    )
 
 
-def seq2seq_forward(self, input_ids=None, attention_mask=None, encoder_outputs=None, inputs_embeds=None, **kwargs):
+def seq2seq_forward(
+    self, input_ids=None, attention_mask=None, encoder_outputs=None, inputs_embeds=None, **kwargs
+):
     """``T5ForConditionalGeneration.forward`` with the decoder cross-attending to the kept encoder states.
 
     Runs the (pruned) encoder unless ``encoder_outputs`` are given (``generate``'s decoding steps), and
     masks the decoder's cross-attention with the layout the encoder output carries, not the input's."""
     if encoder_outputs is None:
-        encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
+        encoder_outputs = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds
+        )
     kept = getattr(encoder_outputs, "kept_mask", None)
-    return type(self).forward(self, attention_mask=attention_mask if kept is None else kept,
-                              encoder_outputs=encoder_outputs, **kwargs)
+    return type(self).forward(
+        self,
+        attention_mask=attention_mask if kept is None else kept,
+        encoder_outputs=encoder_outputs,
+        **kwargs,
+    )
 
 
 class T5Family(Family):
@@ -115,14 +136,22 @@ class T5Family(Family):
 
     def check(self, model: nn.Module, settings) -> None:
         if settings.protect_first + settings.protect_last + settings.min_keep < 1:
-            raise HarnessError("T5 needs at least one kept encoder state for the decoder to attend: set "
-                               "protect_last (default 1), protect_first or min_keep >= 1")
+            raise HarnessError(
+                "T5 needs at least one kept encoder state for the decoder to attend: set "
+                "protect_last (default 1), protect_first or min_keep >= 1"
+            )
 
     def arch_spec(self, model: nn.Module) -> ArchSpec:
         config = model.config
-        spec = ArchSpec(num_layers=config.num_layers, hidden=config.d_model, num_heads=config.num_heads,
-                        head_dim=config.d_kv, ffn_dim=config.d_ff, ffn_matrices=3 if config.is_gated_act else 2,
-                        decoder_layers=config.num_decoder_layers)
+        spec = ArchSpec(
+            num_layers=config.num_layers,
+            hidden=config.d_model,
+            num_heads=config.num_heads,
+            head_dim=config.d_kv,
+            ffn_dim=config.d_ff,
+            ffn_matrices=3 if config.is_gated_act else 2,
+            decoder_layers=config.num_decoder_layers,
+        )
         tokens = getattr(config, "harness_decoder_tokens", None) or DECODER_TOKENS
         return decoder_tokens_spec(spec, tokens, 2 * config.d_model * model.lm_head.out_features)
 
@@ -135,14 +164,18 @@ class T5Family(Family):
     def install(self, model: nn.Module, pruner) -> None:
         stack.install(model, self, pruner, model.encoder, pruned_encoder_forward)
         # functools.wraps: generate reads the stock signature to validate its keywords
-        model.forward = types.MethodType(functools.wraps(T5ForConditionalGeneration.forward)(seq2seq_forward), model)
+        model.forward = types.MethodType(
+            functools.wraps(T5ForConditionalGeneration.forward)(seq2seq_forward), model
+        )
 
     def latency_inputs(self, model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """The encoder input, and the decoder start token repeated for the decoder tokens the FLOP model counts."""
         tokens = self.arch_spec(model).decoder_tokens
         start = model.config.decoder_start_token_id
         start = model.config.pad_token_id if start is None else start
-        decoder = torch.full((input_ids.shape[0], tokens), start, dtype=input_ids.dtype, device=input_ids.device)
+        decoder = torch.full(
+            (input_ids.shape[0], tokens), start, dtype=input_ids.dtype, device=input_ids.device
+        )
         return {**super().latency_inputs(model, input_ids), "decoder_input_ids": decoder}
 
     def after_drop(self, call: LayerCall, tokens: Tokens) -> None:
@@ -157,12 +190,23 @@ class T5Family(Family):
         attention = layer.SelfAttention
         batch, n, _ = hidden.shape
         normed = layer.layer_norm(hidden)
-        query, key, value = (proj(normed).view(batch, n, -1, attention.key_value_proj_dim).transpose(1, 2)
-                             for proj in (attention.q, attention.k, attention.v))
+        query, key, value = (
+            proj(normed).view(batch, n, -1, attention.key_value_proj_dim).transpose(1, 2)
+            for proj in (attention.q, attention.k, attention.v)
+        )
         pruner = call.pruner
         context, scores = attend_and_score(
-            query, key, value, tokens.valid, tokens.positions, pruner.method, scaling=attention.scaling,
-            dropout=attention.dropout if call.training else 0.0, generator=pruner.generator, bias=call.bias)
+            query,
+            key,
+            value,
+            tokens.valid,
+            tokens.positions,
+            pruner.method,
+            scaling=attention.scaling,
+            dropout=attention.dropout if call.training else 0.0,
+            generator=pruner.generator,
+            bias=call.bias,
+        )
         context, residual, tokens = pruner.method.reduce(context, hidden, scores, tokens, keep)
         hidden = residual + layer.dropout(attention.o(context))
         return block.layer[-1](hidden), tokens

@@ -38,11 +38,15 @@ def allowed_keys(valid: torch.Tensor, causal: bool) -> torch.Tensor | None:
     return None if bool(valid.all()) else valid[:, None, None, :]
 
 
-def for_implementation(mask: torch.Tensor | None, like: torch.Tensor, implementation: str) -> torch.Tensor | None:
+def for_implementation(
+    mask: torch.Tensor | None, like: torch.Tensor, implementation: str
+) -> torch.Tensor | None:
     """A boolean (B, 1, q, k) mask in the form a stock layer's attention takes (eager: additive floats)."""
     if mask is None or implementation != "eager":
         return mask
-    return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(~mask, torch.finfo(like.dtype).min)
+    return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
+        ~mask, torch.finfo(like.dtype).min
+    )
 
 
 def fused_causal(valid: torch.Tensor, causal: bool, queries: int, keys: int) -> bool:
@@ -65,7 +69,9 @@ def layer_mask(valid: torch.Tensor, causal: bool, like: torch.Tensor, implementa
     return for_implementation(allowed_keys(valid, causal), like, implementation)
 
 
-def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+def _with_bias(
+    mask: torch.Tensor | None, bias: torch.Tensor | None, like: torch.Tensor
+) -> torch.Tensor | None:
     """The fused kernel's ``attn_mask``: the boolean mask, or the bias with masked keys at -inf."""
     if bias is None:
         return mask
@@ -89,7 +95,9 @@ def _bias_rows(bias: torch.Tensor, samples: slice, rows: slice) -> torch.Tensor:
     return bias[samples if bias.shape[0] > 1 else slice(None), :, rows if bias.shape[2] > 1 else slice(None)]
 
 
-def last_query_probs(query, key, valid, queries, scaling: float, bias: torch.Tensor | None = None) -> torch.Tensor:
+def last_query_probs(
+    query, key, valid, queries, scaling: float, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, H, n): softmax over the keys it sees of each sample's last scoring query's logits.
 
     The last scoring query (the last of ``queries``: the valid tokens, less any answer tokens) sees the
@@ -110,9 +118,21 @@ def last_query_probs(query, key, valid, queries, scaling: float, bias: torch.Ten
     return logits.softmax(dim=-1)
 
 
-def attend_and_score(query, key, value, valid, positions, method: Method, *, scaling: float,
-                     dropout: float = 0.0, generator: torch.Generator | None = None, causal: bool = False,
-                     bias: torch.Tensor | None = None, queries: torch.Tensor | None = None):
+def attend_and_score(
+    query,
+    key,
+    value,
+    valid,
+    positions,
+    method: Method,
+    *,
+    scaling: float,
+    dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+    causal: bool = False,
+    bias: torch.Tensor | None = None,
+    queries: torch.Tensor | None = None,
+):
     """``(context (B, H, n, d), scores (B, n))`` of one attention layer over the valid keys.
 
     ``bias``: an additive (B|1, H|1, n, n) term on the attention logits (T5's relative position bias).
@@ -123,11 +143,24 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
     if not method.needs_attention:
         fused = bias is None and fused_causal(valid, causal, query.shape[2], key.shape[2])
         context = nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=None if fused else _with_bias(allowed_keys(valid, causal), bias, query),
-            dropout_p=dropout, scale=scaling, is_causal=fused)
-        last = last_query_probs(query, key, valid, scoring, scaling, bias) if method.needs == "last-query" else None
-        return context, method.score(ScoreInputs(valid, positions, None, generator, causal, keys=keys,
-                                                 last_query=last, queries=queries))
+            query,
+            key,
+            value,
+            attn_mask=None if fused else _with_bias(allowed_keys(valid, causal), bias, query),
+            dropout_p=dropout,
+            scale=scaling,
+            is_causal=fused,
+        )
+        last = (
+            last_query_probs(query, key, valid, scoring, scaling, bias)
+            if method.needs == "last-query"
+            else None
+        )
+        return context, method.score(
+            ScoreInputs(
+                valid, positions, None, generator, causal, keys=keys, last_query=last, queries=queries
+            )
+        )
     mask = allowed_keys(valid, causal)
     batch, heads, n, _ = query.shape
     row_bytes = heads * n * query.element_size()
@@ -147,7 +180,9 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
             if bias is not None:
                 probs = probs + _bias_rows(bias, part, block)
             if mask is not None:
-                probs.masked_fill_(~mask[part, :, block if causal else slice(None)], torch.finfo(probs.dtype).min)
+                probs.masked_fill_(
+                    ~mask[part, :, block if causal else slice(None)], torch.finfo(probs.dtype).min
+                )
             if in_place:
                 torch.softmax(probs, dim=-1, out=probs)
             else:
@@ -162,6 +197,17 @@ def attend_and_score(query, key, value, valid, positions, method: Method, *, sca
             own = probs.diagonal(offset=r, dim1=-2, dim2=-1)  # P[h, i, i] for the block's rows i
             diagonal[part, :, r : r + own.shape[-1]] = own
     received_heads = received.view(batch, heads, n)
-    inputs = ScoreInputs(valid, positions, None, generator, causal, received_heads.sum(dim=1) / heads, keys,
-                         received_heads=received_heads, self_attention=diagonal, values=value, queries=queries)
+    inputs = ScoreInputs(
+        valid,
+        positions,
+        None,
+        generator,
+        causal,
+        received_heads.sum(dim=1) / heads,
+        keys,
+        received_heads=received_heads,
+        self_attention=diagonal,
+        values=value,
+        queries=queries,
+    )
     return context, method.score(inputs)

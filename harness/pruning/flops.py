@@ -4,9 +4,32 @@ They live in ``harness.contracts.flops``: the family and method contracts are bu
 contracts sit below pruning (``harness.contracts.flops`` says why).
 """
 
-from harness.contracts.flops import (SPEEDUP_TOLERANCE, ArchSpec, Schedule, UnreachableSpeedupError, check_speedup,
-                                     counts_for_speedup, forward_flops, max_speedup, predicted_speedup, reaches,
-                                     require_reachable, tau_for_speedup)
+from harness.contracts.flops import (
+    SPEEDUP_TOLERANCE,
+    ArchSpec,
+    Schedule,
+    UnreachableSpeedupError,
+    check_speedup,
+    counts_for_speedup,
+    forward_flops,
+    max_speedup,
+    predicted_speedup,
+    reaches,
+    require_reachable,
+    tau_for_speedup,
+)
 
-__all__ = ["SPEEDUP_TOLERANCE", "ArchSpec", "Schedule", "UnreachableSpeedupError", "check_speedup", "counts_for_speedup",
-           "forward_flops", "max_speedup", "predicted_speedup", "reaches", "require_reachable", "tau_for_speedup"]
+__all__ = [
+    "SPEEDUP_TOLERANCE",
+    "ArchSpec",
+    "Schedule",
+    "UnreachableSpeedupError",
+    "check_speedup",
+    "counts_for_speedup",
+    "forward_flops",
+    "max_speedup",
+    "predicted_speedup",
+    "reaches",
+    "require_reachable",
+    "tau_for_speedup",
+]

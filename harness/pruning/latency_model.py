@@ -48,9 +48,9 @@ module installs (``install_calibrations``) when ``harness`` is imported.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import torch
@@ -72,7 +72,11 @@ fit_residuals``): not made monotone (it may be negative), zero in a calibration 
 FALLBACK = {"stock_after": "stock", "outside_dense_last": "outside_dense", "outside_last": "outside_min"}
 """Series a calibration may lack (an encoder's stock layer after a drop is its stock layer; a model
 without a last-token head has no last-token series) and what stands in for them."""
-LAST_TOKEN = {"outside_dense": "outside_dense_last", "outside_min": "outside_last", "outside_all": "outside_last"}
+LAST_TOKEN = {
+    "outside_dense": "outside_dense_last",
+    "outside_min": "outside_last",
+    "outside_all": "outside_last",
+}
 """With logits for the last token only (a decoder's prefill, ``logits_to_keep=1``), the head reads one
 row whatever was kept."""
 TAU_STEPS = 256
@@ -83,7 +87,9 @@ first τ that reaches the target and refines between it and the point before."""
 
 def check_speedup_model(name) -> str:
     if name not in SPEEDUP_MODELS:
-        raise HarnessError(f"unknown speedup model {name!r}; valid speedup models: {', '.join(SPEEDUP_MODELS)}")
+        raise HarnessError(
+            f"unknown speedup model {name!r}; valid speedup models: {', '.join(SPEEDUP_MODELS)}"
+        )
     return name
 
 
@@ -93,11 +99,14 @@ class MissingCalibrationError(HarnessError):
 
 # --- how a calibration is named -----------------------------------------------------------------------------
 
+
 def arch_name(family: str, spec: ArchSpec) -> str:
     """The architecture as the calibration key names it: family and layer shapes (not weights)."""
     kv = spec.num_kv_heads or spec.num_heads
-    name = (f"{family}-L{spec.num_layers}-h{spec.hidden}-a{spec.num_heads}x{spec.head_dim}-kv{kv}"
-            f"-ffn{spec.ffn_dim}x{spec.ffn_matrices}")
+    name = (
+        f"{family}-L{spec.num_layers}-h{spec.hidden}-a{spec.num_heads}x{spec.head_dim}-kv{kv}"
+        f"-ffn{spec.ffn_dim}x{spec.ffn_matrices}"
+    )
     if spec.head_per_token:
         name += f"-head{spec.head_per_token}"
     if spec.decoder_layers:
@@ -107,8 +116,10 @@ def arch_name(family: str, spec: ArchSpec) -> str:
 
 def describe_key(key: dict) -> str:
     threads = f", {key['threads']} threads" if key.get("threads") else ""
-    return (f"{key['architecture']} ({key['dtype']}) on {key['device']} {key['hardware']}{threads}, "
-            f"torch {key['torch']}")
+    return (
+        f"{key['architecture']} ({key['dtype']}) on {key['device']} {key['hardware']}{threads}, "
+        f"torch {key['torch']}"
+    )
 
 
 def how_to_calibrate(key: dict, model_name: str | None = None) -> str:
@@ -118,6 +129,7 @@ def how_to_calibrate(key: dict, model_name: str | None = None) -> str:
 
 
 # --- the model ---------------------------------------------------------------------------------------------
+
 
 def _monotone(values) -> np.ndarray:
     """A series made non-decreasing in n by isotonic regression (pool adjacent violators: the
@@ -163,28 +175,50 @@ class LatencyModel:
         self._x = np.asarray(self.lengths, dtype=float)
         self._last_view: LatencyModel | None = None
 
-    def head(self, last_token: bool) -> "LatencyModel":
+    def head(self, last_token: bool) -> LatencyModel:
         """This calibration for forwards whose head reads every kept row (False) or only the last
         token's (True: ``logits_to_keep=1``, a decoder's prefill)."""
         if not last_token or self.last_token:
             return self
         if self._last_view is None:
-            self._last_view = LatencyModel(self.key, self.num_layers, self.protected, self.lengths, self.tables,
-                                           self.validation, self.info, last_token=True)
+            self._last_view = LatencyModel(
+                self.key,
+                self.num_layers,
+                self.protected,
+                self.lengths,
+                self.tables,
+                self.validation,
+                self.info,
+                last_token=True,
+            )
         return self._last_view
 
     # -- storage --
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "key": self.key, "num_layers": self.num_layers, "protected": self.protected,
-                "lengths": self.lengths, "tables": {str(b): t for b, t in self.tables.items()},
-                "validation": self.validation, "info": self.info}
+        return {
+            "format": FORMAT,
+            "key": self.key,
+            "num_layers": self.num_layers,
+            "protected": self.protected,
+            "lengths": self.lengths,
+            "tables": {str(b): t for b, t in self.tables.items()},
+            "validation": self.validation,
+            "info": self.info,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LatencyModel":
+    def from_dict(cls, data: dict) -> LatencyModel:
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')} is not {FORMAT}")
-        return cls(data["key"], data["num_layers"], data["protected"], data["lengths"],
-                   {int(b): t for b, t in data["tables"].items()}, data.get("validation", {}), data.get("info", {}))
+        return cls(
+            data["key"],
+            data["num_layers"],
+            data["protected"],
+            data["lengths"],
+            {int(b): t for b, t in data["tables"].items()},
+            data.get("validation", {}),
+            data.get("info", {}),
+        )
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -225,16 +259,20 @@ class LatencyModel:
             lo = max(s for s in sizes if s < batch)
             w = (batch - lo) / (hi - lo)
             a, b = at(lo), at(hi)
-            arrays = {name: (None if a[name] is None or b[name] is None else (1 - w) * a[name] + w * b[name])
-                      for name in a}
+            arrays = {
+                name: (None if a[name] is None or b[name] is None else (1 - w) * a[name] + w * b[name])
+                for name in a
+            }
         self._arrays[batch] = arrays
         return arrays
 
     def _check_length(self, n: int) -> None:
         if n > self.max_length:
-            raise HarnessError(f"the latency calibration of {describe_key(self.key)} covers up to "
-                               f"{self.max_length} tokens, not {n}; calibrate longer inputs with: "
-                               f"{how_to_calibrate(self.key)} --max-length {n}")
+            raise HarnessError(
+                f"the latency calibration of {describe_key(self.key)} covers up to "
+                f"{self.max_length} tokens, not {n}; calibrate longer inputs with: "
+                f"{how_to_calibrate(self.key)} --max-length {n}"
+            )
 
     def _at(self, table: dict, name: str, n: float) -> float:
         return float(np.interp(n, self._x, table[name]))
@@ -257,8 +295,11 @@ class LatencyModel:
                 total += self._at(table, "stock_after" if dropped else "stock", n_in)
             else:
                 low = min(self.protected, k)
-                total += (self._at(table, "drop_min", n_in) + self._at(table, "drop_all", k)
-                          - (self._at(table, "drop_min", k) if k > low else self._at(table, "drop_all", k)))
+                total += (
+                    self._at(table, "drop_min", n_in)
+                    + self._at(table, "drop_all", k)
+                    - (self._at(table, "drop_min", k) if k > low else self._at(table, "drop_all", k))
+                )
                 dropped = True
             n_in = k
         if not dropped:
@@ -325,8 +366,10 @@ def _solve(model: LatencyModel, spec: ArchSpec, batch: int, n: int, speedup: flo
 
 # --- what the pruner and the sweep call ----------------------------------------------------------------------
 
-def flop_target(model: LatencyModel, spec: ArchSpec, batch: int, n: int, speedup: float,
-                schedule: Schedule) -> tuple[float, bool]:
+
+def flop_target(
+    model: LatencyModel, spec: ArchSpec, batch: int, n: int, speedup: float, schedule: Schedule
+) -> tuple[float, bool]:
     """The FLOP speedup whose solution keeps the counts the latency solver chose, and whether the
     wall-clock target was reached.  Methods keep their contract (a FLOP target to ``keep_counts``)."""
     if speedup == 1:
@@ -335,14 +378,16 @@ def flop_target(model: LatencyModel, spec: ArchSpec, batch: int, n: int, speedup
     return max(1.0, forward_flops(spec, n) / forward_flops(spec, n, list(counts))), reached
 
 
-def require_reachable_latency(model: LatencyModel, spec: ArchSpec, batch: int, n: int, schedule: Schedule,
-                              speedup: float, where: str) -> None:
+def require_reachable_latency(
+    model: LatencyModel, spec: ArchSpec, batch: int, n: int, schedule: Schedule, speedup: float, where: str
+) -> None:
     """Raise UnreachableSpeedupError naming the largest predicted wall-clock speedup at this shape."""
     best = model.max_speedup(spec, batch, n, schedule)
     if not reaches(best, speedup):
         raise UnreachableSpeedupError(
             f"wall-clock speedup {speedup:g} is unreachable {where} on this machine ({describe_key(model.key)}); "
-            f"the largest reachable there is {math.floor(best * 1000) / 1000:.3f} (speedup_model='latency')")
+            f"the largest reachable there is {math.floor(best * 1000) / 1000:.3f} (speedup_model='latency')"
+        )
 
 
 _lookup: Callable[..., LatencyModel | None] | None = None
@@ -360,8 +405,14 @@ def calibration_for(pruner, device, required: bool = True) -> LatencyModel | Non
     """The calibration for a pruner's model on ``device``: an error saying how to make one if missing, or
     None when not ``required``."""
     if _lookup is None:
-        raise HarnessError("no latency calibration store is installed: import harness (it installs "
-                           "harness.measure.calibration_store)")
-    return _lookup(getattr(pruner, "family_name", "unknown"), pruner.spec, str(device),
-                   getattr(pruner, "dtype", torch.float32), required)
-
+        raise HarnessError(
+            "no latency calibration store is installed: import harness (it installs "
+            "harness.measure.calibration_store)"
+        )
+    return _lookup(
+        getattr(pruner, "family_name", "unknown"),
+        pruner.spec,
+        str(device),
+        getattr(pruner, "dtype", torch.float32),
+        required,
+    )

@@ -23,11 +23,18 @@ import copy
 import json
 import math
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from harness.contracts.method import Method
-from harness.pruning.flops import (ArchSpec, Schedule, UnreachableSpeedupError, counts_for_speedup, forward_flops,
-                                   reaches, tau_for_speedup)
+from harness.pruning.flops import (
+    ArchSpec,
+    Schedule,
+    UnreachableSpeedupError,
+    counts_for_speedup,
+    forward_flops,
+    reaches,
+    tau_for_speedup,
+)
 from harness.pruning.profile import keep_counts, retention_ratios
 
 POPULATION = 8
@@ -45,8 +52,11 @@ def pareto_front(candidates: dict[Config, tuple[float, float]]) -> list[Config]:
     """The configurations no other candidate beats on both quality and speedup (ties kept)."""
     front = []
     for config, (quality, speedup) in candidates.items():
-        dominated = any(q >= quality and s >= speedup and (q > quality or s > speedup)
-                        for other, (q, s) in candidates.items() if other != config)
+        dominated = any(
+            q >= quality and s >= speedup and (q > quality or s > speedup)
+            for other, (q, s) in candidates.items()
+            if other != config
+        )
         if not dominated:
             front.append(config)
     return sorted(front, key=lambda config: candidates[config][1])
@@ -62,17 +72,24 @@ def _tidy(config) -> Config:
 
 
 def mutate(config: Config, rng: random.Random) -> Config:
-    return _tidy(share * math.exp(rng.gauss(0.0, MUTATION_SIGMA)) if rng.random() < 0.5 else share
-                 for share in config)
+    return _tidy(
+        share * math.exp(rng.gauss(0.0, MUTATION_SIGMA)) if rng.random() < 0.5 else share for share in config
+    )
 
 
 def crossover(a: Config, b: Config, rng: random.Random) -> Config:
     return _tidy(x if rng.random() < 0.5 else y for x, y in zip(a, b))
 
 
-def evolutionary_search(evaluate: Callable[[Config], float], speedup_of: Callable[[Config], float],
-                        initial: list[Config], generations: int, rng: random.Random,
-                        population: int = POPULATION, targets: tuple[float, ...] = ()):
+def evolutionary_search(
+    evaluate: Callable[[Config], float],
+    speedup_of: Callable[[Config], float],
+    initial: list[Config],
+    generations: int,
+    rng: random.Random,
+    population: int = POPULATION,
+    targets: tuple[float, ...] = (),
+):
     """LAT's search: returns ``(front, candidates)``, the Pareto front of (quality, speedup) over every
     evaluated configuration and all of them as ``{config: (quality, speedup)}``.
 
@@ -103,7 +120,9 @@ BAND = 1.25
 
 
 def within_band(candidates: dict[Config, tuple[float, float]], target: float) -> list[Config]:
-    return [c for c, (_, speedup) in candidates.items() if reaches(speedup, target) and speedup <= BAND * target]
+    return [
+        c for c, (_, speedup) in candidates.items() if reaches(speedup, target) and speedup <= BAND * target
+    ]
 
 
 def near_targets(candidates: dict[Config, tuple[float, float]], targets) -> list[Config]:
@@ -157,7 +176,7 @@ class SearchedLengths(Method):
         self.pruner = None
         self.override: Config | None = None
 
-    def bind(self, pruner) -> "SearchedLengths":
+    def bind(self, pruner) -> SearchedLengths:
         bound = copy.copy(self)
         bound.pruner = pruner
         return bound
@@ -182,7 +201,9 @@ class SearchedLengths(Method):
         full = sum(forward_flops(spec, n) for n in tuning.lengths)
 
         def speedup_of(config: Config) -> float:
-            return full / sum(forward_flops(spec, n, config_counts(config, n, schedule)) for n in tuning.lengths)
+            return full / sum(
+                forward_flops(spec, n, config_counts(config, n, schedule)) for n in tuning.lengths
+            )
 
         def evaluate(config: Config) -> float:
             self.override = config
@@ -193,9 +214,12 @@ class SearchedLengths(Method):
 
         typical = sorted(tuning.lengths)[len(tuning.lengths) // 2]
         initial = [tuple(profile_shares(spec, typical, s, schedule)) for s in seeds_for(targets)]
-        front, candidates = evolutionary_search(evaluate, speedup_of, initial, tuning.search,
-                                                random.Random(tuning.seed), targets=tuple(targets))
+        front, candidates = evolutionary_search(
+            evaluate, speedup_of, initial, tuning.search, random.Random(tuning.seed), targets=tuple(targets)
+        )
         chosen = {f"{s:g}": pick(front, candidates, s) for s in targets}
-        state = {"configs": {key: list(config) for key, config in chosen.items()},
-                 "tuning": {key: list(candidates[config]) for key, config in chosen.items()}}
+        state = {
+            "configs": {key: list(config) for key, config in chosen.items()},
+            "tuning": {key: list(candidates[config]) for key, config in chosen.items()},
+        }
         self.pruner.set_method_state(json.dumps(state))

@@ -4,7 +4,13 @@ They live in ``harness.contracts.profile``: a profile family is an extension poi
 method contract solves is built on it (``harness.contracts.profile`` says more).
 """
 
-from harness.contracts.profile import (CEIL_TOLERANCE, PROFILES, ProfileFamily, RatioFn, keep_counts,
-                                       retention_ratios)
+from harness.contracts.profile import (
+    CEIL_TOLERANCE,
+    PROFILES,
+    ProfileFamily,
+    RatioFn,
+    keep_counts,
+    retention_ratios,
+)
 
 __all__ = ["CEIL_TOLERANCE", "PROFILES", "ProfileFamily", "RatioFn", "keep_counts", "retention_ratios"]

@@ -17,10 +17,21 @@ from dataclasses import asdict, astuple, dataclass, fields, replace
 import torch
 
 from harness.contracts.method import Method
-from harness.pruning.flops import (ArchSpec, Schedule, check_speedup, forward_flops, max_speedup, reaches,
-                                   require_reachable)
-from harness.pruning.latency_model import (calibration_for, check_speedup_model, flop_target,
-                                           require_reachable_latency)
+from harness.pruning.flops import (
+    ArchSpec,
+    Schedule,
+    check_speedup,
+    forward_flops,
+    max_speedup,
+    reaches,
+    require_reachable,
+)
+from harness.pruning.latency_model import (
+    calibration_for,
+    check_speedup_model,
+    flop_target,
+    require_reachable_latency,
+)
 from harness.pruning.methods import METHODS
 from harness.pruning.profile import PROFILES
 from harness.registry import HarnessError
@@ -66,7 +77,9 @@ class PruningSettings:
         check_speedup(self.speedup)
         check_speedup_model(self.speedup_model)
         if self.speedup_model == "latency" and not METHODS.get(self.method).latency_model:
-            raise HarnessError(f"method {self.method!r} plans its own counts; it works with --speedup-model flops only")
+            raise HarnessError(
+                f"method {self.method!r} plans its own counts; it works with --speedup-model flops only"
+            )
         if not 0.0 <= self.r_min <= 1.0:
             raise HarnessError(f"r_min must be within [0, 1], got {self.r_min:g}")
         for name in ("protect_first", "protect_last", "min_keep"):
@@ -104,7 +117,7 @@ class ForwardStats:
         """FLOPs(dense)/FLOPs(pruned) of these forwards (None before any)."""
         return self.dense_flops / self.pruned_flops if self.pruned_flops else None
 
-    def __add__(self, other: "ForwardStats") -> "ForwardStats":
+    def __add__(self, other: ForwardStats) -> ForwardStats:
         return ForwardStats(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
@@ -176,8 +189,13 @@ class Pruner:
         if settings.speedup_model == "latency":
             self._require_reachable_latency(settings)
         else:
-            require_reachable(self.spec, self.max_length, settings.schedule, settings.speedup,
-                              f"for this model even at its maximum length {self.max_length}")
+            require_reachable(
+                self.spec,
+                self.max_length,
+                settings.schedule,
+                settings.speedup,
+                f"for this model even at its maximum length {self.max_length}",
+            )
         self.settings = settings
 
     def _require_reachable_latency(self, settings: PruningSettings) -> None:
@@ -187,9 +205,18 @@ class Pruner:
             return
         latency = calibration_for(self, self.device)
         length = min(self.max_length, latency.max_length)
-        best = max(latency.batch_sizes, key=lambda b: latency.max_speedup(self.spec, b, length, settings.schedule))
-        require_reachable_latency(latency, self.spec, best, length, settings.schedule, settings.speedup,
-                                  f"for this model even at batch {best} x {length} tokens")
+        best = max(
+            latency.batch_sizes, key=lambda b: latency.max_speedup(self.spec, b, length, settings.schedule)
+        )
+        require_reachable_latency(
+            latency,
+            self.spec,
+            best,
+            length,
+            settings.schedule,
+            settings.speedup,
+            f"for this model even at batch {best} x {length} tokens",
+        )
 
     @contextmanager
     def protect_tail(self, lengths: list[int]):
@@ -245,8 +272,11 @@ class Pruner:
         """(B, L) tokens kept per sample and layer; samples too short for the speedup run at their max."""
         schedule, speedup, method = self.settings.schedule, self.settings.speedup, self.method
         first = self.settings.protect_first
-        latency = (calibration_for(self, n_valid.device).head(self.last_token_logits)
-                   if self.settings.speedup_model == "latency" and speedup > 1 else None)
+        latency = (
+            calibration_for(self, n_valid.device).head(self.last_token_logits)
+            if self.settings.speedup_model == "latency" and speedup > 1
+            else None
+        )
         rows, stats = [], ForwardStats()
         for n, tail in zip(n_valid.tolist(), self._tails(len(n_valid))):
             sample_schedule, target, reached = replace(schedule, protected=first + tail), speedup, True

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -81,7 +81,9 @@ class PrunedModelMixin:
         pruner = self.harness_pruner
         settings = pruner.settings
         counts = pruner.method.keep_counts(pruner.spec, length, settings.speedup, settings.schedule)
-        pruned = pruner.method.flops(pruner.spec, length, counts) + pruner.method.predictor_flops(pruner.spec, length)
+        pruned = pruner.method.flops(pruner.spec, length, counts) + pruner.method.predictor_flops(
+            pruner.spec, length
+        )
         return forward_flops(pruner.spec, length) / pruned
 
     def max_wallclock_speedup(self, batch: int, length: int, last_token_logits: bool = False) -> float:
@@ -146,7 +148,7 @@ def _note_logits_to_keep(model, args, kwargs):
     model.harness_pruner.last_token_logits = isinstance(keep, int) and keep == 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def pruned_class(cls: type) -> type:
     """``cls`` with the public surface.  Same name as the stock class, so save_pretrained's
     "architectures" stays loadable by plain transformers."""

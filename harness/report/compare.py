@@ -53,15 +53,50 @@ from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
 from harness.report.store import write_text_atomic
 
 GROUP = ["task", "model", "weights", "checkpoint", "hardware", "speedup_model", "method", "speedup"]
-MEANS = ["measured_speedup", "predicted_speedup", "eval_predicted_speedup", "gflops_measured", "latency_ms",
-         "dense_latency_ms"]
-GENERATION_MEANS = ["ttft_speedup", "ttft_ms", "dense_ttft_ms", "decode_tokens_per_s", "dense_decode_tokens_per_s",
-                    "decode_speedup"]
+MEANS = [
+    "measured_speedup",
+    "predicted_speedup",
+    "eval_predicted_speedup",
+    "gflops_measured",
+    "latency_ms",
+    "dense_latency_ms",
+]
+GENERATION_MEANS = [
+    "ttft_speedup",
+    "ttft_ms",
+    "dense_ttft_ms",
+    "decode_tokens_per_s",
+    "dense_decode_tokens_per_s",
+    "decode_speedup",
+]
 """Decoders' timings through ``generate``; absent (NaN) for encoders and for rows from before them."""
-COLUMNS = [*GROUP, "recipe", "seeds", "main_metric", "quality", "se", "seed_sd", "seed_min", "seed_max", "drop_vs_dense",
-           *MEANS, "host_busy_cores", "host_busy", "frontier", "epochs", "train_examples", "eval_examples",
-           "batch_size", "seq_len", *GENERATION_MEANS, "frontier_ttft", "generation_busy_cores", "generation_busy",
-           "latency_clamped", "eval_clamped"]
+COLUMNS = [
+    *GROUP,
+    "recipe",
+    "seeds",
+    "main_metric",
+    "quality",
+    "se",
+    "seed_sd",
+    "seed_min",
+    "seed_max",
+    "drop_vs_dense",
+    *MEANS,
+    "host_busy_cores",
+    "host_busy",
+    "frontier",
+    "epochs",
+    "train_examples",
+    "eval_examples",
+    "batch_size",
+    "seq_len",
+    *GENERATION_MEANS,
+    "frontier_ttft",
+    "generation_busy_cores",
+    "generation_busy",
+    "latency_clamped",
+    "eval_clamped",
+]
 
 
 def lower_is_better(metric) -> bool:
@@ -107,21 +142,33 @@ def _aggregate(rows: pd.DataFrame) -> dict:
     metric = _first(rows["main_metric"])
     se = _binomial_se(quality, examples, metric)
     out = {
-        "recipe": _first(rows["train_recipe"]), "seeds": max(1, rows["seed"].nunique()),
-        "main_metric": metric, "quality": quality,
+        "recipe": _first(rows["train_recipe"]),
+        "seeds": max(1, rows["seed"].nunique()),
+        "main_metric": metric,
+        "quality": quality,
         "se": se if se is not None or quality is None else _reported_se(rows, metric),
         "seed_sd": float(scores.std(ddof=1)) if several else None,
-        "seed_min": float(scores.min()) if several else None, "seed_max": float(scores.max()) if several else None,
-        "epochs": _first(rows["train_epochs"]), "train_examples": _first(rows["train_examples"]),
-        "eval_examples": examples, "batch_size": _first(rows["batch_size"]), "seq_len": _first(rows["seq_len"]),
+        "seed_min": float(scores.min()) if several else None,
+        "seed_max": float(scores.max()) if several else None,
+        "epochs": _first(rows["train_epochs"]),
+        "train_examples": _first(rows["train_examples"]),
+        "eval_examples": examples,
+        "batch_size": _first(rows["batch_size"]),
+        "seq_len": _first(rows["seq_len"]),
     }
     out.update({column: rows[column].astype(float).mean() for column in MEANS})
     out.update({column: _numbers(rows, column).mean() for column in GENERATION_MEANS})
-    out.update(latency_clamped=_most(rows, "latency_clamped"), eval_clamped=_most(rows, "eval_clamped"),
-               generation_busy_cores=_most(rows, "generation_busy_cores"))
+    out.update(
+        latency_clamped=_most(rows, "latency_clamped"),
+        eval_clamped=_most(rows, "eval_clamped"),
+        generation_busy_cores=_most(rows, "generation_busy_cores"),
+    )
     loads = rows["host_busy_cores"].astype(float)
     out["host_busy_cores"] = float(loads.max()) if loads.notna().any() else None  # the busiest seed's timing
-    out["host_busy"], out["generation_busy"] = busy(out["host_busy_cores"]), busy(out["generation_busy_cores"])
+    out["host_busy"], out["generation_busy"] = (
+        busy(out["host_busy_cores"]),
+        busy(out["generation_busy_cores"]),
+    )
     return out
 
 
@@ -137,8 +184,12 @@ def _drops(table: pd.DataFrame) -> np.ndarray:
     shared = [column for column in key if column != "method"]
     untrained = table["recipe"].isna().to_numpy()
     reference = np.full(len(table), np.nan)
-    lookups = [(key, np.ones(len(table), dtype=bool)), (shared, untrained),
-               ([c for c in key if c != "hardware"], untrained), ([c for c in shared if c != "hardware"], untrained)]
+    lookups = [
+        (key, np.ones(len(table), dtype=bool)),
+        (shared, untrained),
+        ([c for c in key if c != "hardware"], untrained),
+        ([c for c in shared if c != "hardware"], untrained),
+    ]
     for columns, allowed in lookups:
         found = table[columns].merge(_speedup_one(table[allowed], columns), on=columns, how="left")
         found = found["dense_quality"].astype(float).to_numpy()
@@ -159,7 +210,11 @@ def pareto_mask(latency: np.ndarray, quality: np.ndarray) -> np.ndarray:
     for i in range(len(latency)):
         if np.isnan(latency[i]) or np.isnan(quality[i]):
             continue
-        better = (latency <= latency[i]) & (quality >= quality[i]) & ((latency < latency[i]) | (quality > quality[i]))
+        better = (
+            (latency <= latency[i])
+            & (quality >= quality[i])
+            & ((latency < latency[i]) | (quality > quality[i]))
+        )
         mask[i] = not better.any()
     return mask
 
@@ -179,7 +234,9 @@ def compare_frame(frame: pd.DataFrame) -> pd.DataFrame:
         quality = -quality if lower_is_better(_first(rows["main_metric"])) else quality
         relative = 1.0 / rows["measured_speedup"].to_numpy(float)  # latency in units of the dense forward
         table.loc[rows.index, "frontier"] = pareto_mask(relative, quality)
-        table.loc[rows.index, "frontier_ttft"] = pareto_mask(1.0 / rows["ttft_speedup"].to_numpy(float), quality)
+        table.loc[rows.index, "frontier_ttft"] = pareto_mask(
+            1.0 / rows["ttft_speedup"].to_numpy(float), quality
+        )
     return table[COLUMNS].reset_index(drop=True)
 
 
@@ -202,10 +259,14 @@ def _budget(rows: pd.DataFrame) -> str:
     if not epochs and not examples:
         return "Training budget: none (no fine-tuning in these rows)."
     recipes = ", ".join(f"{m}: {r}" for m, r in rows.groupby("method")["recipe"].first().dropna().items())
-    equal = "the same for every method" if len(epochs) <= 1 and len(examples) <= 1 else "NOT equal across rows"
-    return (f"Training budget: {', '.join(f'{e:g}' for e in epochs)} epoch(s) over "
-            f"{', '.join(map(str, examples))} training examples, {equal}; seeds per row: "
-            f"{', '.join(map(str, sorted(rows['seeds'].unique())))}.  Recipes: {recipes}.")
+    equal = (
+        "the same for every method" if len(epochs) <= 1 and len(examples) <= 1 else "NOT equal across rows"
+    )
+    return (
+        f"Training budget: {', '.join(f'{e:g}' for e in epochs)} epoch(s) over "
+        f"{', '.join(map(str, examples))} training examples, {equal}; seeds per row: "
+        f"{', '.join(map(str, sorted(rows['seeds'].unique())))}.  Recipes: {recipes}."
+    )
 
 
 def compare_markdown(table: pd.DataFrame) -> str:
@@ -222,8 +283,14 @@ def compare_markdown(table: pd.DataFrame) -> str:
             parts += _tables(on_machine)
         checkpoints = rows.drop_duplicates(["model", "weights"])
         parts += busy_note([*rows["host_busy_cores"], *rows["generation_busy_cores"]])
-        parts += ["", *(f"Weights of {r.model} ({r.weights}): {r.checkpoint or 'random weights'}."
-                        for r in checkpoints.itertuples()), ""]
+        parts += [
+            "",
+            *(
+                f"Weights of {r.model} ({r.weights}): {r.checkpoint or 'random weights'}."
+                for r in checkpoints.itertuples()
+            ),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -241,18 +308,25 @@ def _encoder_table(rows: pd.DataFrame) -> list[str]:
     """Rows without TTFT (encoders, decoders' classification heads, rows from before TTFT existed), as
     they always were: quality against forward latency, the seeds' spread, GFLOPs."""
     metric = _first(rows["main_metric"]) or "score"
-    parts = [f"| model | weights | method | speedup | {metric} (%) ± SE | seed spread (sd; min–max) | drop vs own 1× "
-             "| measured speedup | predicted speedup | eval speedup | GFLOPs | latency ms (dense) | frontier |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    parts = [
+        f"| model | weights | method | speedup | {metric} (%) ± SE | seed spread (sd; min–max) | drop vs own 1× "
+        "| measured speedup | predicted speedup | eval speedup | GFLOPs | latency ms (dense) | frontier |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
     for row in rows.itertuples():
         quality = _pct(row.quality) + (f" ± {_pct(row.se)}" if _pct(row.se) else "")
-        spread = (f"{_pct(row.seed_sd)}; {_pct(row.seed_min)}–{_pct(row.seed_max)} ({row.seeds} seeds)"
-                  if _pct(row.seed_sd) else "")
-        parts.append(f"| {row.model} | {row.weights} | {row.method} | {row.speedup:g} | {quality} | {spread} | "
-                     f"{_pct(row.drop_vs_dense, signed=True)} | {_num(row.measured_speedup)}{busy_mark(row.host_busy_cores)} | "
-                     f"{_num(row.predicted_speedup)} | "
-                     f"{_num(row.eval_predicted_speedup)} | {_num(row.gflops_measured, 3)} | "
-                     f"{_num(row.latency_ms, 0)} ({_num(row.dense_latency_ms, 0)}) | {'★' if row.frontier else ''} |")
+        spread = (
+            f"{_pct(row.seed_sd)}; {_pct(row.seed_min)}–{_pct(row.seed_max)} ({row.seeds} seeds)"
+            if _pct(row.seed_sd)
+            else ""
+        )
+        parts.append(
+            f"| {row.model} | {row.weights} | {row.method} | {row.speedup:g} | {quality} | {spread} | "
+            f"{_pct(row.drop_vs_dense, signed=True)} | {_num(row.measured_speedup)}{busy_mark(row.host_busy_cores)} | "
+            f"{_num(row.predicted_speedup)} | "
+            f"{_num(row.eval_predicted_speedup)} | {_num(row.gflops_measured, 3)} | "
+            f"{_num(row.latency_ms, 0)} ({_num(row.dense_latency_ms, 0)}) | {'★' if row.frontier else ''} |"
+        )
     return parts
 
 
@@ -277,38 +351,68 @@ def _clamped(count) -> str:
 
 
 def _decoder_row(row, first: list[str]) -> str:
-    quality = _quality(row.quality, row.main_metric) + (f" ± {_quality(row.se, row.main_metric)}"
-                                                        if _quality(row.se, row.main_metric) else "")
-    return "| " + " | ".join([
-        *first, quality, _drop(row), f"{_num(row.ttft_speedup)}{busy_mark(row.generation_busy_cores)}",
-        f"{_num(row.ttft_ms, 0)} ({_num(row.dense_ttft_ms, 0)})",
-        f"{_num(row.decode_tokens_per_s, 1)} ({_num(row.dense_decode_tokens_per_s, 1)})",
-        f"{_num(row.predicted_speedup)}{_clamped(row.latency_clamped)}",
-        f"{_num(row.eval_predicted_speedup)}{_clamped(row.eval_clamped)}",
-        f"{_num(row.measured_speedup)}{busy_mark(row.host_busy_cores)}",
-        "★" if row.frontier_ttft else ""]) + " |"
+    quality = _quality(row.quality, row.main_metric) + (
+        f" ± {_quality(row.se, row.main_metric)}" if _quality(row.se, row.main_metric) else ""
+    )
+    return (
+        "| "
+        + " | ".join(
+            [
+                *first,
+                quality,
+                _drop(row),
+                f"{_num(row.ttft_speedup)}{busy_mark(row.generation_busy_cores)}",
+                f"{_num(row.ttft_ms, 0)} ({_num(row.dense_ttft_ms, 0)})",
+                f"{_num(row.decode_tokens_per_s, 1)} ({_num(row.dense_decode_tokens_per_s, 1)})",
+                f"{_num(row.predicted_speedup)}{_clamped(row.latency_clamped)}",
+                f"{_num(row.eval_predicted_speedup)}{_clamped(row.eval_clamped)}",
+                f"{_num(row.measured_speedup)}{busy_mark(row.host_busy_cores)}",
+                "★" if row.frontier_ttft else "",
+            ]
+        )
+        + " |"
+    )
 
 
 def _decoder_tables(rows: pd.DataFrame) -> list[str]:
     """Equal TTFT (per method, by speedup), then equal predicted FLOPs (per requested speedup, best first)."""
     metric = _first(rows["main_metric"]) or "score"
     unit = "" if lower_is_better(metric) else " (%)"
-    columns = (f"{metric}{unit} ± SE | vs own 1× | TTFT speedup | TTFT ms (dense) | decode tok/s (dense) | "
-               "predicted speedup | eval speedup | forward speedup | frontier (TTFT) |")
+    columns = (
+        f"{metric}{unit} ± SE | vs own 1× | TTFT speedup | TTFT ms (dense) | decode tok/s (dense) | "
+        "predicted speedup | eval speedup | forward speedup | frontier (TTFT) |"
+    )
     shape = f"{_first(rows['batch_size'])} × {_first(rows['seq_len'])} tokens"
-    parts = [f"Equal TTFT: time to first token through `generate` (greedy, KV cache), prompt {shape}, "
-             "pruned against stock dense, interleaved; ★: Pareto frontier of quality against TTFT.", "",
-             f"| model | weights | method | speedup | {columns}", "|---|---|---|---:|" + "---:|" * 8 + ":---:|"]
-    parts += [_decoder_row(row, [row.model, row.weights, row.method, f"{row.speedup:g}"]) for row in rows.itertuples()]
+    parts = [
+        f"Equal TTFT: time to first token through `generate` (greedy, KV cache), prompt {shape}, "
+        "pruned against stock dense, interleaved; ★: Pareto frontier of quality against TTFT.",
+        "",
+        f"| model | weights | method | speedup | {columns}",
+        "|---|---|---|---:|" + "---:|" * 8 + ":---:|",
+    ]
+    parts += [
+        _decoder_row(row, [row.model, row.weights, row.method, f"{row.speedup:g}"])
+        for row in rows.itertuples()
+    ]
     ordered = rows.assign(_rank=rows["quality"].astype(float) * (1 if lower_is_better(metric) else -1))
     ordered = ordered.sort_values(["speedup", "_rank"], kind="stable", na_position="last")
-    parts += ["", "Equal predicted FLOPs: the same rows by requested (FLOP) speedup, best quality first.", "",
-              f"| speedup | method | model | weights | {columns}", "|---:|---|---|---|" + "---:|" * 8 + ":---:|"]
-    parts += [_decoder_row(row, [f"{row.speedup:g}", row.method, row.model, row.weights])
-              for row in ordered.itertuples()]
+    parts += [
+        "",
+        "Equal predicted FLOPs: the same rows by requested (FLOP) speedup, best quality first.",
+        "",
+        f"| speedup | method | model | weights | {columns}",
+        "|---:|---|---|---|" + "---:|" * 8 + ":---:|",
+    ]
+    parts += [
+        _decoder_row(row, [f"{row.speedup:g}", row.method, row.model, row.weights])
+        for row in ordered.itertuples()
+    ]
     if any(_clamped(row.latency_clamped) or _clamped(row.eval_clamped) for row in rows.itertuples()):
-        parts += ["", "‡ clamped: the timed prompt (predicted speedup) or some evaluation prompts (eval speedup) "
-                      "could not reach the requested speedup and ran at their maximum."]
+        parts += [
+            "",
+            "‡ clamped: the timed prompt (predicted speedup) or some evaluation prompts (eval speedup) "
+            "could not reach the requested speedup and ran at their maximum.",
+        ]
     return parts
 
 
@@ -326,18 +430,32 @@ def plot_compare(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     (and machine, since measured speedups only compare on one).  Rows timed through ``generate`` get a
     second figure, quality against measured TTFT speedup with the TTFT frontier (``compare_ttft_<task>``)."""
     out_dir, paths = Path(out_dir), []
-    axes = [("measured_speedup", "frontier", "compare", "measured speedup (×, latency vs stock dense)",
-             "Pareto frontier (quality vs latency)"),
-            ("ttft_speedup", "frontier_ttft", "compare_ttft", "measured TTFT speedup (×, through generate vs stock dense)",
-             "Pareto frontier (quality vs TTFT)")]
+    axes = [
+        (
+            "measured_speedup",
+            "frontier",
+            "compare",
+            "measured speedup (×, latency vs stock dense)",
+            "Pareto frontier (quality vs latency)",
+        ),
+        (
+            "ttft_speedup",
+            "frontier_ttft",
+            "compare_ttft",
+            "measured TTFT speedup (×, through generate vs stock dense)",
+            "Pareto frontier (quality vs TTFT)",
+        ),
+    ]
     with matplotlib.rc_context(PAPER_STYLE):
         for x, frontier, stem, xlabel, front_label in axes:
             scored = table.dropna(subset=["quality", x])
             several = scored["hardware"].nunique() > 1
             for (task, hardware), rows in scored.groupby(["task", "hardware"], sort=True, dropna=False):
                 fig = _figure(rows, x, frontier, xlabel, front_label)
-                fig.axes[0].set_title(f"{task} — {hardware} · batch {_first(rows['batch_size'])} × seq "
-                                      f"{_first(rows['seq_len'])}")
+                fig.axes[0].set_title(
+                    f"{task} — {hardware} · batch {_first(rows['batch_size'])} × seq "
+                    f"{_first(rows['seq_len'])}"
+                )
                 paths += _save(fig, out_dir, _slug(stem, task, hardware) if several else _slug(stem, task))
     return paths
 
@@ -351,14 +469,33 @@ def _figure(rows: pd.DataFrame, x: str, frontier: str, xlabel: str, front_label:
     for index, ((model, method), line) in enumerate(rows.groupby(["model", "method"], sort=True)):
         line = line.sort_values(x)
         spread = line["seed_sd"].where(line["seed_sd"].notna(), line["se"]).astype(float)
-        ax.errorbar(line[x], scale * line["quality"], yerr=scale * spread.fillna(0),
-                    marker=MARKERS[index % len(MARKERS)], capsize=2,
-                    label=method if rows["model"].nunique() == 1 else f"{model} · {method}")
+        ax.errorbar(
+            line[x],
+            scale * line["quality"],
+            yerr=scale * spread.fillna(0),
+            marker=MARKERS[index % len(MARKERS)],
+            capsize=2,
+            label=method if rows["model"].nunique() == 1 else f"{model} · {method}",
+        )
     front = rows[rows[frontier].astype(bool)].sort_values(x)
-    ax.plot(front[x], scale * front["quality"], color="0.3", linestyle="--", linewidth=0.8,
-            drawstyle="steps-post", label=front_label)
-    ax.plot(front[x], scale * front["quality"], linestyle="none", marker="o", markersize=8,
-            markerfacecolor="none", markeredgecolor="0.3")
+    ax.plot(
+        front[x],
+        scale * front["quality"],
+        color="0.3",
+        linestyle="--",
+        linewidth=0.8,
+        drawstyle="steps-post",
+        label=front_label,
+    )
+    ax.plot(
+        front[x],
+        scale * front["quality"],
+        linestyle="none",
+        marker="o",
+        markersize=8,
+        markerfacecolor="none",
+        markeredgecolor="0.3",
+    )
     ax.set(xlabel=xlabel, ylabel=f"{metric}{'' if scale == 1 else ' (%)'}")
     _legend(fig, ax)
     return fig

@@ -11,8 +11,9 @@ loaded the host is marked † with a footnote, the same on every board (``busy_m
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -24,26 +25,73 @@ from harness.report.store import RESULTS_FILE, report_rows, unique_runs, write_t
 RANDOM_WEIGHTS = "random weights"
 
 BOARD_COLUMNS = [
-    "model", "weights", "checkpoint", "task", "protocol", "method", "speedup", "speedup_model", "main_metric",
-    "score", "predicted_speedup", "measured_speedup", "predicted_wallclock_speedup", "eval_predicted_speedup",
-    "gflops_measured", "gflops_analytic", "latency_ms", "predicted_latency_ms", "dense_latency_ms",
-    "batch_size", "seq_len", "threads", "device", "hardware", "host_busy",
+    "model",
+    "weights",
+    "checkpoint",
+    "task",
+    "protocol",
+    "method",
+    "speedup",
+    "speedup_model",
+    "main_metric",
+    "score",
+    "predicted_speedup",
+    "measured_speedup",
+    "predicted_wallclock_speedup",
+    "eval_predicted_speedup",
+    "gflops_measured",
+    "gflops_analytic",
+    "latency_ms",
+    "predicted_latency_ms",
+    "dense_latency_ms",
+    "batch_size",
+    "seq_len",
+    "threads",
+    "device",
+    "hardware",
+    "host_busy",
 ]
-GENERATION_COLUMNS = ["ttft_ms", "dense_ttft_ms", "ttft_speedup", "decode_tokens_per_s", "dense_decode_tokens_per_s",
-                      "decode_speedup", "generation_busy_cores"]
+GENERATION_COLUMNS = [
+    "ttft_ms",
+    "dense_ttft_ms",
+    "ttft_speedup",
+    "decode_tokens_per_s",
+    "dense_decode_tokens_per_s",
+    "decode_speedup",
+    "generation_busy_cores",
+]
 """Decoders' timings through ``generate`` (``harness.measure.generation``), read by ``harness compare``."""
 # Kept in the frame for the plots, not shown on the board.
-EXTRA_COLUMNS = ["cell_key", "kept_tokens", "latency_p10_ms", "latency_p90_ms", "seed", "eval_examples",
-                 "train_recipe", "train_epochs", "train_examples", "host_busy_cores", "eval_documents", "eval_clamped",
-                 "latency_clamped", *GENERATION_COLUMNS]
+EXTRA_COLUMNS = [
+    "cell_key",
+    "kept_tokens",
+    "latency_p10_ms",
+    "latency_p90_ms",
+    "seed",
+    "eval_examples",
+    "train_recipe",
+    "train_epochs",
+    "train_examples",
+    "host_busy_cores",
+    "eval_documents",
+    "eval_clamped",
+    "latency_clamped",
+    *GENERATION_COLUMNS,
+]
 SORT_COLUMNS = ["model", "task", "method", "speedup_model", "speedup"]
 
-_RATIO_COLUMNS = {"speedup", "predicted_speedup", "measured_speedup", "predicted_wallclock_speedup",
-                  "eval_predicted_speedup"}
+_RATIO_COLUMNS = {
+    "speedup",
+    "predicted_speedup",
+    "measured_speedup",
+    "predicted_wallclock_speedup",
+    "eval_predicted_speedup",
+}
 _MS_COLUMNS = {"latency_ms", "predicted_latency_ms", "dense_latency_ms"}
 _GFLOPS_COLUMNS = {"gflops_measured", "gflops_analytic"}
-_NUMERIC_COLUMNS = _RATIO_COLUMNS | _MS_COLUMNS | _GFLOPS_COLUMNS | {
-    "score", "batch_size", "seq_len", "threads"}
+_NUMERIC_COLUMNS = (
+    _RATIO_COLUMNS | _MS_COLUMNS | _GFLOPS_COLUMNS | {"score", "batch_size", "seq_len", "threads"}
+)
 
 
 def _flatten(row: dict[str, Any], run: str) -> dict[str, Any]:
@@ -119,7 +167,9 @@ def busy_mark(cores: Any) -> str:
 
 def marked(columns: list[str], cells: list[str], cores: Any, column: str = "measured_speedup") -> list[str]:
     """A table row's shown ``cells`` with ``busy_mark(cores)`` after the value of ``column`` (when shown)."""
-    return [cell + busy_mark(cores) if name == column and cell else cell for name, cell in zip(columns, cells)]
+    return [
+        cell + busy_mark(cores) if name == column and cell else cell for name, cell in zip(columns, cells)
+    ]
 
 
 def busy_note(cores: Iterable[Any]) -> list[str]:
@@ -127,8 +177,11 @@ def busy_note(cores: Iterable[Any]) -> list[str]:
     loads = [float(value) for value in cores if busy(value)]
     if not loads:
         return []
-    return ["", f"{BUSY_MARK} timed while other processes used more than {BUSY_CORES:g} of a core (up to "
-                f"{max(loads):.2g} cores): a busy machine, so read that timing with care."]
+    return [
+        "",
+        f"{BUSY_MARK} timed while other processes used more than {BUSY_CORES:g} of a core (up to "
+        f"{max(loads):.2g} cores): a busy machine, so read that timing with care.",
+    ]
 
 
 UNBOUNDED_METRICS = ("perplexity", "bits_per_byte")
@@ -163,7 +216,9 @@ def to_markdown(df: pd.DataFrame) -> str:
     ]
     cores = df["host_busy_cores"] if "host_busy_cores" in df else [None] * len(df)
     for record, load in zip(df[columns].to_dict("records"), cores):
-        cells = marked(columns, [_format_cell(c, record[c], record.get("main_metric")) for c in columns], load)
+        cells = marked(
+            columns, [_format_cell(c, record[c], record.get("main_metric")) for c in columns], load
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + busy_note(cores)) + "\n"
 

@@ -49,7 +49,8 @@ class ReportPlace:
         if owner != self.source:
             raise HarnessError(
                 f"{self.leaderboards / self.name}.md holds the reports of run folder {owner} (relative to "
-                f"{self.root}), not {self.source}; give this run another --report-dir, or an --out of another name")
+                f"{self.root}), not {self.source}; give this run another --report-dir, or an --out of another name"
+            )
 
     def record_owner(self) -> None:
         write_json_atomic(self.owner_file, {"run": self.source})
@@ -60,9 +61,15 @@ def report_name(name: str) -> str:
 
     Why: reports are written as ``<out>/<name>.md`` (and ``plots/<name>/``), so a name with a folder in it,
     ``..``, ``.`` or nothing at all would put them outside ``--out`` (``--name ../../x``) or hide them."""
-    if not name.strip() or name in (".", "..") or any(sep and sep in name for sep in ("/", os.sep, os.altsep, "\0")):
-        raise HarnessError(f"report name {name!r} is not a plain file name (no folders, not '.' or '..'); "
-                           "give --name a file name and --out the folder")
+    if (
+        not name.strip()
+        or name in (".", "..")
+        or any(sep and sep in name for sep in ("/", os.sep, os.altsep, "\0"))
+    ):
+        raise HarnessError(
+            f"report name {name!r} is not a plain file name (no folders, not '.' or '..'); "
+            "give --name a file name and --out the folder"
+        )
     return name
 
 

@@ -20,9 +20,9 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from harness.assets.cache import notice
 from harness.registry import HarnessError
@@ -42,13 +42,24 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise HarnessError(f"run folder {run_dir} is in use by {_describe(_read(fd))}; wait for it to "
-                               f"finish, or give this run another --out") from None
+            raise HarnessError(
+                f"run folder {run_dir} is in use by {_describe(_read(fd))}; wait for it to "
+                f"finish, or give this run another --out"
+            ) from None
         if previous := _read(fd):
-            notice(f"run folder {run_dir} was locked by {_describe(previous)}, which is no longer running; "
-                   f"taking it over")
-        _write(fd, {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-                    "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+            notice(
+                f"run folder {run_dir} was locked by {_describe(previous)}, which is no longer running; "
+                f"taking it over"
+            )
+        _write(
+            fd,
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": " ".join(sys.argv),
+                "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            },
+        )
         try:
             yield
         finally:
@@ -75,5 +86,7 @@ def _write(fd: int, holder: dict) -> None:
 def _describe(holder: dict) -> str:
     if not holder:
         return "another process (starting up)"
-    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} (started {holder.get('started', '?')}: "
-            f"{holder.get('command', '?')})")
+    return (
+        f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} (started {holder.get('started', '?')}: "
+        f"{holder.get('command', '?')})"
+    )

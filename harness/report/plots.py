@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib
 import numpy as np
@@ -107,7 +107,9 @@ def plot_quality_vs_speedup(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
                 lines = _groups(rows, ["model", "weights", "method", "speedup_model"])
                 for index, ((model, weights, method, speedup_model), line) in enumerate(lines):
                     line = line.sort_values("speedup")
-                    label = _label(model, weights, method) + (" · latency-solved" if speedup_model == "latency" else "")
+                    label = _label(model, weights, method) + (
+                        " · latency-solved" if speedup_model == "latency" else ""
+                    )
                     style = dict(marker=MARKERS[index % len(MARKERS)], label=label)
                     measured_ax.plot(line["measured_speedup"], 100 * line["score"], **style)
                     predicted_ax.plot(line["predicted_speedup"], 100 * line["score"], **style)
@@ -131,15 +133,25 @@ def plot_measured_vs_predicted(df: pd.DataFrame, out_dir: str | Path) -> list[Pa
             fig = Figure(figsize=(3.4, 3.4), layout="constrained")
             ax = fig.subplots()
             for index, ((model, method), series) in enumerate(_groups(rows, ["model", "method"])):
-                ax.plot(series["predicted_speedup"], series["measured_speedup"], linestyle="none",
-                        marker=MARKERS[index % len(MARKERS)], markerfacecolor="none",
-                        label=f"{model} · {method}")
+                ax.plot(
+                    series["predicted_speedup"],
+                    series["measured_speedup"],
+                    linestyle="none",
+                    marker=MARKERS[index % len(MARKERS)],
+                    markerfacecolor="none",
+                    label=f"{model} · {method}",
+                )
             values = np.concatenate([rows["predicted_speedup"], rows["measured_speedup"], [1.0]])
             pad = 0.05 * ((values.max() - values.min()) or 1.0)
             limits = (values.min() - pad, values.max() + pad)
             ax.plot(limits, limits, color="0.5", linestyle="--", linewidth=0.8, label="measured = predicted")
-            ax.set(xlabel="predicted speedup (×, FLOPs)", ylabel="measured speedup (×, latency)",
-                   xlim=limits, ylim=limits, aspect="equal")
+            ax.set(
+                xlabel="predicted speedup (×, FLOPs)",
+                ylabel="measured speedup (×, latency)",
+                xlim=limits,
+                ylim=limits,
+                aspect="equal",
+            )
             ax.set_title(_context(rows))
             _legend(fig, ax)
             paths += _save(fig, out_dir, stem)
@@ -164,8 +176,13 @@ def plot_kept_profile(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 label = f"{row.speedup:g}× requested" + (f" ({row.run})" if several_runs else "")
                 ax.plot(layers, row.kept_tokens, marker="o", color=color, label=label)
             for index, seq_len in enumerate(rows["seq_len"].dropna().unique()):
-                ax.axhline(seq_len, color="0.5", linestyle="--", linewidth=0.8,
-                           label="sequence length" if index == 0 else None)
+                ax.axhline(
+                    seq_len,
+                    color="0.5",
+                    linestyle="--",
+                    linewidth=0.8,
+                    label="sequence length" if index == 0 else None,
+                )
             ax.set(xlabel="layer", ylabel="mean kept tokens", ylim=(0, None))
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_title(f"{_label(model, weights)} · {task} · {method}\n{_context(rows)}")

@@ -44,10 +44,14 @@ def kept_positions(model, prompts: list[list[int]]) -> list[list[float]]:
     return layers
 
 
-def positions_by_method(stock, methods: list[str], speedup: float, prompts: list[list[int]]) -> dict[str, list[list[float]]]:
+def positions_by_method(
+    stock, methods: list[str], speedup: float, prompts: list[list[int]]
+) -> dict[str, list[list[float]]]:
     """``kept_positions`` of a fresh pruned copy of ``stock`` per method, all at ``speedup``."""
-    return {method: kept_positions(prune(copy.deepcopy(stock), method=method, speedup=speedup), prompts)
-            for method in methods}
+    return {
+        method: kept_positions(prune(copy.deepcopy(stock), method=method, speedup=speedup), prompts)
+        for method in methods
+    }
 
 
 def histogram(positions: list[float]) -> np.ndarray:
@@ -62,19 +66,28 @@ def summary(by_method: dict[str, list[list[float]]]) -> dict[str, dict[str, floa
     out = {}
     for method, layers in by_method.items():
         every = np.concatenate([np.asarray(layer) for layer in layers])
-        out[method] = {"mean": float(every.mean()), "first tenth": float((every < 0.1).mean()),
-                       "last tenth": float((every >= 0.9).mean())}
+        out[method] = {
+            "mean": float(every.mean()),
+            "first tenth": float((every < 0.1).mean()),
+            "last tenth": float((every >= 0.9).mean()),
+        }
     return out
 
 
-def plot_positions(by_method: dict[str, list[list[float]]], out_dir: str | Path, title: str, stem: str) -> list[Path]:
+def plot_positions(
+    by_method: dict[str, list[list[float]]], out_dir: str | Path, title: str, stem: str
+) -> list[Path]:
     """One panel per layer: the share of kept tokens per relative-position bin, one step line per method."""
     layers = max(len(layers) for layers in by_method.values())
     rows = -(-layers // PANEL_COLUMNS)
     edges = np.linspace(0.0, 1.0, BINS + 1)
     with matplotlib.rc_context(PAPER_STYLE):
-        fig = Figure(figsize=(1.5 * min(layers, PANEL_COLUMNS) + 0.4, 1.25 * rows + 0.8), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(rows, min(layers, PANEL_COLUMNS), sharex=True, sharey=True, squeeze=False)).ravel()
+        fig = Figure(
+            figsize=(1.5 * min(layers, PANEL_COLUMNS) + 0.4, 1.25 * rows + 0.8), layout="constrained"
+        )
+        axes = np.atleast_1d(
+            fig.subplots(rows, min(layers, PANEL_COLUMNS), sharex=True, sharey=True, squeeze=False)
+        ).ravel()
         top = 0.0
         for layer, ax in enumerate(axes):
             if layer >= layers:
@@ -86,7 +99,9 @@ def plot_positions(by_method: dict[str, list[list[float]]], out_dir: str | Path,
                     ax.stairs(shares, edges, label=method)
                     top = max(top, float(shares.max()))
             ax.set_title(f"layer {layer + 1}", pad=2)
-        axes[0].set(xlim=(0, 1), ylim=(0, 1.05 * top or 1))  # shared: set once, from every panel's highest bar
+        axes[0].set(
+            xlim=(0, 1), ylim=(0, 1.05 * top or 1)
+        )  # shared: set once, from every panel's highest bar
         for ax in axes[-PANEL_COLUMNS:]:
             ax.set_xlabel("relative position")
         for ax in axes[::PANEL_COLUMNS]:

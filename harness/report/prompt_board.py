@@ -12,8 +12,8 @@ per prompt segment, layer by layer, for the few-shot and instruction modes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import matplotlib
 import numpy as np
@@ -26,13 +26,38 @@ from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
 from harness.report.store import RESULTS_FILE, report_rows, unique_runs, write_text_atomic
 
 GROUP = ["model", "weights", "task", "prompt_mode", "method", "chat_template", "num_fewshot", "hardware"]
-COLUMNS = ["model", "weights", "task", "prompt_mode", "chat_template", "num_fewshot", "method", "speedup",
-           "main_metric", "score", "stderr", "template_spread", "drop", "measured_speedup", "predicted_speedup",
-           "eval_predicted_speedup", "gflops_analytic", "mean_prompt_tokens", "seq_len", "eval_documents",
-           "hardware", "host_busy"]
+COLUMNS = [
+    "model",
+    "weights",
+    "task",
+    "prompt_mode",
+    "chat_template",
+    "num_fewshot",
+    "method",
+    "speedup",
+    "main_metric",
+    "score",
+    "stderr",
+    "template_spread",
+    "drop",
+    "measured_speedup",
+    "predicted_speedup",
+    "eval_predicted_speedup",
+    "gflops_analytic",
+    "mean_prompt_tokens",
+    "seq_len",
+    "eval_documents",
+    "hardware",
+    "host_busy",
+]
 PERCENT = {"score", "stderr", "template_spread", "drop"}
 """Shown in percent (points for the drop)."""
-SEGMENT_COLORS = {"instruction": "#4477aa", "demonstrations": "#ccbb44", "input": "#ee6677", "options": "#228833"}
+SEGMENT_COLORS = {
+    "instruction": "#4477aa",
+    "demonstrations": "#ccbb44",
+    "input": "#ee6677",
+    "options": "#228833",
+}
 
 
 def _row(raw: dict) -> dict:
@@ -47,7 +72,8 @@ def _row(raw: dict) -> dict:
         "template_spread": None if random else metrics.get("template_spread"),
         "gflops_analytic": None if raw.get("flops_analytic") is None else raw["flops_analytic"] / 1e9,
         "hardware": hardware.get("id") if isinstance(hardware, dict) else hardware,
-        "host_busy": busy(raw.get("host_busy_cores")), "host_busy_cores": raw.get("host_busy_cores"),
+        "host_busy": busy(raw.get("host_busy_cores")),
+        "host_busy_cores": raw.get("host_busy_cores"),
         "kept_segments": raw.get("kept_segments"),
     }
 
@@ -55,8 +81,11 @@ def _row(raw: dict) -> dict:
 def has_prompt_rows(run_dirs: Iterable[str | Path]) -> bool:
     """Whether any of the runs holds rows made with ``--prompts`` (``harness leaderboard`` and ``harness
     plot`` then rebuild the prompt-mode board and figures too)."""
-    return any(raw.get("prompt_mode") for run_dir in unique_runs(run_dirs)
-               for raw in report_rows(run_dir / RESULTS_FILE))
+    return any(
+        raw.get("prompt_mode")
+        for run_dir in unique_runs(run_dirs)
+        for raw in report_rows(run_dir / RESULTS_FILE)
+    )
 
 
 def load_prompt_rows(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
@@ -70,8 +99,12 @@ def load_prompt_rows(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     base = frame[frame["speedup"] == 1].set_index(GROUP)["score"]
     keys = list(frame[GROUP].itertuples(index=False, name=None))
     baseline = [base.get(key) if key in base.index else None for key in keys]
-    frame["drop"] = [None if b is None or s is None or _missing(s) else s - b for s, b in zip(frame["score"], baseline)]
-    return frame.sort_values(["model", "weights", "task", "prompt_mode", "speedup"], kind="stable").reset_index(drop=True)
+    frame["drop"] = [
+        None if b is None or s is None or _missing(s) else s - b for s, b in zip(frame["score"], baseline)
+    ]
+    return frame.sort_values(
+        ["model", "weights", "task", "prompt_mode", "speedup"], kind="stable"
+    ).reset_index(drop=True)
 
 
 def _missing(value) -> bool:
@@ -118,11 +151,22 @@ def plot_modes(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 line = line.sort_values("speedup")
                 tokens = line["mean_prompt_tokens"].dropna()
                 label = f"{mode} ({tokens.mean():.0f} tokens)" if len(tokens) else mode
-                ax.errorbar(line["measured_speedup"], 100 * line["score"], yerr=100 * line["stderr"].fillna(0),
-                            marker=MARKERS[index % len(MARKERS)], capsize=2, label=label)
+                ax.errorbar(
+                    line["measured_speedup"],
+                    100 * line["score"],
+                    yerr=100 * line["stderr"].fillna(0),
+                    marker=MARKERS[index % len(MARKERS)],
+                    capsize=2,
+                    label=label,
+                )
                 for _, point in line.iterrows():
-                    ax.annotate(f"{point['speedup']:g}×", (point["measured_speedup"], 100 * point["score"]),
-                                fontsize=6, xytext=(3, 3), textcoords="offset points")
+                    ax.annotate(
+                        f"{point['speedup']:g}×",
+                        (point["measured_speedup"], 100 * point["score"]),
+                        fontsize=6,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
             metric = ", ".join(rows["main_metric"].dropna().unique()) or "score"
             ax.set(xlabel="measured speedup (×, latency; labels: requested)", ylabel=f"{metric} (%)")
             ax.set_title(f"{model} ({weights}) · {task}")
@@ -141,13 +185,19 @@ def plot_kept_segments(run_dirs: Iterable[str | Path], out_dir: str | Path) -> l
         for (model, task), rows in traced.groupby(["model", "task"], sort=True):
             modes, speedups = list(dict.fromkeys(rows["prompt_mode"])), sorted(rows["speedup"].unique())
             fig = Figure(figsize=(1.9 * len(speedups) + 0.6, 1.7 * len(modes) + 0.6), layout="constrained")
-            axes = np.atleast_2d(fig.subplots(len(modes), len(speedups), sharex=True, sharey=True, squeeze=False))
+            axes = np.atleast_2d(
+                fig.subplots(len(modes), len(speedups), sharex=True, sharey=True, squeeze=False)
+            )
             for (mode, speedup), row in rows.groupby(["prompt_mode", "speedup"]):
                 ax = axes[modes.index(mode), speedups.index(speedup)]
                 shares = row.iloc[0]["kept_segments"]
                 layers = np.arange(len(next(iter(shares.values()))))
-                ax.stackplot(layers, *(100 * np.array(shares[s]) for s in SEGMENT_COLORS),
-                             labels=list(SEGMENT_COLORS), colors=list(SEGMENT_COLORS.values()))
+                ax.stackplot(
+                    layers,
+                    *(100 * np.array(shares[s]) for s in SEGMENT_COLORS),
+                    labels=list(SEGMENT_COLORS),
+                    colors=list(SEGMENT_COLORS.values()),
+                )
                 ax.set_title(f"{mode} · {speedup:g}×")
                 ax.set(ylim=(0, 100), xlim=(0, layers[-1]))
             for ax in axes[-1]:

@@ -13,16 +13,26 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from harness.io import jsonable, write_bytes_atomic, write_json_atomic, write_text_atomic
 from harness.registry import HarnessError
 
 # The atomic writers live in harness.io (the latency store, below the reports, writes with them too);
 # they are named here as well, where the reports and the benches import them.
-__all__ = ["RESULTS_FILE", "RESULTS_SCHEMA", "ResultStore", "read_results", "report_rows", "unique_runs",
-           "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "RESULTS_FILE",
+    "RESULTS_SCHEMA",
+    "ResultStore",
+    "read_results",
+    "report_rows",
+    "unique_runs",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 RESULTS_FILE = "results.jsonl"
 RESULTS_SCHEMA = 2
@@ -67,8 +77,10 @@ def _numbered_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], int]:
                     return rows, offset
                 raise HarnessError(f"{path} line {index + 1} is not a valid result row: {exc}") from None
             if missing := [key for key in ROW_KEYS if key not in row]:  # e.g. "{}": complete, but not a row
-                raise HarnessError(f"{path} line {index + 1} is not a result row (it has no {', '.join(missing)}); "
-                                   f"delete that line and rerun")
+                raise HarnessError(
+                    f"{path} line {index + 1} is not a result row (it has no {', '.join(missing)}); "
+                    f"delete that line and rerun"
+                )
             rows.append((index + 1, row))
         offset += len(line) + 1
     return rows, offset
@@ -94,7 +106,8 @@ def report_rows(path: Path) -> list[dict[str, Any]]:
         if first != line:
             raise HarnessError(
                 f"{path} holds cell {row['cell_key']} twice, on lines {first} and {line}; delete the line you do not "
-                "trust (or both, and rerun the same 'harness run' to measure the cell again)")
+                "trust (or both, and rerun the same 'harness run' to measure the cell again)"
+            )
     return [row for _, row in numbered]
 
 
@@ -103,14 +116,20 @@ def _check_readable(path: Path, line: int, row: dict[str, Any]) -> None:
     schema, version = row.get("schema", 1), row.get("harness_version")
     writer = f"harness {version}" if version else "a harness too old to record its version"
     if type(schema) is not int or schema < 1:
-        raise HarnessError(f"{path} line {line} has results schema {schema!r}, which no harness writes; "
-                           "delete that line and rerun its cell")
+        raise HarnessError(
+            f"{path} line {line} has results schema {schema!r}, which no harness writes; "
+            "delete that line and rerun its cell"
+        )
     if schema > RESULTS_SCHEMA:
-        raise HarnessError(f"{path} line {line} was written by {writer} with results schema {schema}; this harness "
-                           f"reads up to {RESULTS_SCHEMA}; upgrade the harness to report it")
+        raise HarnessError(
+            f"{path} line {line} was written by {writer} with results schema {schema}; this harness "
+            f"reads up to {RESULTS_SCHEMA}; upgrade the harness to report it"
+        )
     if missing := [key for key in REPORT_KEYS if row.get(key) is None]:
-        raise HarnessError(f"{path} line {line} was written by {writer} without {', '.join(missing)}, which reports "
-                           "need; report it with that version, or rerun its cells into another folder with this one")
+        raise HarnessError(
+            f"{path} line {line} was written by {writer} without {', '.join(missing)}, which reports "
+            "need; report it with that version, or rerun its cells into another folder with this one"
+        )
 
 
 def unique_runs(run_dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:

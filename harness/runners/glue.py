@@ -15,12 +15,23 @@ from harness.pruning.pruner import ForwardStats
 from harness.training.cache import CACHE_FORMAT, finetune_key, load_or_fine_tune
 from harness.training.loop import TrainSettings, collate, draw_speedup, encode, fine_tune
 
-__all__ = ["CACHE_FORMAT", "TrainSettings", "collate", "draw_speedup", "encode", "fine_tune", "finetune_key",
-           "load_or_fine_tune", "predict"]
+__all__ = [
+    "CACHE_FORMAT",
+    "TrainSettings",
+    "collate",
+    "draw_speedup",
+    "encode",
+    "fine_tune",
+    "finetune_key",
+    "load_or_fine_tune",
+    "predict",
+]
 
 
 @torch.no_grad()
-def predict(loaded: LoadedModel, frame, task, batch_size: int, max_length: int) -> tuple[np.ndarray, ForwardStats]:
+def predict(
+    loaded: LoadedModel, frame, task, batch_size: int, max_length: int
+) -> tuple[np.ndarray, ForwardStats]:
     """Predictions for every row, and the ``ForwardStats`` of their forwards (analytic FLOPs, realised
     speedup, rows too short for the target speedup, which ran at their own maximum).
 

@@ -43,16 +43,31 @@ EVAL_SETTINGS = ("batch_size", "max_length", "max_eval")
 PROMPT_SETTINGS = ("num_fewshot", "chat_template")
 TRAIN_SETTINGS = ("max_train", "search")
 """Settings that matter only where a protocol fine-tunes (``search`` tunes a method on held-out rows)."""
-NAMES = {"max_eval": "--limit", "max_train": "--max-train", "batch_size": "--batch-size",
-         "max_length": "--max-length", "repeats": "--repeats", "warmup": "warmup", "device": "--device",
-         "search": "--search", "num_fewshot": "--num-fewshot", "chat_template": "--chat-template",
-         "harness": "harness version", "threads": "--threads", "dtype": "dtype", "train.epochs": "--epochs"}
+NAMES = {
+    "max_eval": "--limit",
+    "max_train": "--max-train",
+    "batch_size": "--batch-size",
+    "max_length": "--max-length",
+    "repeats": "--repeats",
+    "warmup": "warmup",
+    "device": "--device",
+    "search": "--search",
+    "num_fewshot": "--num-fewshot",
+    "chat_template": "--chat-template",
+    "harness": "harness version",
+    "threads": "--threads",
+    "dtype": "dtype",
+    "train.epochs": "--epochs",
+}
 
 
 def task_fingerprint(task: Task, protocol: str, data_dir: str | None = None) -> str:
     """The task's content as ``protocol`` reads it: its definition, and the bytes of its sources."""
-    definition = {field.name: getattr(task, field.name) for field in dataclasses.fields(task)
-                  if field.name not in ("load", "description", "sources")}
+    definition = {
+        field.name: getattr(task, field.name)
+        for field in dataclasses.fields(task)
+        if field.name not in ("load", "description", "sources")
+    }
     parts = {"definition": definition, "files": files_fingerprint(task.sources) if task.sources else None}
     if task.asset is not None:
         parts["asset"] = ASSETS.get(task.asset).sha256
@@ -80,13 +95,18 @@ def _prompt_files(task: Task, protocol: str) -> list[Path]:
 
 def settings_identity(config, protocol) -> dict:
     """The run settings a protocol's numbers depend on (training settings only where it trains)."""
-    names = TIMING_SETTINGS + EVAL_SETTINGS + (PROMPT_SETTINGS if protocol.name.startswith("prompts/") else ())
+    names = (
+        TIMING_SETTINGS + EVAL_SETTINGS + (PROMPT_SETTINGS if protocol.name.startswith("prompts/") else ())
+    )
     settings = {name: getattr(config, name) for name in names}
     settings.update(threads=torch.get_num_threads(), dtype=DTYPE, harness=__version__)
     if protocol.trains and config.weights == "pretrained":
         settings.update({name: getattr(config, name) for name in TRAIN_SETTINGS})
-        settings["train"] = {key: value for key, value in dataclasses.asdict(config.train).items()
-                             if key not in ("seed", "method")}  # both are cell coordinates
+        settings["train"] = {
+            key: value
+            for key, value in dataclasses.asdict(config.train).items()
+            if key not in ("seed", "method")
+        }  # both are cell coordinates
     return settings
 
 
@@ -99,9 +119,13 @@ def identities(config, resolved: dict, protocols) -> dict:
     for model, spec in resolved["models"].items():
         for task in resolved["tasks"].values():
             for protocol in map(protocols.get, config.protocols_for(spec)):
-                found[model, task.name, protocol.name] = _as_stored({
-                    "checkpoint": checkpoints[model], "task": task_fingerprint(task, protocol.name, config.data_dir),
-                    "settings": settings_identity(config, protocol)})
+                found[model, task.name, protocol.name] = _as_stored(
+                    {
+                        "checkpoint": checkpoints[model],
+                        "task": task_fingerprint(task, protocol.name, config.data_dir),
+                        "settings": settings_identity(config, protocol),
+                    }
+                )
     return found
 
 
@@ -114,8 +138,10 @@ def _refuse_one_name_twice(tasks: dict) -> None:
     seen: dict[str, str] = {}
     for given, task in tasks.items():
         if task.name in seen:
-            raise HarnessError(f"--tasks {seen[task.name]} and {given} are both named {task.name!r}: a task's "
-                               f"cells are keyed by its name, so give each task file its own name:")
+            raise HarnessError(
+                f"--tasks {seen[task.name]} and {given} are both named {task.name!r}: a task's "
+                f"cells are keyed by its name, so give each task file its own name:"
+            )
         seen[task.name] = given
 
 
@@ -125,14 +151,18 @@ def check_folder(rows: list[dict], wanted: dict, where) -> None:
     if not rows:
         return
     if legacy := [row for row in rows if "identity" not in row]:
-        raise HarnessError(f"{where} holds {len(legacy)} rows made by harness {legacy[0].get('harness_version', '?')} "
-                           f"before rows recorded what made them, so new cells cannot be shown beside them; "
-                           f"give --out a new folder")
+        raise HarnessError(
+            f"{where} holds {len(legacy)} rows made by harness {legacy[0].get('harness_version', '?')} "
+            f"before rows recorded what made them, so new cells cannot be shown beside them; "
+            f"give --out a new folder"
+        )
     for (model, task, protocol), identity in wanted.items():
         for row in rows:
             if change := _change(row, model, task, protocol, identity):
-                raise HarnessError(f"{where} holds cells made {change}; rerun with the same settings to resume "
-                                   f"it, or give --out a new folder to keep both")
+                raise HarnessError(
+                    f"{where} holds cells made {change}; rerun with the same settings to resume "
+                    f"it, or give --out a new folder to keep both"
+                )
 
 
 def _change(row: dict, model: str, task: str, protocol: str, identity: dict) -> str | None:

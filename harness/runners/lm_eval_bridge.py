@@ -77,8 +77,10 @@ def _shipped_tasks() -> Path:
     try:
         return Path(str(resources.files("harness._tasks")))
     except ModuleNotFoundError:  # an editable install made before tasks/ was mapped into the package
-        raise HarnessError("the harness's lm-eval task files (package harness._tasks) are not installed: "
-                           "reinstall the harness (pip install -e . in a checkout, or make)") from None
+        raise HarnessError(
+            "the harness's lm-eval task files (package harness._tasks) are not installed: "
+            "reinstall the harness (pip install -e . in a checkout, or make)"
+        ) from None
 
 
 TASKS_DIR = _shipped_tasks()
@@ -217,8 +219,11 @@ class PrunedLM(HFLM):
         mask = (positions.unsqueeze(0) < torch.tensor(lengths, device=inps.device).unsqueeze(1)).long()
         with (
             torch.no_grad(),
-            torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                           enabled=self.mixed_precision_dtype is not None),
+            torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ),
             self.model.protect_tail(tails),
         ):
             logits = self.model(input_ids=inps, attention_mask=mask, use_cache=False).logits
@@ -243,8 +248,8 @@ class PrunedLM(HFLM):
         mismatch = len(rows) != inps.shape[0]
         for row, request in zip(inps.tolist(), rows):
             context, continuation = request[1], request[2]  # indexing: not logged as an unpacking
-            expected = (list(context) + list(continuation))[-(self.max_length + 1):][:-1]
-            if len(expected) > width or row[:len(expected)] != expected or any(row[len(expected):]):
+            expected = (list(context) + list(continuation))[-(self.max_length + 1) :][:-1]
+            if len(expected) > width or row[: len(expected)] != expected or any(row[len(expected) :]):
                 mismatch = True
                 break
             lengths.append(len(expected))
@@ -253,7 +258,8 @@ class PrunedLM(HFLM):
             raise HarnessError(
                 "the harness model type could not match a loglikelihood batch to its requests: lm-eval's "
                 f"HFLM._loglikelihood_tokens batches differently from lm-eval {LM_EVAL_VERSION}, which "
-                "harness.runners.lm_eval_bridge was written for")
+                "harness.runners.lm_eval_bridge was written for"
+            )
         return lengths, tails
 
 
@@ -341,8 +347,10 @@ def _check_limit(limit) -> None:
         return
     number = type(limit) in (int, float)
     if not (number and (0 < limit < 1 or (1 <= limit < math.inf and limit == int(limit)))):
-        raise HarnessError("--limit must be a share of each task's documents in (0, 1) or a whole number of "
-                           f"documents >= 1, got {f'{limit:g}' if number else repr(limit)}")
+        raise HarnessError(
+            "--limit must be a share of each task's documents in (0, 1) or a whole number of "
+            f"documents >= 1, got {f'{limit:g}' if number else repr(limit)}"
+        )
 
 
 def _check_model_type(model: str) -> None:
@@ -351,8 +359,10 @@ def _check_model_type(model: str) -> None:
 
     if model not in model_registry:
         own = sorted(name for name in model_registry.keys() if name not in MODEL_TYPES)
-        raise HarnessError(f"lm-eval has no model type {model!r}; the harness's is 'harness' (alias 'acc'), "
-                           f"lm-eval's own: {', '.join(own)}")
+        raise HarnessError(
+            f"lm-eval has no model type {model!r}; the harness's is 'harness' (alias 'acc'), "
+            f"lm-eval's own: {', '.join(own)}"
+        )
 
 
 def _device_or_cpu(argv: list[str], device) -> list[str]:
@@ -367,8 +377,10 @@ def _device_or_cpu(argv: list[str], device) -> list[str]:
         return argv
     if torch.cuda.is_available():
         return argv
-    print(f"harness: no --device given and no CUDA device here (torch {torch.__version__}): running on cpu",
-          file=sys.stderr)
+    print(
+        f"harness: no --device given and no CUDA device here (torch {torch.__version__}): running on cpu",
+        file=sys.stderr,
+    )
     return [*argv, "--device", "cpu"]
 
 
@@ -377,8 +389,9 @@ def check_own_task(name: str, command: str) -> None:
     task manager raises a KeyError, and ``harness positions`` met it only after the model had loaded."""
     own = sorted(_own_tasks())
     if name not in own:
-        raise HarnessError(f"unknown task {name!r} for {command}; valid (the lm-eval tasks in {TASKS_DIR}): "
-                           f"{', '.join(own)}")
+        raise HarnessError(
+            f"unknown task {name!r} for {command}; valid (the lm-eval tasks in {TASKS_DIR}): {', '.join(own)}"
+        )
 
 
 def _check_pretrained(value: str, tokenizer: bool) -> None:
@@ -415,8 +428,11 @@ def lm_eval_main(argv: list[str]) -> int:
     except ValueError as error:  # lm-eval checks task names before it loads the model
         if not str(error).startswith("Tasks not found"):
             raise
-        print(f"harness: error: lm-eval {error}; the harness's own tasks are {', '.join(sorted(_own_tasks()))}, "
-              f"and 'harness lm-eval ls tasks' lists lm-eval's", file=sys.stderr)
+        print(
+            f"harness: error: lm-eval {error}; the harness's own tasks are {', '.join(sorted(_own_tasks()))}, "
+            f"and 'harness lm-eval ls tasks' lists lm-eval's",
+            file=sys.stderr,
+        )
         return 2
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
@@ -430,13 +446,23 @@ def lm_eval_main(argv: list[str]) -> int:
 
 # --- the harness's own sweep -------------------------------------------------------------------------
 
+
 def _own_tasks() -> set[str]:
     return {path.stem for path in TASKS_DIR.glob("*.yaml")}
 
 
-def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: int | float | None = None,
-             bootstrap_iters: int = 1000, num_fewshot: int | None = None,
-             include_path: str | Path | None = None, apply_chat_template: bool = False) -> dict[str, dict[str, Any]]:
+def evaluate(
+    model,
+    tokenizer,
+    tasks: list[str],
+    *,
+    batch_size: int = 8,
+    limit: int | float | None = None,
+    bootstrap_iters: int = 1000,
+    num_fewshot: int | None = None,
+    include_path: str | Path | None = None,
+    apply_chat_template: bool = False,
+) -> dict[str, dict[str, Any]]:
     """Run lm-eval ``tasks`` on ``model`` (pruned in place at speedup 1 if it is not pruned yet).
 
     Returns ``{task: {metric: value, metric + "_stderr": value or None, "n": documents scored,
@@ -459,20 +485,37 @@ def evaluate(model, tokenizer, tasks: list[str], *, batch_size: int = 8, limit: 
     manager = TaskManager(include_path=folders, include_defaults=not set(tasks) <= own)
     unknown = [name for name in tasks if not manager.match_tasks([name])]
     if unknown:
-        raise HarnessError(f"unknown lm-eval task(s) {', '.join(unknown)}; the harness's own are "
-                           f"{', '.join(sorted(_own_tasks()))}")
+        raise HarnessError(
+            f"unknown lm-eval task(s) {', '.join(unknown)}; the harness's own are "
+            f"{', '.join(sorted(_own_tasks()))}"
+        )
     from harness.pruning.pruner import ForwardStats
 
-    lm = PrunedLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                  device=str(next(model.parameters()).device))
+    lm = PrunedLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        device=str(next(model.parameters()).device),
+    )
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:  # one at a time, so that each gets its own realised speedup
         lm.stats = ForwardStats()
-        output = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
-                                         num_fewshot=num_fewshot, bootstrap_iters=bootstrap_iters,
-                                         log_samples=False, apply_chat_template=apply_chat_template)
+        output = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[task],
+            task_manager=manager,
+            limit=limit,
+            num_fewshot=num_fewshot,
+            bootstrap_iters=bootstrap_iters,
+            log_samples=False,
+            apply_chat_template=apply_chat_template,
+        )
         for name, row in flatten_results(output).items():
-            results[name] = {**row, "eval_predicted_speedup": lm.predicted_speedup, "eval_clamped": lm.stats.clamped}
+            results[name] = {
+                **row,
+                "eval_predicted_speedup": lm.predicted_speedup,
+                "eval_clamped": lm.stats.clamped,
+            }
     return results
 
 

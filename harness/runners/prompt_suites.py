@@ -61,7 +61,7 @@ def read_task_file(path: Path) -> dict:
     return config
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def suites(folder: Path | None = None) -> dict[str, dict[str, tuple[SuiteFile, ...]]]:
     """harness task -> prompt mode -> its lm-eval task files (instruction: one per template, in order)."""
     found: dict[str, dict[str, list[SuiteFile]]] = {}
@@ -71,11 +71,15 @@ def suites(folder: Path | None = None) -> dict[str, dict[str, tuple[SuiteFile, .
         if "prompt_mode" not in meta:
             continue
         if meta["prompt_mode"] not in MODES:
-            raise HarnessError(f"task file {path}: prompt_mode {meta['prompt_mode']!r} is not one of {', '.join(MODES)}")
+            raise HarnessError(
+                f"task file {path}: prompt_mode {meta['prompt_mode']!r} is not one of {', '.join(MODES)}"
+            )
         entry = SuiteFile(config["task"], meta["prompt_mode"], meta.get("template"), path)
         found.setdefault(meta["harness_task"], {}).setdefault(entry.mode, []).append(entry)
-    return {task: {mode: tuple(sorted(files, key=lambda f: f.template or 0)) for mode, files in modes.items()}
-            for task, modes in found.items()}
+    return {
+        task: {mode: tuple(sorted(files, key=lambda f: f.template or 0)) for mode, files in modes.items()}
+        for task, modes in found.items()
+    }
 
 
 def check_prompts(modes: list[str] | None, protocol: str | None = None, chat_template: bool = False) -> None:
@@ -89,7 +93,9 @@ def check_prompts(modes: list[str] | None, protocol: str | None = None, chat_tem
     if unknown:
         raise HarnessError(f"unknown prompt mode {', '.join(map(repr, unknown))}; valid: {', '.join(MODES)}")
     if protocol is not None:
-        raise HarnessError("--prompts and --protocol exclude each other: each prompt mode is its own protocol")
+        raise HarnessError(
+            "--prompts and --protocol exclude each other: each prompt mode is its own protocol"
+        )
 
 
 def suite_files(task: str, mode: str) -> tuple[SuiteFile, ...]:
@@ -102,7 +108,7 @@ def suite_files(task: str, mode: str) -> tuple[SuiteFile, ...]:
     return suite[task][mode]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def task_datasets(name: str):
     """A registered task's labelled splits as a ``datasets.DatasetDict``, loaded once per process.
 
@@ -117,10 +123,16 @@ def task_datasets(name: str):
         data = load_task(name)
     except HubDataError as exc:
         offline = ", ".join(task for task in suites() if _offline(task))
-        raise HarnessError(f"task {name!r}: its prompt suite needs {exc.source}, and "
-                           f"{exc.why}; prompt suites that need no hub: {offline}") from None
-    return datasets.DatasetDict({role: datasets.Dataset.from_pandas(frame, preserve_index=False)
-                                 for role, frame in data.splits.items()})
+        raise HarnessError(
+            f"task {name!r}: its prompt suite needs {exc.source}, and "
+            f"{exc.why}; prompt suites that need no hub: {offline}"
+        ) from None
+    return datasets.DatasetDict(
+        {
+            role: datasets.Dataset.from_pandas(frame, preserve_index=False)
+            for role, frame in data.splits.items()
+        }
+    )
 
 
 def _offline(task: str) -> bool:
@@ -136,7 +148,7 @@ def check_data(task) -> None:
         task_datasets(task.name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_lm_task(name: str):
     """The lm-eval task object of one of the harness's task files (its dataset loaded)."""
     from lm_eval.tasks import TaskManager
@@ -155,11 +167,14 @@ def check_num_fewshot(task: str, num_fewshot: int | None) -> None:
     pool = len(lm_task.fewshot_docs())
     available = pool - 1 if lm_task.fewshot_cfg.split == lm_task.config.test_split else pool
     if num_fewshot > available:
-        raise HarnessError(f"--num-fewshot {num_fewshot} is more than task {task!r} has: its few-shot split "
-                           f"offers {available} examples (the asked item excluded)")
+        raise HarnessError(
+            f"--num-fewshot {num_fewshot} is more than task {task!r} has: its few-shot split "
+            f"offers {available} examples (the asked item excluded)"
+        )
 
 
 # --- prompts and their segments -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -199,16 +214,31 @@ def build_prompts(name: str, num_fewshot: int | None, limit: int | None, tokeniz
     shots = num_fewshot if num_fewshot is not None else (lm_task.config.num_fewshot or 0)
     docs = list(lm_task.eval_docs)[:limit] if limit else list(lm_task.eval_docs)
     description = lm_task.config.description or ""
-    chat = {} if tokenizer is None else {"apply_chat_template": True, "chat_template": _chat_renderer(tokenizer)}
-    return [segment_prompt(lm_task.fewshot_context(doc, shots, **chat), description, lm_task.doc_to_text(doc),
-                           demonstrations=shots > 0) for doc in docs]
+    chat = (
+        {} if tokenizer is None else {"apply_chat_template": True, "chat_template": _chat_renderer(tokenizer)}
+    )
+    return [
+        segment_prompt(
+            lm_task.fewshot_context(doc, shots, **chat),
+            description,
+            lm_task.doc_to_text(doc),
+            demonstrations=shots > 0,
+        )
+        for doc in docs
+    ]
 
 
 def _chat_renderer(tokenizer):
     """Messages -> text through the tokenizer's chat template, as lm-eval's ``HFLM.apply_chat_template``."""
+
     def render(messages, add_generation_prompt: bool = True) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             continue_final_message=not add_generation_prompt)
+        return tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+
     return render
 
 
@@ -252,6 +282,7 @@ def _decoder_start(model, device) -> dict:
 
 # --- the protocols ----------------------------------------------------------------------------------------
 
+
 def combine(per_template: list[dict], main: str) -> dict:
     """The instruction mode's row: the mean over templates, their spread (sample standard deviation, and
     the range) and a standard error.  The templates score the same documents, so their errors are
@@ -259,9 +290,13 @@ def combine(per_template: list[dict], main: str) -> dict:
     scores = [metrics[main] for metrics in per_template]
     errors = [metrics.get(f"{main}_stderr") for metrics in per_template]
     spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
-    return {main: statistics.fmean(scores),
-            f"{main}_stderr": statistics.fmean(errors) if None not in errors else None,
-            "template_spread": spread, "template_min": min(scores), "template_max": max(scores)}
+    return {
+        main: statistics.fmean(scores),
+        f"{main}_stderr": statistics.fmean(errors) if None not in errors else None,
+        "template_spread": spread,
+        "template_min": min(scores),
+        "template_max": max(scores),
+    }
 
 
 class PromptMode(Protocol):
@@ -272,12 +307,15 @@ class PromptMode(Protocol):
     def __init__(self, mode: str):
         self.mode = mode
         self.name = f"prompts/{mode}"
-        self.description = f"the task's {mode} prompt suite through lm-eval (tasks/*.yaml, metadata.prompt_mode)"
+        self.description = (
+            f"the task's {mode} prompt suite through lm-eval (tasks/*.yaml, metadata.prompt_mode)"
+        )
 
     def check(self, family, task) -> None:
         if family.kind not in self.kinds:
-            raise HarnessError(f"--prompts needs a decoder or an encoder-decoder; {family.name!r} models are "
-                               f"{family.kind}s")
+            raise HarnessError(
+                f"--prompts needs a decoder or an encoder-decoder; {family.name!r} models are {family.kind}s"
+            )
         suite_files(task.name, self.mode)
         check_data(task)
 
@@ -289,44 +327,80 @@ class PromptMode(Protocol):
         files = suite_files(task.name, self.mode)
         shots = 0
         if self.mode == "few-shot":
-            shots = config.num_fewshot if config.num_fewshot is not None else load_lm_task(files[0].task).config.num_fewshot
+            shots = (
+                config.num_fewshot
+                if config.num_fewshot is not None
+                else load_lm_task(files[0].task).config.num_fewshot
+            )
         chat = bool(config.chat_template and self.mode == "instruction")
         if chat and not getattr(loaded.tokenizer, "chat_template", None):
-            raise HarnessError(f"--chat-template: {model_name}'s tokenizer has no chat template (smollm2's has); "
-                               f"run without --chat-template")
+            raise HarnessError(
+                f"--chat-template: {model_name}'s tokenizer has no chat template (smollm2's has); "
+                f"run without --chat-template"
+            )
         prompts = build_prompts(files[0].task, shots, config.max_eval, loaded.tokenizer if chat else None)
         lengths = [len(token_segments(loaded.tokenizer, p)[0]) for p in prompts] if loaded.tokenizer else []
         mean_tokens = statistics.fmean(lengths) if lengths else None
-        describe = {"prompt_mode": self.mode, "chat_template": chat,
-                    "num_fewshot": shots, "mean_prompt_tokens": mean_tokens}
+        describe = {
+            "prompt_mode": self.mode,
+            "chat_template": chat,
+            "num_fewshot": shots,
+            "mean_prompt_tokens": mean_tokens,
+        }
         context = {"data": {"lm_eval_tasks": [f.task for f in files], "limit": config.max_eval}}
         seq_len = min(config.max_length, round(mean_tokens)) if mean_tokens else None
         texts = [p.text for p in prompts]
         if config.weights == "random":
-            return Prepared(loaded, lambda loaded: {**NO_QUALITY, **describe}, texts=texts, context=context,
-                            seq_len=seq_len)
-        return Prepared(loaded, lambda loaded: {**self.quality(loaded, config, files, describe, prompts), **describe},
-                        texts=texts, context=context, seq_len=seq_len)
+            return Prepared(
+                loaded,
+                lambda loaded: {**NO_QUALITY, **describe},
+                texts=texts,
+                context=context,
+                seq_len=seq_len,
+            )
+        return Prepared(
+            loaded,
+            lambda loaded: {**self.quality(loaded, config, files, describe, prompts), **describe},
+            texts=texts,
+            context=context,
+            seq_len=seq_len,
+        )
 
     def quality(self, loaded, config, files, describe, prompts) -> dict:
         from harness.runners.lm_eval_bridge import evaluate
 
         names = [f.task for f in files]
-        results = evaluate(loaded.model, loaded.tokenizer, names, batch_size=config.batch_size, limit=config.max_eval,
-                           num_fewshot=describe["num_fewshot"] if self.mode == "few-shot" else None,
-                           apply_chat_template=describe["chat_template"])
+        results = evaluate(
+            loaded.model,
+            loaded.tokenizer,
+            names,
+            batch_size=config.batch_size,
+            limit=config.max_eval,
+            num_fewshot=describe["num_fewshot"] if self.mode == "few-shot" else None,
+            apply_chat_template=describe["chat_template"],
+        )
         per_template = [results[name] for name in names]
         metrics = combine(per_template, "acc") if self.mode == "instruction" else dict(per_template[0])
         realised = [r.get("eval_predicted_speedup") for r in per_template]
-        segments = (kept_segments(loaded.model, loaded.tokenizer, prompts[:SEGMENT_PROMPTS])
-                    if self.mode != "zero-shot" else None)
+        segments = (
+            kept_segments(loaded.model, loaded.tokenizer, prompts[:SEGMENT_PROMPTS])
+            if self.mode != "zero-shot"
+            else None
+        )
         for key in ("eval_predicted_speedup", "eval_clamped", "n"):
             metrics.pop(key, None)
-        return {"metrics": metrics, "main_metric": "acc", "score": metrics["acc"],
-                "eval_predicted_speedup": statistics.fmean(r for r in realised if r) if any(realised) else None,
-                "eval_documents": per_template[0].get("n"), "kept_segments": segments,
-                "template_scores": [metrics["acc"] for metrics in per_template] if self.mode == "instruction" else None,
-                "eval_clamped": sum(r.get("eval_clamped") or 0 for r in per_template)}
+        return {
+            "metrics": metrics,
+            "main_metric": "acc",
+            "score": metrics["acc"],
+            "eval_predicted_speedup": statistics.fmean(r for r in realised if r) if any(realised) else None,
+            "eval_documents": per_template[0].get("n"),
+            "kept_segments": segments,
+            "template_scores": [metrics["acc"] for metrics in per_template]
+            if self.mode == "instruction"
+            else None,
+            "eval_clamped": sum(r.get("eval_clamped") or 0 for r in per_template),
+        }
 
 
 def register(protocols) -> None:

@@ -50,7 +50,9 @@ def tuning_rows(task_data, seed: int):
         frame = task_data.splits["validation"]
     else:
         frame = task_data.splits["train"]
-    return frame.sample(n=min(TUNING_ROWS, len(frame)), random_state=seed) if len(frame) > TUNING_ROWS else frame
+    return (
+        frame.sample(n=min(TUNING_ROWS, len(frame)), random_state=seed) if len(frame) > TUNING_ROWS else frame
+    )
 
 
 def tuning_for(loaded, task_data, config, seed: int) -> Tuning:
@@ -62,7 +64,9 @@ def tuning_for(loaded, task_data, config, seed: int) -> Tuning:
         metrics = compute_metrics(spec, predictions, frame["label"].to_numpy())
         return main_score(metrics, spec.main_metric, spec.name), stats
 
-    lengths = [len(row["input_ids"]) for row in encode(loaded.tokenizer, frame, spec.text_fields, config.max_length)]
+    lengths = [
+        len(row["input_ids"]) for row in encode(loaded.tokenizer, frame, spec.text_fields, config.max_length)
+    ]
     return Tuning(evaluate, lengths, search=config.search, seed=seed, progress=config.progress)
 
 
@@ -73,8 +77,10 @@ class FineTune(Protocol):
 
     def check(self, family, task) -> None:
         if family.kind not in self.kinds:  # T5's classifier reads the decoder's </s>: not this recipe's head
-            raise HarnessError(f"{family.name!r} models ({family.kind}s) cannot be fine-tuned as classifiers; "
-                               f"evaluate them with --protocol zero-shot (lm-eval, seq2seq)")
+            raise HarnessError(
+                f"{family.name!r} models ({family.kind}s) cannot be fine-tuned as classifiers; "
+                f"evaluate them with --protocol zero-shot (lm-eval, seq2seq)"
+            )
         task.check_protocol(self.name)
 
     def prepare(self, config, model_name, task, method) -> Prepared:
@@ -91,10 +97,17 @@ class FineTune(Protocol):
         prune(loaded.model, method=method.name)  # a method reusing another's fine-tune (fine_tune_as)
         loaded.model.fit_method(config.speedups, tuning_for(loaded, task_data, config, train.seed))
         texts = task_data.splits[task.eval_splits[0]][task.text_fields[0]].astype(str)
-        context = {"data": task_data.provenance,
-                   "train": {"cache": str(folder), "reused": reused, "verified": how_checked(folder),
-                             "recipe": METHODS.get(train.method).recipe,
-                             "examples": len(task_data.splits["train"]), **asdict(train)}}
+        context = {
+            "data": task_data.provenance,
+            "train": {
+                "cache": str(folder),
+                "reused": reused,
+                "verified": how_checked(folder),
+                "recipe": METHODS.get(train.method).recipe,
+                "examples": len(task_data.splits["train"]),
+                **asdict(train),
+            },
+        }
         return Prepared(loaded, lambda loaded: self.quality(loaded, task_data, config), texts, context)
 
     @staticmethod
@@ -103,15 +116,24 @@ class FineTune(Protocol):
         for split in task_data.spec.eval_splits:
             frame = task_data.splits[split]
             examples += len(frame)
-            predictions, split_stats = predict(loaded, frame, task_data.spec, config.batch_size, config.max_length)
+            predictions, split_stats = predict(
+                loaded, frame, task_data.spec, config.batch_size, config.max_length
+            )
             prefix = "mm_" if split == "validation_mismatched" else ""
-            for name, value in compute_metrics(task_data.spec, predictions, frame["label"].to_numpy()).items():
+            for name, value in compute_metrics(
+                task_data.spec, predictions, frame["label"].to_numpy()
+            ).items():
                 metrics[prefix + name] = value
             stats = stats + split_stats
         main = task_data.spec.main_metric
-        return {"metrics": metrics, "main_metric": main, "score": main_score(metrics, main, task_data.spec.name),
-                "eval_predicted_speedup": stats.realised_speedup, "eval_clamped": stats.clamped,
-                "eval_examples": examples}
+        return {
+            "metrics": metrics,
+            "main_metric": main,
+            "score": main_score(metrics, main, task_data.spec.name),
+            "eval_predicted_speedup": stats.realised_speedup,
+            "eval_clamped": stats.clamped,
+            "eval_examples": examples,
+        }
 
 
 class ZeroShot(Protocol):
@@ -120,8 +142,10 @@ class ZeroShot(Protocol):
 
     def check(self, family, task) -> None:
         if family.kind not in self.kinds:
-            raise HarnessError(f"--protocol zero-shot needs a decoder or an encoder-decoder; {family.name!r} "
-                               f"models are {family.kind}s")
+            raise HarnessError(
+                f"--protocol zero-shot needs a decoder or an encoder-decoder; {family.name!r} "
+                f"models are {family.kind}s"
+            )
         task.check_protocol(self.name)
 
     def prepare(self, config, model_name, task, method) -> Prepared:
@@ -133,16 +157,29 @@ class ZeroShot(Protocol):
         def quality(loaded):
             from harness.runners.lm_eval_bridge import evaluate
 
-            metrics = evaluate(loaded.model, loaded.tokenizer, [lm_task.name], batch_size=config.batch_size,
-                               limit=config.max_eval, include_path=lm_task.include_path,
-                               num_fewshot=lm_task.num_fewshot)[lm_task.name]
+            metrics = evaluate(
+                loaded.model,
+                loaded.tokenizer,
+                [lm_task.name],
+                batch_size=config.batch_size,
+                limit=config.max_eval,
+                include_path=lm_task.include_path,
+                num_fewshot=lm_task.num_fewshot,
+            )[lm_task.name]
             realised = metrics.pop("eval_predicted_speedup", None)
             documents, clamped = metrics.pop("n", None), metrics.pop("eval_clamped", None)
-            return {"metrics": metrics, "main_metric": lm_task.main_metric,
-                    "score": main_score(metrics, lm_task.main_metric, task.name),
-                    "eval_predicted_speedup": realised, "eval_documents": documents, "eval_clamped": clamped}
+            return {
+                "metrics": metrics,
+                "main_metric": lm_task.main_metric,
+                "score": main_score(metrics, lm_task.main_metric, task.name),
+                "eval_predicted_speedup": realised,
+                "eval_documents": documents,
+                "eval_clamped": clamped,
+            }
 
-        return Prepared(loaded, quality, None, {"data": {"lm_eval_task": lm_task.name, "limit": config.max_eval}})
+        return Prepared(
+            loaded, quality, None, {"data": {"lm_eval_task": lm_task.name, "limit": config.max_eval}}
+        )
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")

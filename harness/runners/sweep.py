@@ -51,8 +51,8 @@ from harness.api import prune
 from harness.data.tasks import get_task, is_task_file
 from harness.measure.calibration_store import calibration_key, require_calibration
 from harness.measure.flop_count import count_flops
-from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.generation import DECODE_TOKENS, generation_calls, generation_speeds
+from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.latency import quietest_latency
 from harness.models import family_for
 from harness.models.catalog import check_weights, model_spec
@@ -68,7 +68,6 @@ from harness.runners.prompt_suites import check_num_fewshot, check_prompts
 from harness.runners.protocols import PROTOCOLS
 from harness.training.loop import TrainSettings
 from harness.version import __version__
-
 
 REPEATS = 10
 PROMPT_REPEATS = 3
@@ -167,8 +166,14 @@ class SweepConfig:
 
     def _check_numbers(self) -> None:
         """Numbers that would crash deep inside the sweep, or make it spin (``--limit 0``), refused here."""
-        counts = (("--batch-size", self.batch_size), ("--max-length", self.max_length), ("--repeats", self.repeats),
-                  ("--max-train", self.max_train), ("--limit/--max-eval", self.max_eval), ("--seeds", self.seeds))
+        counts = (
+            ("--batch-size", self.batch_size),
+            ("--max-length", self.max_length),
+            ("--repeats", self.repeats),
+            ("--max-train", self.max_train),
+            ("--limit/--max-eval", self.max_eval),
+            ("--seeds", self.seeds),
+        )
         for name, value in counts:
             if value is not None and value < 1:
                 raise HarnessError(f"{name} must be a positive integer, got {value}")
@@ -178,19 +183,25 @@ class SweepConfig:
             raise HarnessError(f"--epochs must be a finite number > 0, got {self.train.epochs:g}")
         most = 1000  # 1e308 crashed the progress bar; past 1000 passes a fine-tune is a typo, not a recipe
         if self.train.epochs > most:
-            raise HarnessError(f"--epochs must be at most {most} (passes over the training rows), "
-                               f"got {self.train.epochs:g}")
+            raise HarnessError(
+                f"--epochs must be at most {most} (passes over the training rows), got {self.train.epochs:g}"
+            )
 
     def _check_methods_fit(self, specs: dict) -> None:
         """Methods that only some kinds or families of model support, or only the FLOP speedup model,
         refused up front."""
         for name, spec in specs.items():
-            methods = dict.fromkeys(method for protocol in self.protocols_for(spec)
-                                    for method in self.methods_for(PROTOCOLS.get(protocol)))
+            methods = dict.fromkeys(
+                method
+                for protocol in self.protocols_for(spec)
+                for method in self.methods_for(PROTOCOLS.get(protocol))
+            )
             for method in map(METHODS.get, methods):
                 if self.speedup_model == "latency" and not method.latency_model:
-                    raise HarnessError(f"method {method.name!r} plans its own counts; it works with "
-                                       f"--speedup-model flops only")
+                    raise HarnessError(
+                        f"method {method.name!r} plans its own counts; it works with "
+                        f"--speedup-model flops only"
+                    )
                 refusal = method.refusal(spec.family_contract)  # kinds, then a family-specific method's list
                 if refusal:
                     raise HarnessError(f"{name}: {refusal}")
@@ -199,19 +210,32 @@ class SweepConfig:
         with torch.device("meta"):
             model = prune(spec.family_contract.auto_class.from_config(spec.architecture()))
         if self.max_length > model.max_length:
-            raise HarnessError(f"--max-length {self.max_length} exceeds {name}'s maximum input length of "
-                               f"{model.max_length} tokens")
+            raise HarnessError(
+                f"--max-length {self.max_length} exceeds {name}'s maximum input length of "
+                f"{model.max_length} tokens"
+            )
         if self.speedup_model == "latency":
             key = calibration_key(spec.family_contract.name, model.arch_spec, self.device, torch.float32)
             latency = require_calibration(key, name)
             for speedup in self.speedups:
-                require_reachable_latency(latency, model.arch_spec, self.batch_size, self.max_length,
-                                          model.pruning.schedule, speedup,
-                                          f"for {name} at --batch-size {self.batch_size} x --max-length {self.max_length}")
+                require_reachable_latency(
+                    latency,
+                    model.arch_spec,
+                    self.batch_size,
+                    self.max_length,
+                    model.pruning.schedule,
+                    speedup,
+                    f"for {name} at --batch-size {self.batch_size} x --max-length {self.max_length}",
+                )
             return
         for speedup in self.speedups:
-            require_reachable(model.arch_spec, self.max_length, model.pruning.schedule, speedup,
-                              f"for {name} at --max-length {self.max_length}")
+            require_reachable(
+                model.arch_spec,
+                self.max_length,
+                model.pruning.schedule,
+                speedup,
+                f"for {name} at --max-length {self.max_length}",
+            )
 
     def limits(self, task) -> dict[str, int]:
         """Row caps per split role, for quick runs (--max-train, --limit alias --max-eval)."""
@@ -223,13 +247,29 @@ class SweepConfig:
         if self.out:
             return Path(self.out)
         tasks = [Path(task).stem if is_task_file(task) else task for task in self.tasks]
-        prompts = ([f"prompts{'' if self.num_fewshot is None else f'-k{self.num_fewshot}'}"
-                    f"{'-chat' if self.chat_template else ''}"] if self.prompts else [])
-        return Path("runs") / "_".join(["+".join(self.models), "+".join(tasks), self.weights, *prompts]).replace("/", "-")
+        prompts = (
+            [
+                f"prompts{'' if self.num_fewshot is None else f'-k{self.num_fewshot}'}"
+                f"{'-chat' if self.chat_template else ''}"
+            ]
+            if self.prompts
+            else []
+        )
+        return Path("runs") / "_".join(
+            ["+".join(self.models), "+".join(tasks), self.weights, *prompts]
+        ).replace("/", "-")
 
 
-def cell_key(model: str, weights: str, task: str, protocol: str, method: str, speedup: float,
-             speedup_model: str = "flops", seed: int = 0) -> str:
+def cell_key(
+    model: str,
+    weights: str,
+    task: str,
+    protocol: str,
+    method: str,
+    speedup: float,
+    speedup_model: str = "flops",
+    seed: int = 0,
+) -> str:
     key = f"{model}|{weights}|{task}|{protocol}|{method}|{speedup:g}"
     key = key if speedup_model == "flops" else f"{key}|{speedup_model}"  # FLOP keys as before (resume)
     return key if seed == 0 else f"{key}|seed{seed}"
@@ -258,7 +298,9 @@ def latency_batch(tokenizer, texts, batch_size: int, seq_len: int, vocab_size: i
 
 def run_sweep(config: SweepConfig) -> Path:
     resolved = config.validate()
-    resolved["identities"] = identities(config, resolved, PROTOCOLS)  # checkpoints resolved: before the folder
+    resolved["identities"] = identities(
+        config, resolved, PROTOCOLS
+    )  # checkpoints resolved: before the folder
     store = ResultStore(config.run_dir())
     with run_lock(store.run_dir):  # a second live run into the folder would compute every cell again
         # one experiment per folder; a cell twice or a row of a newer harness is refused as reports refuse it
@@ -273,50 +315,95 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
     speeds: dict = {}  # timings of random-id latency batches, shared by the tasks of this sweep
     header = {"config": asdict(config), "hardware": hardware}
     for model_name, spec in resolved["models"].items():
-        for protocol, task in ((PROTOCOLS.get(name), task) for task in resolved["tasks"].values()
-                               for name in config.protocols_for(spec)):
+        for protocol, task in (
+            (PROTOCOLS.get(name), task)
+            for task in resolved["tasks"].values()
+            for name in config.protocols_for(spec)
+        ):
             seeds = range(config.seeds) if protocol.trains and config.weights == "pretrained" else [0]
             for method, seed in ((method, seed) for method in config.methods_for(protocol) for seed in seeds):
-                keys = {speedup: cell_key(model_name, config.weights, task.name, protocol.name, method, speedup,
-                                          config.speedup_model, seed)
-                        for speedup in config.speedups}
+                keys = {
+                    speedup: cell_key(
+                        model_name,
+                        config.weights,
+                        task.name,
+                        protocol.name,
+                        method,
+                        speedup,
+                        config.speedup_model,
+                        seed,
+                    )
+                    for speedup in config.speedups
+                }
                 todo = {speedup: key for speedup, key in keys.items() if key not in done}
                 if todo:
                     seeded = replace(config, train=replace(config.train, seed=seed))
                     prepared = protocol.prepare(seeded, model_name, task, METHODS.get(method))
-                    if header:  # once the first cell's model and data load: a refused run leaves the folder as it was
+                    if (
+                        header
+                    ):  # once the first cell's model and data load: a refused run leaves the folder as it was
                         write_json_atomic(store.run_dir / "sweep.json", header)
                         header = None
-                    cells = {"model": model_name, "task": task.name, "protocol": protocol.name, "method": method,
-                             "seed": seed, "identity": resolved["identities"][model_name, task.name, protocol.name]}
+                    cells = {
+                        "model": model_name,
+                        "task": task.name,
+                        "protocol": protocol.name,
+                        "method": method,
+                        "seed": seed,
+                        "identity": resolved["identities"][model_name, task.name, protocol.name],
+                    }
                     _run_cells(config, cells, todo, store, hardware, prepared, speeds)
 
 
 def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared, speeds: dict) -> None:
     loaded = prepared.loaded
     stock = stock_copy(loaded.model)
-    ids = latency_batch(loaded.tokenizer, prepared.texts, config.batch_size, prepared.seq_len or config.max_length,
-                        loaded.model.config.vocab_size)
-    batch = {key: value.to(config.device) for key, value in family_for(loaded.model).latency_inputs(
-        loaded.model, ids).items()}
+    ids = latency_batch(
+        loaded.tokenizer,
+        prepared.texts,
+        config.batch_size,
+        prepared.seq_len or config.max_length,
+        loaded.model.config.vocab_size,
+    )
+    batch = {
+        key: value.to(config.device)
+        for key, value in family_for(loaded.model).latency_inputs(loaded.model, ids).items()
+    }
     with torch.no_grad():
         flops_dense = count_flops(lambda: stock(**batch))  # the same for every cell
     label = f"{cells['model']} × {cells['task']} × {cells['method']}"
     for speedup, key in tqdm(todo.items(), desc=label, disable=not config.progress, unit="cell"):
-        model = prune(loaded.model, method=cells["method"], speedup=speedup,
-                      speedup_model=config.speedup_model).eval()
-        row = {"cell_key": key, "model": cells["model"], "checkpoint": loaded.checkpoint,
-               "checkpoint_verified": loaded.verified, "weights": loaded.weights,
-               "task": cells["task"], "protocol": cells["protocol"], "method": cells["method"], "speedup": speedup,
-               "speedup_model": config.speedup_model, "seed": cells["seed"], "identity": cells["identity"],
-               "schema": RESULTS_SCHEMA}
+        model = prune(
+            loaded.model, method=cells["method"], speedup=speedup, speedup_model=config.speedup_model
+        ).eval()
+        row = {
+            "cell_key": key,
+            "model": cells["model"],
+            "checkpoint": loaded.checkpoint,
+            "checkpoint_verified": loaded.verified,
+            "weights": loaded.weights,
+            "task": cells["task"],
+            "protocol": cells["protocol"],
+            "method": cells["method"],
+            "speedup": speedup,
+            "speedup_model": config.speedup_model,
+            "seed": cells["seed"],
+            "identity": cells["identity"],
+            "schema": RESULTS_SCHEMA,
+        }
         row.update(prepared.quality(loaded))
         shared = _shared_timing_key(cells, loaded, prepared, ids, speedup)
-        row.update(_timed(model, stock, batch, config, _generates(loaded.model), speeds, shared, cells["task"]),
-                   flops_dense=flops_dense)
-        row.update(hardware=hardware, data=prepared.context.get("data", {}), train=prepared.context.get("train", {}),
-                   timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   harness_version=__version__)
+        row.update(
+            _timed(model, stock, batch, config, _generates(loaded.model), speeds, shared, cells["task"]),
+            flops_dense=flops_dense,
+        )
+        row.update(
+            hardware=hardware,
+            data=prepared.context.get("data", {}),
+            train=prepared.context.get("train", {}),
+            timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            harness_version=__version__,
+        )
         store.append(row)
 
 
@@ -328,7 +415,15 @@ def _shared_timing_key(cells: dict, loaded, prepared, ids, speedup: float):
     cells) differ per task and are timed per cell."""
     if prepared.texts is not None:
         return None
-    return cells["model"], loaded.checkpoint, loaded.weights, cells["method"], cells["seed"], speedup, tuple(ids.shape)
+    return (
+        cells["model"],
+        loaded.checkpoint,
+        loaded.weights,
+        cells["method"],
+        cells["seed"],
+        speedup,
+        tuple(ids.shape),
+    )
 
 
 def _timed(model, stock, batch, config, generates: bool, speeds: dict, key, task: str) -> dict:
@@ -345,8 +440,12 @@ def _timed(model, stock, batch, config, generates: bool, speeds: dict, key, task
 
 @torch.no_grad()
 def _speed(model, stock, batch, config) -> dict:
-    timings, busy = quietest_latency({"dense": lambda: stock(**batch), "pruned": lambda: model(**batch)},
-                                     warmup=config.warmup, repeats=config.repeats, device=config.device)
+    timings, busy = quietest_latency(
+        {"dense": lambda: stock(**batch), "pruned": lambda: model(**batch)},
+        warmup=config.warmup,
+        repeats=config.repeats,
+        device=config.device,
+    )
     flops_measured = count_flops(lambda: model(**batch))
     forward = model.last_forward
     predicted = model.predicted_latency()  # of the latency batch, on this machine's calibration (if any)
@@ -355,14 +454,23 @@ def _speed(model, stock, batch, config) -> dict:
     return {
         "predicted_speedup": forward.realised_speedup,
         "measured_speedup": dense_t.median_ms / pruned_t.median_ms,
-        "flops_measured": flops_measured, "flops_analytic": forward.pruned_flops,
-        "latency_ms": pruned_t.median_ms, "latency_p10_ms": pruned_t.p10_ms, "latency_p90_ms": pruned_t.p90_ms,
+        "flops_measured": flops_measured,
+        "flops_analytic": forward.pruned_flops,
+        "latency_ms": pruned_t.median_ms,
+        "latency_p10_ms": pruned_t.p10_ms,
+        "latency_p90_ms": pruned_t.p90_ms,
         "dense_latency_ms": dense_t.median_ms,
-        "predicted_latency_ms": predicted and predicted[1], "predicted_dense_latency_ms": predicted and predicted[0],
+        "predicted_latency_ms": predicted and predicted[1],
+        "predicted_dense_latency_ms": predicted and predicted[0],
         "predicted_wallclock_speedup": predicted and predicted[0] / predicted[1],
-        "batch_size": config.batch_size, "seq_len": batch["input_ids"].shape[1],
-        "threads": torch.get_num_threads(), "device": config.device, "kept_tokens": kept,
-        "latency_repeats": pruned_t.repeats, "host_busy_cores": busy, "latency_clamped": forward.clamped,
+        "batch_size": config.batch_size,
+        "seq_len": batch["input_ids"].shape[1],
+        "threads": torch.get_num_threads(),
+        "device": config.device,
+        "kept_tokens": kept,
+        "latency_repeats": pruned_t.repeats,
+        "host_busy_cores": busy,
+        "latency_clamped": forward.clamped,
     }
 
 
@@ -376,8 +484,14 @@ def _generates(model) -> bool:
 def _generation_speed(model, stock, batch, config) -> dict:
     """TTFT and decode tokens/s through ``generate`` on the latency batch, pruned against stock dense."""
     room = model.max_length - 1 - DECODE_TOKENS  # GPT-2 at --max-length 1024 has no position left to generate
-    prompt = {"input_ids": batch["input_ids"][:, -room:], "attention_mask": batch["attention_mask"][:, -room:]}
+    prompt = {
+        "input_ids": batch["input_ids"][:, -room:],
+        "attention_mask": batch["attention_mask"][:, -room:],
+    }
     calls, clocks = generation_calls(model, stock, prompt, DECODE_TOKENS, config.device)
     timings, busy = quietest_latency(calls, warmup=1, repeats=config.repeats, device=config.device)
-    return {**generation_speeds(timings, clocks, batch["input_ids"].shape[0], DECODE_TOKENS),
-            "generation_prompt_len": prompt["input_ids"].shape[1], "generation_busy_cores": busy}
+    return {
+        **generation_speeds(timings, clocks, batch["input_ids"].shape[0], DECODE_TOKENS),
+        "generation_prompt_len": prompt["input_ids"].shape[1],
+        "generation_busy_cores": busy,
+    }

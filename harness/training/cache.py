@@ -26,13 +26,20 @@ CACHE_FORMAT = 3
 """Bumped when the meaning of a cached fine-tuned model changes (3: the head is initialised from the seed)."""
 
 
-def finetune_key(checkpoint: str, task_name: str, provenance: dict, settings: TrainSettings, recipe: str) -> str:
+def finetune_key(
+    checkpoint: str, task_name: str, provenance: dict, settings: TrainSettings, recipe: str
+) -> str:
     """The cache key of a fine-tuned model: (checkpoint, task data, method and settings, recipe).
 
     ``settings.method`` is the method trained for; the default recipe is left out of the hash so that
     models cached before recipes existed (always offline tuning) stay valid."""
-    key = {"format": CACHE_FORMAT, "checkpoint": checkpoint, "task": task_name, "data": provenance,
-           "train": asdict(settings)}
+    key = {
+        "format": CACHE_FORMAT,
+        "checkpoint": checkpoint,
+        "task": task_name,
+        "data": provenance,
+        "train": asdict(settings),
+    }
     if recipe != OFFLINE_TUNING:
         key["recipe"] = recipe
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -60,8 +67,12 @@ def load_or_fine_tune(loaded: LoadedModel, task_data, settings: TrainSettings, p
     def save(staging: Path) -> dict:
         loaded.model.save_pretrained(staging)
         loaded.tokenizer.save_pretrained(staging)
-        return {"checkpoint": loaded.checkpoint, "task": task_data.spec.name, "recipe": recipe,
-                "train": asdict(settings)}
+        return {
+            "checkpoint": loaded.checkpoint,
+            "task": task_data.spec.name,
+            "recipe": recipe,
+            "train": asdict(settings),
+        }
 
     build_once(folder, save, "fine-tuned model")
     return loaded, folder, False

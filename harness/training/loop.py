@@ -89,7 +89,7 @@ def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, p
         if not order:
             order = list(range(len(rows)))
             rng.shuffle(order)
-        batch_ids, order = order[: settings.batch_size], order[settings.batch_size:]
+        batch_ids, order = order[: settings.batch_size], order[settings.batch_size :]
         model.set_speedup(draw_speedup(method.speedup_draw, rng, settings.speedup_range[0], top))
         batch = collate(tokenizer, [rows[i] for i in batch_ids], device)
         loss = method.train_step(model, batch, labels[batch_ids], step_rng)

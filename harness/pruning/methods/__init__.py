@@ -32,10 +32,19 @@ from __future__ import annotations
 from harness.contracts.method import Method, ScoreInputs
 from harness.registry import Registry, instance
 
-__all__ = ["METHODS", "PREFILL_STUDY", "Method", "ScoreInputs", "acc_scores", "random_scores", "truncation_scores"]
+__all__ = [
+    "METHODS",
+    "PREFILL_STUDY",
+    "Method",
+    "ScoreInputs",
+    "acc_scores",
+    "random_scores",
+    "truncation_scores",
+]
 
-METHODS: Registry[Method] = Registry("method", group="harness.methods",
-                                     accepts=lambda obj: isinstance(instance(obj), Method), adapt=instance)
+METHODS: Registry[Method] = Registry(
+    "method", group="harness.methods", accepts=lambda obj: isinstance(instance(obj), Method), adapt=instance
+)
 
 from harness.pruning.methods.acc import Acc, acc_scores  # noqa: E402  (the registry exists first)
 from harness.pruning.methods.acc_decay import AccDecay  # noqa: E402
@@ -47,17 +56,33 @@ from harness.pruning.methods.acc_vnorm import AccVnorm  # noqa: E402
 from harness.pruning.methods.gemfilter import GemFilter  # noqa: E402
 from harness.pruning.methods.last_token import LastToken  # noqa: E402
 from harness.pruning.methods.last_token_pool import LastTokenPool  # noqa: E402
-from harness.pruning.methods.layerdrop import LayerDrop  # noqa: E402
 from harness.pruning.methods.lat import Lat  # noqa: E402
+from harness.pruning.methods.layerdrop import LayerDrop  # noqa: E402
 from harness.pruning.methods.ltp import Ltp  # noqa: E402
 from harness.pruning.methods.power_bert import PowerBert  # noqa: E402
 from harness.pruning.methods.random_tokens import RandomTokens, random_scores  # noqa: E402
 from harness.pruning.methods.tome import Tome  # noqa: E402
 from harness.pruning.methods.truncation import Truncation, truncation_scores  # noqa: E402
 
-for _method in (Acc(), RandomTokens(), Truncation(), PowerBert(), Lat(), Ltp(), Tome(), LayerDrop(), AccVnorm(),
-                AccSearch(), AccDistill(), AccDecay(), AccDecayDistill(), LastToken(), GemFilter(), AccRecent(),
-                LastTokenPool()):
+for _method in (
+    Acc(),
+    RandomTokens(),
+    Truncation(),
+    PowerBert(),
+    Lat(),
+    Ltp(),
+    Tome(),
+    LayerDrop(),
+    AccVnorm(),
+    AccSearch(),
+    AccDistill(),
+    AccDecay(),
+    AccDecayDistill(),
+    LastToken(),
+    GemFilter(),
+    AccRecent(),
+    LastTokenPool(),
+):
     METHODS.register(_method.name, _method)
 
 PREFILL_STUDY = ("acc", "acc-recent", "last-token", "last-token-pool", "gemfilter", "truncation", "random")

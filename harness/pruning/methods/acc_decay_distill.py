@@ -25,7 +25,13 @@ from harness.pruning.methods.recipes import drawn_sandwich
 
 
 class AccDecayDistill(Method):
-    name, needs, profile, recipe, speedup_draw = "acc-decay-distill", "attention", "decay", "acc-sandwich", "top"
+    name, needs, profile, recipe, speedup_draw = (
+        "acc-decay-distill",
+        "attention",
+        "decay",
+        "acc-sandwich",
+        "top",
+    )
     description = "acc-decay trained with the sandwich rule on speedups drawn weighted toward the top"
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:

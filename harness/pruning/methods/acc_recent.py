@@ -34,7 +34,9 @@ def acc_recent_scores(inputs: ScoreInputs) -> torch.Tensor:
     if inputs.received is not None:  # the layer summed the queries with ``query_weights`` already
         received = inputs.received
     else:
-        received = torch.einsum("bhij,bi->bj", inputs.probs, weights.to(inputs.probs.dtype)) / inputs.probs.shape[1]
+        received = (
+            torch.einsum("bhij,bi->bj", inputs.probs, weights.to(inputs.probs.dtype)) / inputs.probs.shape[1]
+        )
     seen_by = weights.to(received.dtype).flip(1).cumsum(1).flip(1).clamp(min=1e-6)
     return received / seen_by
 

@@ -69,12 +69,14 @@ def selected_count(spec: ArchSpec, n: int, speedup: float, layer: int, floor: in
 
 class GemFilter(Method):
     name, needs, kinds, latency_model = "gemfilter", "last-query", DECODERS, False
-    description = "GemFilter: select by the last token's attention in an early layer, rerun the model on the selection"
+    description = (
+        "GemFilter: select by the last token's attention in an early layer, rerun the model on the selection"
+    )
 
     def __init__(self):
         self.pruner = None
 
-    def bind(self, pruner) -> "GemFilter":
+    def bind(self, pruner) -> GemFilter:
         bound = copy.copy(self)
         bound.pruner = pruner
         return bound
@@ -85,7 +87,9 @@ class GemFilter(Method):
         layer = json.loads(state).get("filter_layer") if state else None
         layer = int(FILTER_DEPTH * spec.num_layers) if layer is None else layer
         if not isinstance(layer, int) or not 0 <= layer < spec.num_layers:
-            raise HarnessError(f"gemfilter's filter_layer must be an integer in 0..{spec.num_layers - 1}, got {layer!r}")
+            raise HarnessError(
+                f"gemfilter's filter_layer must be an integer in 0..{spec.num_layers - 1}, got {layer!r}"
+            )
         return layer
 
     def score(self, inputs: ScoreInputs):

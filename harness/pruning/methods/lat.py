@@ -51,7 +51,9 @@ def length_drop(layers: int, rng: random.Random) -> Config:
 
 class Lat(SearchedLengths):
     name, needs, recipe, latency_model = "lat", "attention", "lat-sandwich", False
-    description = "Length-Adaptive Transformer: summed attention received, LengthDrop + sandwich, searched lengths"
+    description = (
+        "Length-Adaptive Transformer: summed attention received, LengthDrop + sandwich, searched lengths"
+    )
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return lat_scores(inputs)
@@ -62,8 +64,14 @@ class Lat(SearchedLengths):
         layers = model.arch_spec.num_layers
         smallest = tuple(LENGTH_DROP ** (layer + 1) for layer in range(layers))
         configs = [smallest, *(length_drop(layers, rng) for _ in range(RANDOM_SUBMODELS))]
-        return sandwich_loss(model, batch, labels, lambda: self._use((1.0,) * layers),
-                             [lambda config=config: self._use(config) for config in configs], lambda: self._use(None))
+        return sandwich_loss(
+            model,
+            batch,
+            labels,
+            lambda: self._use((1.0,) * layers),
+            [lambda config=config: self._use(config) for config in configs],
+            lambda: self._use(None),
+        )
 
     def _use(self, config: Config | None) -> None:
         self.override = config

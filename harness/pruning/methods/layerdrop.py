@@ -35,21 +35,25 @@ def depth_for_speedup(spec: ArchSpec, n: int, speedup: float) -> int:
     """The depth whose dense forward on ``n`` tokens has the FLOP speedup nearest ``speedup`` (log scale;
     a tie goes to the deeper model)."""
     full = forward_flops(spec, n)
-    miss = {depth: abs(math.log(full / forward_flops(spec, n, [n] * depth) / speedup))
-            for depth in range(spec.num_layers, 0, -1)}
+    miss = {
+        depth: abs(math.log(full / forward_flops(spec, n, [n] * depth) / speedup))
+        for depth in range(spec.num_layers, 0, -1)
+    }
     return min(miss, key=miss.get)
 
 
 class LayerDrop(Method):
     name, recipe, latency_model = "layerdrop", "layerdrop-top", False
-    description = "LayerDrop: skip whole top layers to the FLOP budget (trained on the drawn depth, random drops p=0.2)"
+    description = (
+        "LayerDrop: skip whole top layers to the FLOP budget (trained on the drawn depth, random drops p=0.2)"
+    )
 
     def __init__(self):
         self.pruner = None
         self.skip: frozenset[int] | None = None
         """Layers skipped in the current training step."""
 
-    def bind(self, pruner) -> "LayerDrop":
+    def bind(self, pruner) -> LayerDrop:
         bound = copy.copy(self)
         bound.pruner = pruner
         return bound

@@ -58,7 +58,7 @@ class Ltp(Method):
         """α under test while ``fit`` bisects."""
         self.kept_shares: list[torch.Tensor] = []
 
-    def bind(self, pruner) -> "Ltp":
+    def bind(self, pruner) -> Ltp:
         bound = copy.copy(self)
         bound.pruner, bound.kept_shares = pruner, []
         return bound
@@ -90,25 +90,42 @@ class Ltp(Method):
         floor = THRESHOLD_FLOOR * (layer + 1) / layers
         theta = self.scale() * max(self.thresholds(layers)[layer], floor)
         kept = (tokens.valid & (scores >= theta)) | tokens.protected  # BERT protects [CLS]: never empty
-        context, residual, state = pack_kept(context, hidden, kept.to(scores.dtype), tokens.valid, tokens.positions,
-                                             tokens.protected, kept.sum(dim=1), tokens.weight)
+        context, residual, state = pack_kept(
+            context,
+            hidden,
+            kept.to(scores.dtype),
+            tokens.valid,
+            tokens.positions,
+            tokens.protected,
+            kept.sum(dim=1),
+            tokens.weight,
+        )
         return context, residual, Tokens(*state)
 
     def _soft(self, context, hidden, scores, tokens, layer):
-        theta = self.theta[layer] if self.theta is not None else self.thresholds(self.pruner.spec.num_layers)[layer]
+        theta = (
+            self.theta[layer]
+            if self.theta is not None
+            else self.thresholds(self.pruner.spec.num_layers)[layer]
+        )
         mask = torch.sigmoid((scores - theta) / TEMPERATURE)
         mask = torch.where(tokens.protected | ~tokens.valid, torch.ones_like(mask), mask)
         valid = tokens.valid.to(mask.dtype)
         self.kept_shares.append((mask * valid).sum() / valid.sum())
         weight = mask if tokens.weight is None else tokens.weight * mask
         batch, _, n, _ = context.shape
-        return context.transpose(1, 2).reshape(batch, n, -1), hidden, Tokens(
-            tokens.valid, tokens.positions, tokens.protected, weight)
+        return (
+            context.transpose(1, 2).reshape(batch, n, -1),
+            hidden,
+            Tokens(tokens.valid, tokens.positions, tokens.protected, weight),
+        )
 
     # --- training --------------------------------------------------------------------------------------
     def begin_training(self, model) -> list[dict]:
         device = next(model.parameters()).device
-        self.theta = torch.nn.Parameter(torch.tensor(self.thresholds(model.arch_spec.num_layers), device=device))
+        self.theta = torch.nn.Parameter(
+            torch.tensor(self.thresholds(model.arch_spec.num_layers), device=device)
+        )
         return [{"params": [self.theta], "lr": THRESHOLD_LR, "weight_decay": 0.0}]
 
     def train_step(self, model, batch, labels, rng=None):

@@ -32,7 +32,9 @@ def power_bert_scores(inputs: ScoreInputs) -> torch.Tensor:
 
 class PowerBert(Method):
     name, needs = "power-bert", "attention"
-    description = "PoWER-BERT: attention received from the other tokens (diagonal excluded), shared-profile counts"
+    description = (
+        "PoWER-BERT: attention received from the other tokens (diagonal excluded), shared-profile counts"
+    )
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return power_bert_scores(inputs)

@@ -10,7 +10,7 @@ and ``harness.training.loop`` registers the loop under those names.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -18,8 +18,14 @@ STEP_RECIPES = ("lat-sandwich", "ltp-soft-masks", "layerdrop-top", "acc-sandwich
 """The built-in methods' own recipes (``Method.recipe``): the shared loop with the method's step."""
 
 
-def sandwich_loss(model, batch: dict, labels: torch.Tensor, full: Callable[[], None],
-                  subs: Iterable[Callable[[], None]], restore: Callable[[], None]) -> torch.Tensor:
+def sandwich_loss(
+    model,
+    batch: dict,
+    labels: torch.Tensor,
+    full: Callable[[], None],
+    subs: Iterable[Callable[[], None]],
+    restore: Callable[[], None],
+) -> torch.Tensor:
     """The sandwich rule: the full model on the labels, plus each sub-model learning from the full
     model's outputs.  ``full`` and each of ``subs`` put the model in that setting; ``restore`` puts
     back the one the training loop set, whatever happens."""
@@ -40,8 +46,14 @@ def drawn_sandwich(model, batch: dict, labels: torch.Tensor) -> torch.Tensor:
     """The sandwich rule with one sub-model: the full model, and the model at the speedup the
     offline-tuning loop drew learning from it (``acc-distill``, ``acc-decay-distill``)."""
     drawn = model.pruning.speedup
-    return sandwich_loss(model, batch, labels, lambda: model.set_speedup(1.0), [lambda: model.set_speedup(drawn)],
-                         lambda: model.set_speedup(drawn))
+    return sandwich_loss(
+        model,
+        batch,
+        labels,
+        lambda: model.set_speedup(1.0),
+        [lambda: model.set_speedup(drawn)],
+        lambda: model.set_speedup(drawn),
+    )
 
 
 def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -49,4 +61,3 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     if student.shape[-1] == 1:
         return torch.nn.functional.mse_loss(student, teacher)
     return -(teacher.softmax(dim=-1) * student.log_softmax(dim=-1)).sum(dim=-1).mean()
-

@@ -34,7 +34,7 @@ import torch
 from harness.contracts.family import Tokens
 from harness.contracts.method import Method, ScoreInputs
 from harness.pruning.flops import ArchSpec, Schedule, forward_flops, reaches
-from harness.pruning.select import keep_top, gather_tokens
+from harness.pruning.select import gather_tokens, keep_top
 
 
 def tome_counts_for_r(spec: ArchSpec, n: int, r: int, schedule: Schedule) -> list[int]:
@@ -94,12 +94,17 @@ def bipartite_merge(metric, features, tokens: Tokens, keep):
     for x in features:
         flat = x.reshape(*x.shape[:2], -1)
         summed = (flat * weight.masked_fill(merged, 0.0).unsqueeze(-1)).scatter_add(
-            1, partner.unsqueeze(-1).expand_as(flat), flat * sources.unsqueeze(-1))
+            1, partner.unsqueeze(-1).expand_as(flat), flat * sources.unsqueeze(-1)
+        )
         out.append((summed / total.clamp_min(1e-12).unsqueeze(-1)).reshape(x.shape))
     index, kept_valid = keep_top((~merged).to(weight.dtype), valid, protected, keep)
     packed = [gather_tokens(x, index) for x in out]
-    new = Tokens(kept_valid, gather_tokens(tokens.positions, index), gather_tokens(protected, index) & kept_valid,
-                 gather_tokens(total, index).masked_fill(~kept_valid, 1.0))
+    new = Tokens(
+        kept_valid,
+        gather_tokens(tokens.positions, index),
+        gather_tokens(protected, index) & kept_valid,
+        gather_tokens(total, index).masked_fill(~kept_valid, 1.0),
+    )
     return packed, new
 
 

@@ -31,19 +31,29 @@ class KeyNorm(Method):
 
 TINY_SENTIMENT = load_task_file(DATA / "tiny-sentiment.yaml")
 
-WORDS = ("good great fine bad awful poor movie film plot actors story is was the a and not very "
-         "really funny boring dull bright sharp weak strong").split()
+WORDS = (
+    "good great fine bad awful poor movie film plot actors story is was the a and not very "
+    "really funny boring dull bright sharp weak strong"
+).split()
 
 
 def _architecture() -> BertConfig:
-    return BertConfig(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, intermediate_size=128,
-                      vocab_size=5 + len(WORDS), max_position_embeddings=128)
+    return BertConfig(
+        hidden_size=64,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=128,
+        vocab_size=5 + len(WORDS),
+        max_position_embeddings=128,
+    )
 
 
 def _build(folder: Path) -> dict:
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)  # vocab_file= is ignored by transformers 5
+    BertTokenizerFast.from_pretrained(folder).save_pretrained(
+        folder
+    )  # vocab_file= is ignored by transformers 5
     torch.manual_seed(0)
     BertForSequenceClassification(_architecture()).save_pretrained(folder)
     return {"seed": 0}
@@ -53,5 +63,11 @@ def _folder() -> Path:
     return build_once(cache_dir() / "plugins" / "tiny-bert", _build, "example plugin's tiny-bert checkpoint")
 
 
-TINY_BERT = ModelSpec("tiny-bert", None, _architecture, description="a 6-layer, hidden-64 random BERT (example plugin)",
-                      family="bert", folder=_folder)
+TINY_BERT = ModelSpec(
+    "tiny-bert",
+    None,
+    _architecture,
+    description="a 6-layer, hidden-64 random BERT (example plugin)",
+    family="bert",
+    folder=_folder,
+)
