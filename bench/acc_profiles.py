@@ -22,15 +22,17 @@ from collections import defaultdict
 import torch
 
 import harness
+from harness.contracts.profile import PROFILES, Profile
 from harness.contracts.task import main_score
 from harness.data.tasks import compute_metrics, get_task, load_task
 from harness.models.catalog import load_classifier
-from harness.pruning.profile import PROFILES, ProfileFamily
-from harness.runners.glue import TrainSettings, load_or_fine_tune, predict
+from harness.runners.classify import predict
+from harness.training.cache import load_or_fine_tune
+from harness.training.loop import TrainSettings
 
 PROFILES.register(
     "linear-first",
-    ProfileFamily(  # a study variant only: tilt's line, starting at the first layer
+    Profile(  # a study variant only: tilt's line, starting at the first layer
         "linear-first",
         lambda tau, layer, layers, r_min: max(r_min, 1.0 - tau * layer / layers),
         lambda layers, r_min: layers * (1.0 - r_min),

@@ -26,12 +26,12 @@ import sys
 import torch
 
 import harness
+from harness.contracts.flops import forward_flops
 from harness.measure.generation import generation_calls, generation_speeds
 from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.latency import interleaved_latency
 from harness.models.catalog import load_causal_lm
-from harness.pruning.flops import forward_flops
-from harness.pruning.surface import stock_copy
+from harness.pruning.pruned_model import stock_copy
 from harness.runners.lm_eval_bridge import evaluate
 
 TASKS = ["rt-polarity-zs", "boolq-zs", "heldout-ppl"]

@@ -27,11 +27,11 @@ import time
 import torch
 
 import harness
+from harness.contracts.flops import UnreachableSpeedupError
 from harness.measure.calibrate import calibrate, load_for_timing, validation_line
 from harness.measure.hardware import check_device, hardware_fingerprint, set_threads
 from harness.models import family_for
-from harness.pruning.flops import UnreachableSpeedupError
-from harness.pruning.surface import last_token_kwargs, stock_copy
+from harness.pruning.pruned_model import last_token_kwargs, stock_copy
 
 SHAPES = {"bert": ["1x128", "1x512", "16x128", "16x512"], "smollm2": ["1x1024"]}
 TOLERANCE = 0.05

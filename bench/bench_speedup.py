@@ -29,7 +29,7 @@ from transformers import BertConfig, BertForSequenceClassification
 import harness
 from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.latency import interleaved_latency
-from harness.pruning.surface import stock_copy
+from harness.pruning.pruned_model import stock_copy
 
 TARGET_EFFICIENCY, TARGET_OVERHEAD = 0.95, 0.03
 

@@ -11,8 +11,8 @@ Importing it also installs where pruned models find this machine's latency calib
 """
 
 from harness.api import from_pretrained, prune
+from harness.contracts import flops
 from harness.measure import calibration_store  # noqa: F401  (installs the pruner's calibration lookup)
-from harness.pruning import flops
 from harness.version import __version__
 
 __all__ = ["prune", "from_pretrained", "flops", "__version__"]

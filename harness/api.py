@@ -3,7 +3,7 @@
 ``prune(model, method="acc", speedup=2.0)`` modifies a Hugging Face model in place and returns it: the
 model's family (``harness.models.FAMILIES``) routes its forward through the shared pruned layer loop,
 which runs the very same weight modules, and the model's class becomes a subclass of its own class with
-the same name, adding the public surface of ``harness.pruning.surface.PrunedModelMixin``
+the same name, adding the public surface of ``harness.pruning.pruned_model.PrunedModelMixin``
 (``set_speedup``, ``last_kept``, ``last_forward``, ``pruning``, ...).  Forward signature, output
 classes, state-dict keys and the ``architectures`` written by ``save_pretrained`` are unchanged, so plain
 transformers can still read a pruned checkpoint's weights.
@@ -34,8 +34,8 @@ from transformers import AutoConfig, PreTrainedModel
 from harness.models import family_for
 from harness.models.checkpoint_files import load_exactly
 from harness.pruning.methods import METHODS
+from harness.pruning.pruned_model import PrunedModelMixin, attach
 from harness.pruning.pruner import PruningSettings
-from harness.pruning.surface import PrunedModelMixin, attach
 from harness.registry import HarnessError
 
 

@@ -324,9 +324,9 @@ def _calibrate(args) -> None:
 
 def _positions(args) -> None:
     """``harness positions``: trace a task's prompts through each method and draw where kept tokens sit."""
+    from harness.contracts.flops import check_speedup
     from harness.measure.hardware import set_threads
     from harness.models.catalog import load_causal_lm, model_spec
-    from harness.pruning.flops import check_speedup
     from harness.pruning.methods import METHODS, PREFILL_STUDY
     from harness.report.positions import plot_positions, positions_by_method, summary
     from harness.runners.lm_eval_bridge import check_own_task
@@ -447,11 +447,11 @@ def _report_args(args) -> tuple[list[Path], Path | None, str]:
 
 def _list() -> None:
     """Every name the harness knows, with one line about it and where it came from."""
+    from harness.contracts.profile import PROFILES
     from harness.data.tasks import TASKS
     from harness.models import FAMILIES
     from harness.models.catalog import MODELS, WEIGHTS
     from harness.pruning.methods import METHODS
-    from harness.pruning.profile import PROFILES
     from harness.registry import describe
     from harness.runners.protocols import PROTOCOLS
 

@@ -236,7 +236,8 @@ def test_damaged_fine_tuned_model_is_retrained(cache, tiny_checkpoint, tiny_sent
 
     from harness.data.tasks import load_task
     from harness.models.catalog import load_classifier
-    from harness.runners.glue import TrainSettings, load_or_fine_tune
+    from harness.training.cache import load_or_fine_tune
+    from harness.training.loop import TrainSettings
 
     cli._quiet_libraries()  # as the command line does: no progress bars between our lines
     data = load_task("sst2", data_dir=str(tiny_sentiment_dir))

@@ -10,9 +10,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import harness
+from harness.contracts.flops import Schedule, counts_for_speedup, forward_flops
 from harness.measure.flop_count import count_flops
 from harness.models.compat import cache_kwargs, output_cache
-from harness.pruning.flops import Schedule, counts_for_speedup, forward_flops
 from harness.pruning.methods.acc_recent import ramp_weights
 from harness.pruning.methods.gemfilter import selected_count, selection_flops
 

@@ -15,9 +15,9 @@ from transformers import (
 )
 
 import harness
+from harness.contracts.flops import Schedule, counts_for_speedup
 from harness.measure.flop_count import count_flops
 from harness.models.compat import output_cache
-from harness.pruning.flops import Schedule, counts_for_speedup
 
 VOCAB = 97
 

@@ -6,7 +6,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import harness
 from harness.measure.flop_count import count_flops
-from harness.pruning.surface import stock_copy
+from harness.pruning.pruned_model import stock_copy
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import torch
 
 import harness
 from harness import cli
+from harness.contracts.flops import ArchSpec, Schedule, UnreachableSpeedupError
 from harness.measure import calibrate as calibration
 from harness.measure.calibration_store import (
     calibration_key,
@@ -15,7 +16,6 @@ from harness.measure.calibration_store import (
     find_calibration,
     save_calibration,
 )
-from harness.pruning.flops import ArchSpec, Schedule, UnreachableSpeedupError
 from harness.pruning.latency_model import LatencyModel, MissingCalibrationError
 from harness.registry import HarnessError
 
@@ -372,7 +372,7 @@ def test_calibration_times_layer_calls_without_autograd():
 def test_the_dense_reference_reads_the_pruned_models_weights(tiny_pruned):
     """Dense and pruned share weight tensors: a copy's own placement in memory changed its speed by up to
     25% on the shared CPU, which would land in every measured speedup."""
-    from harness.pruning.surface import stock_copy
+    from harness.pruning.pruned_model import stock_copy
 
     stock = stock_copy(tiny_pruned)
     assert type(stock) is type(tiny_pruned).__bases__[1]

@@ -12,8 +12,8 @@ import torch
 
 import harness
 from harness.contracts.family import Tokens
+from harness.contracts.flops import ArchSpec, Schedule, counts_for_speedup, forward_flops
 from harness.pruning.attention import attend_and_score
-from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, forward_flops
 from harness.pruning.length_search import config_counts, evolutionary_search, pareto_front, pick
 from harness.pruning.methods import METHODS
 from harness.pruning.methods.tome import bipartite_merge, tome_counts
@@ -253,7 +253,7 @@ def test_acc_decay_distill_prunes_as_acc_decay_and_trains_the_sandwich(tiny_clas
 
 
 def test_the_top_draw_trains_the_high_speedups_more_and_keeps_the_data_order():
-    from harness.runners.glue import draw_speedup
+    from harness.training.loop import draw_speedup
 
     rng = random.Random(0)
     tops = [draw_speedup("top", rng, 1.0, 4.0) for _ in range(4000)]

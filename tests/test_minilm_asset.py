@@ -5,7 +5,7 @@ import torch
 
 import harness
 from harness.models.catalog import load_classifier
-from harness.pruning.surface import stock_copy
+from harness.pruning.pruned_model import stock_copy
 
 pytestmark = pytest.mark.slow
 

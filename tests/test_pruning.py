@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import harness
-from harness.pruning.flops import ArchSpec, Schedule, counts_for_speedup, max_speedup
+from harness.contracts.flops import ArchSpec, Schedule, counts_for_speedup, max_speedup
+from harness.contracts.profile import keep_counts, retention_ratios
 from harness.pruning.methods import ScoreInputs, acc_scores
-from harness.pruning.profile import keep_counts, retention_ratios
 from harness.registry import HarnessError
 
 

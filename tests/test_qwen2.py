@@ -19,9 +19,9 @@ from transformers import (
 
 import harness
 from harness.contracts.family import LayerCall, Tokens
+from harness.contracts.flops import Schedule, counts_for_speedup
 from harness.models import family_for, stack
 from harness.models.compat import output_cache
-from harness.pruning.flops import Schedule, counts_for_speedup
 from harness.pruning.methods import METHODS
 from harness.registry import HarnessError
 

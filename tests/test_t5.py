@@ -9,9 +9,9 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 import harness
+from harness.contracts.flops import forward_flops
 from harness.measure.flop_count import count_flops
 from harness.models.t5 import gather_bias
-from harness.pruning.flops import forward_flops
 from harness.registry import HarnessError
 
 VOCAB = 97
@@ -180,7 +180,7 @@ def test_measured_flops_match_analytic(speedup):
     dense, analytic = model.harness_pruner.last_flops
     assert measured == pytest.approx(analytic, rel=0.02)
     assert dense / analytic == pytest.approx(speedup, rel=0.05)
-    assert count_flops(lambda: harness.pruning.surface.stock_copy(model)(**batch)) == pytest.approx(
+    assert count_flops(lambda: harness.pruning.pruned_model.stock_copy(model)(**batch)) == pytest.approx(
         dense, rel=0.02
     )
 

@@ -168,7 +168,8 @@ def test_fine_tune_row_context_says_which_check_ran(
 
     from harness.data.tasks import load_task
     from harness.models.catalog import load_classifier
-    from harness.runners.glue import TrainSettings, load_or_fine_tune
+    from harness.training.cache import load_or_fine_tune
+    from harness.training.loop import TrainSettings
 
     data = load_task("sst2", data_dir=str(tiny_sentiment_dir))
 

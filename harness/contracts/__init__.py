@@ -4,7 +4,7 @@
   ``DecoderFamily`` the hooks a decoder-only family adds (``harness.models.decoder`` implements the rest).
 * ``Method`` (``method.py``): how a pruning method scores, counts, reduces and trains.
 * ``Task`` (``task.py``): a task's data, metrics and the protocols it can be evaluated under.
-* ``Protocol`` (``protocol.py``): how the sweep obtains a model and measures its quality for a task.
+* ``EvalProtocol`` (``protocol.py``): how the sweep obtains a model and measures its quality for a task.
 
 Beside them, the vocabulary they are written in and their defaults are built on: ``flops.py``
 (``ArchSpec``, ``Schedule``, the FLOP model and the speedup solver), ``profile.py`` (elimination profiles,
@@ -18,7 +18,7 @@ in each docstring, or from another package through the entry-point groups in ``h
 
 from harness.contracts.family import KINDS, DecoderFamily, Family, LayerCall, Tokens
 from harness.contracts.method import NEEDS, Method, ScoreInputs
-from harness.contracts.protocol import Prepared, Protocol
+from harness.contracts.protocol import EvalProtocol, Prepared
 from harness.contracts.task import LmEvalTask, Task
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "LmEvalTask",
     "Method",
     "Prepared",
-    "Protocol",
+    "EvalProtocol",
     "ScoreInputs",
     "Task",
     "Tokens",

@@ -23,7 +23,7 @@ and a long input.
 
 Why in ``harness.contracts``: families describe themselves to it (``Family.arch_spec``) and the method
 contract's defaults are built on it (``Method.flops``, ``Method.keep_counts``), so the contracts need it
-and it needs nothing above them.  ``harness.pruning.flops`` names the same objects.
+and it needs nothing above them.
 """
 
 from __future__ import annotations

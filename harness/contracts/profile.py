@@ -7,7 +7,7 @@ and the number of word-vectors layer l keeps for a sample with n valid tokens is
 
     k_l = min(k_{l-1}, max(protected, ceil(r_l · n)))        (k_0 = n)
 
-Families (registered by name so that new ones slot in):
+Profiles (registered by name so that new ones slot in):
 
 * ``tilt`` (default): r_l = max(r_min, 1 − τ·(l−1)/(L−1)), a straight line from 1 at the first layer
   down to 1 − τ at the last; τ above 1 pushes more layers to the floor r_min.
@@ -25,9 +25,10 @@ on.  ``decay`` was added by the ACC-recipe study (issue 8): on the same offline-
 (rt-polarity, validation split, training seed 0) it kept 74.3% at 4x where tilt kept 57.8%, the
 majority class; the README gives the test-split figures.
 
-Why in ``harness.contracts``: a profile family is an extension point (register one in ``PROFILES``), and
-the schedule the method contract solves (``harness.contracts.flops.Schedule``) is built on it;
-``harness.pruning.profile`` names the same objects.
+Why in ``harness.contracts``: a profile is an extension point (register one in ``PROFILES``), and
+the schedule the method contract solves (``harness.contracts.flops.Schedule``) is built on it.
+A *profile* is the shape of retention over depth; a ``Schedule`` is a profile with its floors, the
+plan a method solves τ for.
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ RatioFn = Callable[[float, int, int, float], float]
 
 
 @dataclass(frozen=True)
-class ProfileFamily:
+class Profile:
     name: str
     ratio: RatioFn
     tau_max: Callable[[int, float], float]
     """The τ beyond which no layer prunes further (every layer but the first at r_min)."""
 
 
-PROFILES: Registry[ProfileFamily] = Registry("profile")
+PROFILES: Registry[Profile] = Registry("profile")
 
 
 def _tilt(tau: float, layer: int, num_layers: int, r_min: float) -> float:
@@ -67,9 +68,9 @@ def _decay(tau: float, layer: int, num_layers: int, r_min: float) -> float:
     return _geometric(tau, layer + 1, num_layers, r_min)  # the geometric profile, one layer earlier
 
 
-PROFILES.register("tilt", ProfileFamily("tilt", _tilt, lambda L, r_min: max(L - 1, 0) * (1.0 - r_min)))
-PROFILES.register("geometric", ProfileFamily("geometric", _geometric, lambda L, r_min: 1.0))
-PROFILES.register("decay", ProfileFamily("decay", _decay, lambda L, r_min: 1.0))
+PROFILES.register("tilt", Profile("tilt", _tilt, lambda L, r_min: max(L - 1, 0) * (1.0 - r_min)))
+PROFILES.register("geometric", Profile("geometric", _geometric, lambda L, r_min: 1.0))
+PROFILES.register("decay", Profile("decay", _decay, lambda L, r_min: 1.0))
 
 
 def retention_ratios(family: str, tau: float, num_layers: int, r_min: float = 0.0) -> list[float]:

@@ -41,7 +41,7 @@ class Prepared:
     prompts at their mean length."""
 
 
-class Protocol(abc.ABC):
+class EvalProtocol(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]]

@@ -6,7 +6,7 @@ are padding, masked out of every later layer.  Selection reads nothing across sa
 kept set does not depend on what else is in its batch.
 
 Why in ``harness.contracts``: it is the method contract's default reduction (``Method.reduce``) and the
-families' gather, so the contracts need it; ``harness.pruning.select`` names the same functions.
+families' gather, so the contracts need it.
 """
 
 from __future__ import annotations

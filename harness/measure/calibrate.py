@@ -42,7 +42,7 @@ from harness.measure.latency import interleaved_latency
 from harness.models import family_for, stack
 from harness.pruning.attention import layer_mask
 from harness.pruning.latency_model import RESIDUAL, LatencyModel, describe_key
-from harness.pruning.surface import last_token_kwargs, stock_copy
+from harness.pruning.pruned_model import last_token_kwargs, stock_copy
 from harness.registry import HarnessError
 
 LENGTHS = (

@@ -9,15 +9,16 @@ other distributions declare in the ``harness.models`` entry-point group: a ``Fam
 
 from __future__ import annotations
 
+import importlib
+
 from torch import nn
 
 from harness.contracts.family import Family
-from harness.models.bert import BertFamily
-from harness.models.gpt2 import GPT2Family
-from harness.models.llama import LlamaFamily
-from harness.models.qwen2 import Qwen2Family
-from harness.models.t5 import T5Family
 from harness.registry import HarnessError, Registry, instance
+
+BUILT_IN = ("bert", "gpt2", "llama", "qwen2", "t5")
+"""The built-in family modules of this package, in registration order.  Each defines ``FAMILY``, its
+``Family`` instance, so a new family is its module and its name here (one line)."""
 
 FAMILIES: Registry[Family] = Registry(
     "model family",
@@ -25,7 +26,8 @@ FAMILIES: Registry[Family] = Registry(
     accepts=lambda obj: isinstance(instance(obj), Family),
     adapt=instance,
 )
-for _family in (BertFamily(), GPT2Family(), LlamaFamily(), Qwen2Family(), T5Family()):
+for _module in BUILT_IN:
+    _family = importlib.import_module(f"{__name__}.{_module}").FAMILY
     FAMILIES.register(_family.name, _family)
 
 

@@ -25,9 +25,9 @@ from transformers import BertForSequenceClassification, BertModel
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from harness.contracts.family import Family, LayerCall, Tokens
+from harness.contracts.flops import ArchSpec
 from harness.models import stack
 from harness.pruning.attention import attend_and_score
-from harness.pruning.flops import ArchSpec
 from harness.registry import HarnessError
 
 SUPPORTED = (BertModel, BertForSequenceClassification)
@@ -152,3 +152,6 @@ class BertFamily(Family):
         context, residual, tokens = pruner.method.reduce(context, hidden, scores, tokens, keep)
         attended = layer.attention.output(context, residual)
         return layer.feed_forward_chunk(attended), tokens
+
+
+FAMILY = BertFamily()

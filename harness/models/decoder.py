@@ -34,10 +34,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from harness.contracts.family import DecoderFamily, LayerCall, Tokens
+from harness.contracts.flops import ArchSpec
+from harness.contracts.select import gather_tokens
 from harness.models import compat, stack
 from harness.pruning.attention import attend_and_score, for_implementation
-from harness.pruning.flops import ArchSpec
-from harness.pruning.select import gather_tokens
 
 DECODER_OPTIONS = {"protect_first": 1, "protect_last": 1, "min_keep": 16}
 """The last token's logits are the output; the first token is the "attention sink" most heads park

@@ -15,8 +15,8 @@ from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Mod
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from harness.contracts.family import LayerCall, Tokens
+from harness.contracts.flops import ArchSpec
 from harness.models import decoder
-from harness.pruning.flops import ArchSpec
 from harness.registry import HarnessError
 
 
@@ -89,3 +89,6 @@ class GPT2Family(decoder.Decoder):
         context, residual, tokens = call.pruner.method.reduce(context, hidden, scores, tokens, keep)
         hidden = residual + attention.resid_dropout(attention.c_proj(context))
         return hidden + block.mlp(block.ln_2(hidden)), tokens
+
+
+FAMILY = GPT2Family()

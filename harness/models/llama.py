@@ -18,3 +18,6 @@ class LlamaFamily(RotaryDecoder):
     description = (
         "Llama-family decoders (SmolLM2): LlamaModel, LlamaForCausalLM, LlamaForSequenceClassification"
     )
+
+
+FAMILY = LlamaFamily()

@@ -27,3 +27,6 @@ class Qwen2Family(RotaryDecoder):
                 "Qwen2 configs with sliding-window layers (use_sliding_window) are not supported"
             )
         super().check(model, settings)
+
+
+FAMILY = Qwen2Family()

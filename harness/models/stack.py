@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from harness.contracts.family import Family, LayerCall, Tokens
+from harness.contracts.select import gather_tokens
 from harness.pruning.attention import layer_mask, with_weight
-from harness.pruning.select import gather_tokens
 
 
 def first_tokens(valid: torch.Tensor, pruner) -> Tokens:

@@ -36,9 +36,9 @@ from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from harness.contracts.family import Family, LayerCall, Tokens
+from harness.contracts.flops import ArchSpec
 from harness.models import stack
 from harness.pruning.attention import allowed_keys, attend_and_score, for_implementation
-from harness.pruning.flops import ArchSpec
 from harness.registry import HarnessError
 
 DECODER_TOKENS = 1
@@ -210,3 +210,6 @@ class T5Family(Family):
         context, residual, tokens = pruner.method.reduce(context, hidden, scores, tokens, keep)
         hidden = residual + layer.dropout(attention.o(context))
         return block.layer[-1](hidden), tokens
+
+
+FAMILY = T5Family()

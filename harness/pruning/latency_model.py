@@ -55,7 +55,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from harness.pruning.flops import ArchSpec, Schedule, UnreachableSpeedupError, forward_flops, reaches
+from harness.contracts.flops import ArchSpec, Schedule, UnreachableSpeedupError, forward_flops, reaches
 from harness.registry import HarnessError
 
 SPEEDUP_MODELS = ("flops", "latency")

@@ -25,8 +25,7 @@ import math
 import random
 from collections.abc import Callable
 
-from harness.contracts.method import Method
-from harness.pruning.flops import (
+from harness.contracts.flops import (
     ArchSpec,
     Schedule,
     UnreachableSpeedupError,
@@ -35,7 +34,8 @@ from harness.pruning.flops import (
     reaches,
     tau_for_speedup,
 )
-from harness.pruning.profile import keep_counts, retention_ratios
+from harness.contracts.method import Method
+from harness.contracts.profile import keep_counts, retention_ratios
 
 POPULATION = 8
 MUTATION_SIGMA = 0.25

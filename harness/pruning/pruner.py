@@ -6,7 +6,7 @@ original positions survived (``record``).  Changing the speedup is one assignmen
 which is what makes offline tuning ("fine-tune once, run at any speedup") cheap.
 
 Only ``harness.models`` and ``harness.pruning`` touch a Pruner; everyone else uses the pruned model's
-public surface (``harness.pruning.surface.PrunedModelMixin``).
+public surface (``harness.pruning.pruned_model.PrunedModelMixin``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from dataclasses import asdict, astuple, dataclass, fields, replace
 
 import torch
 
-from harness.contracts.method import Method
-from harness.pruning.flops import (
+from harness.contracts.flops import (
     ArchSpec,
     Schedule,
     check_speedup,
@@ -26,6 +25,8 @@ from harness.pruning.flops import (
     reaches,
     require_reachable,
 )
+from harness.contracts.method import Method
+from harness.contracts.profile import PROFILES
 from harness.pruning.latency_model import (
     calibration_for,
     check_speedup_model,
@@ -33,7 +34,6 @@ from harness.pruning.latency_model import (
     require_reachable_latency,
 )
 from harness.pruning.methods import METHODS
-from harness.pruning.profile import PROFILES
 from harness.registry import HarnessError
 
 __all__ = ["ForwardStats", "Pruner", "PruningSettings", "check_speedup", "pruning_options"]
@@ -51,7 +51,7 @@ class PruningSettings:
     speedup: float = 1.0
     """Target FLOPs(dense)/FLOPs(pruned), a number >= 1."""
     profile: str = "tilt"
-    """Elimination profile: tilt | geometric | decay (``harness.pruning.profile``); a method that names its
+    """Elimination profile: tilt | geometric | decay (``harness.contracts.profile``); a method that names its
     own (``Method.profile``) uses that one instead."""
     r_min: float = 0.0
     """Retention floor within [0, 1]."""

@@ -162,8 +162,8 @@ class PrunedLM(HFLM):
     def __init__(self, pretrained, device: str | None = "cpu", **kwargs):
         from harness.api import prune
         from harness.measure.hardware import check_device
+        from harness.pruning.pruned_model import PrunedModelMixin
         from harness.pruning.pruner import ForwardStats, pruning_options
-        from harness.pruning.surface import PrunedModelMixin
 
         options = parse_pruning_options({name: kwargs.pop(name, None) for name in pruning_options()})
         self.stats = ForwardStats()

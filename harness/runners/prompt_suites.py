@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from harness.contracts.protocol import NO_QUALITY, Prepared, Protocol
+from harness.contracts.protocol import NO_QUALITY, EvalProtocol, Prepared
 from harness.registry import HarnessError
 
 MODES = ("zero-shot", "few-shot", "instruction")
@@ -299,7 +299,7 @@ def combine(per_template: list[dict], main: str) -> dict:
     }
 
 
-class PromptMode(Protocol):
+class PromptMode(EvalProtocol):
     """One prompt mode of the suites; registered as ``prompts/<mode>``."""
 
     kinds = ("decoder", "encoder-decoder")

@@ -20,7 +20,7 @@ import torch
 from harness.api import prune
 from harness.assets.cache import how_checked
 from harness.contracts.method import Tuning
-from harness.contracts.protocol import NO_QUALITY, Prepared, Protocol
+from harness.contracts.protocol import NO_QUALITY, EvalProtocol, Prepared
 from harness.contracts.task import main_score
 from harness.data.tasks import compute_metrics, load_task
 from harness.models.catalog import load_causal_lm, load_classifier
@@ -28,7 +28,7 @@ from harness.pruning.methods import METHODS
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
 from harness.runners import prompt_suites
-from harness.runners.glue import predict
+from harness.runners.classify import predict
 from harness.training.cache import load_or_fine_tune
 from harness.training.loop import encode
 
@@ -70,7 +70,7 @@ def tuning_for(loaded, task_data, config, seed: int) -> Tuning:
     return Tuning(evaluate, lengths, search=config.search, seed=seed, progress=config.progress)
 
 
-class FineTune(Protocol):
+class FineTune(EvalProtocol):
     name, kinds, trains = "finetune", ("encoder", "decoder"), True
     default_method = "acc-decay-distill"  # the best ACC recipe on minilm × rt-polarity, 3 seeds (README)
     description = "fine-tune once per method with its recipe (offline tuning), evaluate every speedup"
@@ -136,7 +136,7 @@ class FineTune(Protocol):
         }
 
 
-class ZeroShot(Protocol):
+class ZeroShot(EvalProtocol):
     name, kinds = "zero-shot", ("decoder", "encoder-decoder")
     description = "decoders and encoder-decoders: the task's lm-eval configuration through the pruned model"
 
@@ -182,7 +182,7 @@ class ZeroShot(Protocol):
         )
 
 
-PROTOCOLS: Registry[Protocol] = Registry("protocol")
+PROTOCOLS: Registry[EvalProtocol] = Registry("protocol")
 for _protocol in (FineTune(), ZeroShot()):
     PROTOCOLS.register(_protocol.name, _protocol)
 prompt_suites.register(PROTOCOLS)  # prompts/zero-shot, prompts/few-shot, prompts/instruction

@@ -34,7 +34,7 @@ and the FLOP prediction all describe one shape, and ``--batch-size``/``--max-len
 model has no positions left for the new ones (GPT-2 at 1,024 tokens; ``generation_prompt_len`` says).
 ``--repeats`` sets the timed rounds of these too; their warm-up is one round (the forward timing just
 before has warmed the weights).
-Only the pruned model's public surface is read (``harness.pruning.surface``).
+Only the pruned model's public surface is read (``harness.pruning.pruned_model``).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.api import prune
+from harness.contracts.flops import check_speedup, require_reachable
 from harness.data.tasks import get_task, is_task_file
 from harness.measure.calibration_store import calibration_key, require_calibration
 from harness.measure.flop_count import count_flops
@@ -56,10 +57,9 @@ from harness.measure.hardware import check_device, hardware_fingerprint
 from harness.measure.latency import quietest_latency
 from harness.models import family_for
 from harness.models.catalog import check_weights, model_spec
-from harness.pruning.flops import check_speedup, require_reachable
 from harness.pruning.latency_model import check_speedup_model, require_reachable_latency
 from harness.pruning.methods import METHODS
-from harness.pruning.surface import stock_copy
+from harness.pruning.pruned_model import stock_copy
 from harness.registry import HarnessError
 from harness.report.lock import run_lock
 from harness.report.store import RESULTS_SCHEMA, ResultStore, report_rows, write_json_atomic

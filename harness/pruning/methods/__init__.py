@@ -29,6 +29,8 @@ or its own training where it has one), and at speedup 1 each runs the dense mode
 
 from __future__ import annotations
 
+import importlib
+
 from harness.contracts.method import Method, ScoreInputs
 from harness.registry import Registry, instance
 
@@ -46,44 +48,35 @@ METHODS: Registry[Method] = Registry(
     "method", group="harness.methods", accepts=lambda obj: isinstance(instance(obj), Method), adapt=instance
 )
 
-from harness.pruning.methods.acc import Acc, acc_scores  # noqa: E402  (the registry exists first)
-from harness.pruning.methods.acc_decay import AccDecay  # noqa: E402
-from harness.pruning.methods.acc_decay_distill import AccDecayDistill  # noqa: E402
-from harness.pruning.methods.acc_distill import AccDistill  # noqa: E402
-from harness.pruning.methods.acc_recent import AccRecent  # noqa: E402
-from harness.pruning.methods.acc_search import AccSearch  # noqa: E402
-from harness.pruning.methods.acc_vnorm import AccVnorm  # noqa: E402
-from harness.pruning.methods.gemfilter import GemFilter  # noqa: E402
-from harness.pruning.methods.last_token import LastToken  # noqa: E402
-from harness.pruning.methods.last_token_pool import LastTokenPool  # noqa: E402
-from harness.pruning.methods.lat import Lat  # noqa: E402
-from harness.pruning.methods.layerdrop import LayerDrop  # noqa: E402
-from harness.pruning.methods.ltp import Ltp  # noqa: E402
-from harness.pruning.methods.power_bert import PowerBert  # noqa: E402
-from harness.pruning.methods.random_tokens import RandomTokens, random_scores  # noqa: E402
-from harness.pruning.methods.tome import Tome  # noqa: E402
-from harness.pruning.methods.truncation import Truncation, truncation_scores  # noqa: E402
+BUILT_IN = (
+    "acc",
+    "random_tokens",
+    "truncation",
+    "power_bert",
+    "lat",
+    "ltp",
+    "tome",
+    "layerdrop",
+    "acc_vnorm",
+    "acc_search",
+    "acc_distill",
+    "acc_decay",
+    "acc_decay_distill",
+    "last_token",
+    "gemfilter",
+    "acc_recent",
+    "last_token_pool",
+)
+"""The built-in method modules of this package, in registration order.  Each defines ``METHOD``, its
+``Method`` instance, so a new method is its module and its name here (one line)."""
 
-for _method in (
-    Acc(),
-    RandomTokens(),
-    Truncation(),
-    PowerBert(),
-    Lat(),
-    Ltp(),
-    Tome(),
-    LayerDrop(),
-    AccVnorm(),
-    AccSearch(),
-    AccDistill(),
-    AccDecay(),
-    AccDecayDistill(),
-    LastToken(),
-    GemFilter(),
-    AccRecent(),
-    LastTokenPool(),
-):
+for _module in BUILT_IN:
+    _method = importlib.import_module(f"{__name__}.{_module}").METHOD
     METHODS.register(_method.name, _method)
+
+from harness.pruning.methods.acc import acc_scores  # noqa: E402  (the scores other methods and tests reuse)
+from harness.pruning.methods.random_tokens import random_scores  # noqa: E402
+from harness.pruning.methods.truncation import truncation_scores  # noqa: E402
 
 PREFILL_STUDY = ("acc", "acc-recent", "last-token", "last-token-pool", "gemfilter", "truncation", "random")
 """The methods the decoder prefill study compares (README "Decoder prefill baselines"): every one that runs a

@@ -34,3 +34,6 @@ class Acc(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return acc_scores(inputs)
+
+
+METHOD = Acc()

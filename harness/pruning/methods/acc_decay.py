@@ -2,7 +2,7 @@
 share of the word-vectors entering it.
 
 A recipe of the ACC study (issue 8, section 2), changing one thing against ``acc``: the elimination
-profile (``harness.pruning.profile``).  ``acc``'s shared ``tilt`` profile keeps every word-vector after
+profile (``harness.contracts.profile``).  ``acc``'s shared ``tilt`` profile keeps every word-vector after
 layer 1, so on a 6-layer model a 4x FLOP budget leaves it [CLS] alone from layer 3 on, and minilm on
 rt-polarity falls to the majority class.  ``decay`` (r_l = (1 − τ)^l) prunes after the first layer's
 attention already, as the searched length configurations do (85, 27, 27, 2, 2, 2 of 128 at 4x), and
@@ -24,3 +24,6 @@ class AccDecay(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return acc_scores(inputs)
+
+
+METHOD = AccDecay()

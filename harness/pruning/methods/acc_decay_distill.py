@@ -39,3 +39,6 @@ class AccDecayDistill(Method):
 
     def train_step(self, model, batch, labels, rng=None):
         return drawn_sandwich(model, batch, labels)
+
+
+METHOD = AccDecayDistill()

@@ -50,3 +50,6 @@ class AccRecent(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return acc_recent_scores(inputs)
+
+
+METHOD = AccRecent()

@@ -23,3 +23,6 @@ class AccSearch(SearchedLengths):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return acc_scores(inputs)
+
+
+METHOD = AccSearch()

@@ -32,3 +32,6 @@ class AccVnorm(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return acc_vnorm_scores(inputs)
+
+
+METHOD = AccVnorm()

@@ -31,8 +31,8 @@ from __future__ import annotations
 import copy
 import json
 
+from harness.contracts.flops import ArchSpec, Schedule, forward_flops, reaches
 from harness.contracts.method import Method, ScoreInputs
-from harness.pruning.flops import ArchSpec, Schedule, forward_flops, reaches
 from harness.pruning.methods.last_token import DECODERS, last_token_scores
 from harness.registry import HarnessError
 
@@ -101,3 +101,6 @@ class GemFilter(Method):
 
     def flops(self, spec: ArchSpec, n: int, counts) -> int:
         return gemfilter_flops(spec, n, counts[0], self.filter_layer(spec))
+
+
+METHOD = GemFilter()

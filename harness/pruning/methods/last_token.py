@@ -41,3 +41,6 @@ class LastToken(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return last_token_scores(inputs)
+
+
+METHOD = LastToken()

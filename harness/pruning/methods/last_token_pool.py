@@ -44,3 +44,6 @@ class LastTokenPool(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return pooled(last_token_scores(inputs), inputs.valid)
+
+
+METHOD = LastTokenPool()

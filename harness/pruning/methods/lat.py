@@ -75,3 +75,6 @@ class Lat(SearchedLengths):
 
     def _use(self, config: Config | None) -> None:
         self.override = config
+
+
+METHOD = Lat()

@@ -25,8 +25,8 @@ from __future__ import annotations
 import copy
 import math
 
+from harness.contracts.flops import ArchSpec, Schedule, forward_flops
 from harness.contracts.method import Method, ScoreInputs
-from harness.pruning.flops import ArchSpec, Schedule, forward_flops
 
 LAYERDROP_RATE = 0.2
 
@@ -81,3 +81,6 @@ class LayerDrop(Method):
             return model(**batch, labels=labels).loss
         finally:
             self.skip = None
+
+
+METHOD = LayerDrop()

@@ -32,10 +32,10 @@ import json
 import torch
 
 from harness.contracts.family import Tokens
+from harness.contracts.flops import ArchSpec, Schedule
 from harness.contracts.method import Method, ScoreInputs
-from harness.pruning.flops import ArchSpec, Schedule
+from harness.contracts.select import pack_kept
 from harness.pruning.methods.acc import acc_scores
-from harness.pruning.select import pack_kept
 
 TEMPERATURE = 0.2
 KEPT_PENALTY = 0.05
@@ -170,3 +170,6 @@ class Ltp(Method):
             else:
                 lo = mid
         return hi
+
+
+METHOD = Ltp()

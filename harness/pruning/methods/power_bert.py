@@ -38,3 +38,6 @@ class PowerBert(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return power_bert_scores(inputs)
+
+
+METHOD = PowerBert()

@@ -22,3 +22,6 @@ class RandomTokens(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return random_scores(inputs)
+
+
+METHOD = RandomTokens()

@@ -32,9 +32,9 @@ from __future__ import annotations
 import torch
 
 from harness.contracts.family import Tokens
+from harness.contracts.flops import ArchSpec, Schedule, forward_flops, reaches
 from harness.contracts.method import Method, ScoreInputs
-from harness.pruning.flops import ArchSpec, Schedule, forward_flops, reaches
-from harness.pruning.select import gather_tokens, keep_top
+from harness.contracts.select import gather_tokens, keep_top
 
 
 def tome_counts_for_r(spec: ArchSpec, n: int, r: int, schedule: Schedule) -> list[int]:
@@ -123,3 +123,6 @@ class Tome(Method):
         context = context.transpose(1, 2).reshape(batch, n, -1)
         (context, residual), tokens = bipartite_merge(scores, [context, hidden], tokens, keep)
         return context, residual, tokens
+
+
+METHOD = Tome()

@@ -26,3 +26,6 @@ class Truncation(Method):
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return truncation_scores(inputs)
+
+
+METHOD = Truncation()

@@ -24,7 +24,7 @@ from functools import cache
 
 import torch
 
-from harness.pruning.flops import ArchSpec, forward_flops
+from harness.contracts.flops import ArchSpec, forward_flops
 from harness.pruning.latency_model import calibration_for
 from harness.pruning.pruner import ForwardStats, Pruner, PruningSettings
 

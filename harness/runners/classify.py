@@ -1,9 +1,5 @@
-"""Evaluation of sentence(-pair) classification tasks (``predict``), and the names fine-tuning had here.
-
-Fine-tuning moved to ``harness.training`` (the offline-tuning loop in ``loop.py``, the cache of fine-tuned
-models in ``cache.py``): the methods' training recipes need the loop, and a runner sits above pruning,
-so the loop is a layer of its own between them.  Its names are importable from here as before.
-"""
+"""Evaluation of sentence(-pair) classification tasks: ``predict`` runs a (pruned) classifier over a task's
+rows.  Training such a classifier is ``harness.training``'s."""
 
 from __future__ import annotations
 
@@ -12,20 +8,7 @@ import torch
 
 from harness.models.catalog import LoadedModel
 from harness.pruning.pruner import ForwardStats
-from harness.training.cache import CACHE_FORMAT, finetune_key, load_or_fine_tune
-from harness.training.loop import TrainSettings, collate, draw_speedup, encode, fine_tune
-
-__all__ = [
-    "CACHE_FORMAT",
-    "TrainSettings",
-    "collate",
-    "draw_speedup",
-    "encode",
-    "fine_tune",
-    "finetune_key",
-    "load_or_fine_tune",
-    "predict",
-]
+from harness.training.loop import collate, encode
 
 
 @torch.no_grad()
