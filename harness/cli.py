@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--protocol",
         default=None,
-        help="finetune | zero-shot (default: finetune for encoders, zero-shot through lm-eval for decoders)",
+        help="finetune | zero-shot | finetune-lm (default: finetune for encoders, zero-shot through lm-eval "
+        "for decoders; finetune-lm tunes a decoder or encoder-decoder under elimination first)",
     )
     run.add_argument(
         "--prompts",
@@ -93,7 +94,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-length", type=int, default=128)
     run.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (default: 2)")
-    run.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
+    run.add_argument(
+        "--max-train",
+        type=int,
+        default=None,
+        help="use at most this many training rows (finetune-lm: per --train-on source, default 1000)",
+    )
+    run.add_argument(
+        "--train-on",
+        default=None,
+        help="finetune-lm's training data: comma-separated lm-eval tasks with a training split or "
+        ".jsonl/.csv/.parquet files of text or prompt/response rows (default: "
+        "rt-polarity-zs,boolq-zs,rt-polarity-recall,heldout-ppl, their training splits)",
+    )
+    run.add_argument(
+        "--train-steps",
+        type=int,
+        default=100,
+        help="finetune-lm's optimizer steps (default: 100, about 40 minutes for smollm2 on 2 CPU cores)",
+    )
+    run.add_argument(
+        "--train-length",
+        type=int,
+        default=256,
+        help="finetune-lm's tokens per training example, context and continuation (default: 256)",
+    )
+    run.add_argument(
+        "--lora",
+        type=int,
+        default=0,
+        help="finetune-lm: train LoRA adapters of this rank (default 0: all weights)",
+    )
     run.add_argument(
         "--limit",
         "--max-eval",
@@ -245,6 +276,7 @@ def _run(args) -> None:
     from harness.measure.hardware import set_threads
     from harness.report.location import report_place
     from harness.runners.sweep import SweepConfig, run_sweep
+    from harness.training.lm import LMTrainSettings
     from harness.training.loop import TrainSettings
 
     _folder(args.out, "--out")  # before any work: an empty one means the current folder
@@ -268,6 +300,8 @@ def _run(args) -> None:
         seeds=args.seeds,
         search=args.search,
         train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length),
+        lm_train=LMTrainSettings(steps=args.train_steps, max_length=args.train_length, lora=args.lora),
+        **({"train_on": _names(args.train_on, "--train-on")} if args.train_on is not None else {}),
         progress=not args.no_progress,
         prompts=_names(args.prompts, "--prompts", "zero-shot,few-shot,instruction")
         if args.prompts is not None

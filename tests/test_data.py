@@ -65,7 +65,7 @@ def test_registry_has_eleven_consistent_fine_tune_tasks_and_held_out_text():
         **{name: f"{name}-zs" for name in multiple_choice},
     }
     assert all(
-        TASKS.get(name).protocols == ("zero-shot",)
+        TASKS.get(name).protocols == ("zero-shot", "finetune-lm")
         for name in ["heldout-ppl", *long_context, *multiple_choice]
     )
     for name, spec in TASKS.items():

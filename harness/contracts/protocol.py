@@ -56,6 +56,11 @@ class EvalProtocol(abc.ABC):
     def check(self, family, task) -> None:
         """Raise a HarnessError when this protocol cannot evaluate ``family``'s models on ``task``."""
 
+    def train_identity(self, config) -> dict:
+        """The training settings its numbers depend on, for the cells' identity (a protocol that trains
+        says; seed and method are left out, being cell coordinates)."""
+        return {}
+
     @abc.abstractmethod
     def prepare(self, config, model_name: str, task, method) -> Prepared:
         """Load (and train, if the protocol trains) the model for every cell of (model, task, method)."""

@@ -59,7 +59,9 @@ class Task:
 
     @property
     def protocols(self) -> tuple[str, ...]:
-        return (("finetune",) if self.text_fields else ()) + (("zero-shot",) if self.lm_eval else ())
+        return (("finetune",) if self.text_fields else ()) + (
+            ("zero-shot", "finetune-lm") if self.lm_eval else ()
+        )
 
     @property
     def is_regression(self) -> bool:

@@ -58,6 +58,9 @@ NAMES = {
     "threads": "--threads",
     "dtype": "dtype",
     "train.epochs": "--epochs",
+    "train.steps": "--train-steps",
+    "train.lora": "--lora",
+    "train.train_on": "--train-on",
 }
 
 
@@ -102,11 +105,7 @@ def settings_identity(config, protocol) -> dict:
     settings.update(threads=torch.get_num_threads(), dtype=DTYPE, harness=__version__)
     if protocol.trains and config.weights == "pretrained":
         settings.update({name: getattr(config, name) for name in TRAIN_SETTINGS})
-        settings["train"] = {
-            key: value
-            for key, value in dataclasses.asdict(config.train).items()
-            if key not in ("seed", "method")
-        }  # both are cell coordinates
+        settings["train"] = protocol.train_identity(config)  # without seed and method: cell coordinates
     return settings
 
 

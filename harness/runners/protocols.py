@@ -7,12 +7,15 @@
   and decoders' classification heads.
 * ``zero-shot``: run the task's lm-eval configuration through the pruned decoder and record lm-eval's
   metrics and standard errors.  Decoders' default.
+* ``finetune-lm``: offline tuning of decoders and encoder-decoders (``harness.training.lm``) on
+  ``--train-on``, then evaluated as ``zero-shot``.
 
 A seq2seq or instruction-prompt protocol registers beside them in ``PROTOCOLS``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, replace
 
 import torch
@@ -22,14 +25,15 @@ from harness.assets.cache import how_checked
 from harness.contracts.method import Tuning
 from harness.contracts.protocol import NO_QUALITY, EvalProtocol, Prepared
 from harness.contracts.task import main_score
-from harness.data.tasks import compute_metrics, load_task
-from harness.models.catalog import load_causal_lm, load_classifier
+from harness.data.tasks import compute_metrics, get_task, load_task
+from harness.models.catalog import load_causal_lm, load_classifier, model_spec
 from harness.pruning.methods import METHODS
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
 from harness.runners import prompt_suites
 from harness.runners.classify import predict
-from harness.training.cache import load_or_fine_tune
+from harness.runners.lm_training import check_no_overlap, training_set
+from harness.training.cache import load_or_fine_tune, load_or_tune_lm
 from harness.training.loop import encode
 
 
@@ -82,6 +86,9 @@ class FineTune(EvalProtocol):
                 f"evaluate them with --protocol zero-shot (lm-eval, seq2seq)"
             )
         task.check_protocol(self.name)
+
+    def train_identity(self, config) -> dict:
+        return {k: v for k, v in asdict(config.train).items() if k not in ("seed", "method")}
 
     def prepare(self, config, model_name, task, method) -> Prepared:
         if config.weights == "random":
@@ -136,55 +143,110 @@ class FineTune(EvalProtocol):
         }
 
 
+def lm_eval_quality(config, task):
+    """loaded -> the row's quality columns: the task's lm-eval configuration run through the model."""
+    lm_task = task.lm_eval
+
+    def quality(loaded):
+        from harness.runners.lm_eval_bridge import evaluate
+
+        metrics = evaluate(
+            loaded.model,
+            loaded.tokenizer,
+            [lm_task.name],
+            batch_size=config.batch_size,
+            limit=config.max_eval,
+            include_path=lm_task.include_path,
+            num_fewshot=lm_task.num_fewshot,
+        )[lm_task.name]
+        realised = metrics.pop("eval_predicted_speedup", None)
+        documents, clamped = metrics.pop("n", None), metrics.pop("eval_clamped", None)
+        return {
+            "metrics": metrics,
+            "main_metric": lm_task.main_metric,
+            "score": main_score(metrics, lm_task.main_metric, task.name),
+            "eval_predicted_speedup": realised,
+            "eval_documents": documents,
+            "eval_clamped": clamped,
+        }
+
+    return quality
+
+
+def _generative(protocol, family, task) -> None:
+    if family.kind not in protocol.kinds:
+        raise HarnessError(
+            f"--protocol {protocol.name} needs a decoder or an encoder-decoder; {family.name!r} "
+            f"models are {family.kind}s (use --protocol finetune)"
+        )
+    task.check_protocol(protocol.name)
+
+
 class ZeroShot(EvalProtocol):
     name, kinds = "zero-shot", ("decoder", "encoder-decoder")
     description = "decoders and encoder-decoders: the task's lm-eval configuration through the pruned model"
 
     def check(self, family, task) -> None:
-        if family.kind not in self.kinds:
-            raise HarnessError(
-                f"--protocol zero-shot needs a decoder or an encoder-decoder; {family.name!r} "
-                f"models are {family.kind}s"
-            )
-        task.check_protocol(self.name)
+        _generative(self, family, task)
 
     def prepare(self, config, model_name, task, method) -> Prepared:
         loaded = _on(config.device, load_causal_lm(model_name, config.weights))
         if config.weights == "random":
             return Prepared(loaded)
-        lm_task = task.lm_eval
+        context = {"data": {"lm_eval_task": task.lm_eval.name, "limit": config.max_eval}}
+        return Prepared(loaded, lm_eval_quality(config, task), None, context)
 
-        def quality(loaded):
-            from harness.runners.lm_eval_bridge import evaluate
 
-            metrics = evaluate(
-                loaded.model,
-                loaded.tokenizer,
-                [lm_task.name],
-                batch_size=config.batch_size,
-                limit=config.max_eval,
-                include_path=lm_task.include_path,
-                num_fewshot=lm_task.num_fewshot,
-            )[lm_task.name]
-            realised = metrics.pop("eval_predicted_speedup", None)
-            documents, clamped = metrics.pop("n", None), metrics.pop("eval_clamped", None)
-            return {
-                "metrics": metrics,
-                "main_metric": lm_task.main_metric,
-                "score": main_score(metrics, lm_task.main_metric, task.name),
-                "eval_predicted_speedup": realised,
-                "eval_documents": documents,
-                "eval_clamped": clamped,
-            }
+class FineTuneLM(EvalProtocol):
+    """Offline tuning of generative models: tune once under elimination on ``--train-on`` (never on an
+    evaluated document: ``lm_training.check_no_overlap``), cached, then evaluate every speedup as
+    ``zero-shot`` does.  Every task of a sweep shares the one tuned model (the cache key names the
+    training data, not the evaluated task)."""
 
-        return Prepared(
-            loaded, quality, None, {"data": {"lm_eval_task": lm_task.name, "limit": config.max_eval}}
-        )
+    name, kinds, trains = "finetune-lm", ("decoder", "encoder-decoder"), True
+    description = (
+        "decoders and encoder-decoders: tune once under elimination on --train-on (offline tuning), "
+        "evaluate every speedup through lm-eval"
+    )
+
+    def check(self, family, task) -> None:
+        _generative(self, family, task)
+
+    def train_identity(self, config) -> dict:
+        settings = asdict(config.lm_train)
+        return {
+            "train_on": list(config.train_on),
+            **{k: v for k, v in settings.items() if k not in ("seed", "method")},
+        }
+
+    def prepare(self, config, model_name, task, method) -> Prepared:
+        family = model_spec(model_name).family_contract
+        if config.weights == "random":
+            return Prepared(_on(config.device, load_causal_lm(model_name, "random")))
+        settings = replace(config.lm_train, seed=config.train.seed, method=method.name)
+        training = training_set(tuple(config.train_on), config.max_train, settings.seed)
+        check_no_overlap(training, [get_task(name) for name in config.tasks])
+        loaded = _on(config.device, load_causal_lm(model_name, "pretrained"))
+        started = time.perf_counter()
+        loaded, folder, reused = load_or_tune_lm(loaded, training, settings, family.kind, config.progress)
+        prune(loaded.model, method=method.name)
+        context = {
+            "data": {"lm_eval_task": task.lm_eval.name, "limit": config.max_eval},
+            "train": {
+                "cache": str(folder),
+                "reused": reused,
+                "verified": how_checked(folder),
+                "train_on": training.provenance,
+                "seconds": None if reused else round(time.perf_counter() - started, 1),
+                **asdict(settings),
+            },
+        }
+        return Prepared(loaded, lm_eval_quality(config, task), None, context)
 
 
 PROTOCOLS: Registry[EvalProtocol] = Registry("protocol")
-for _protocol in (FineTune(), ZeroShot()):
+for _protocol in (FineTune(), ZeroShot(), FineTuneLM()):
     PROTOCOLS.register(_protocol.name, _protocol)
 prompt_suites.register(PROTOCOLS)  # prompts/zero-shot, prompts/few-shot, prompts/instruction
 
-__all__ = ["NO_QUALITY", "PROTOCOLS", "FineTune", "ZeroShot"]
+__all__ = ["NO_QUALITY", "PROTOCOLS", "FineTune", "FineTuneLM", "ZeroShot"]

@@ -64,8 +64,10 @@ from harness.registry import HarnessError
 from harness.report.lock import run_lock
 from harness.report.store import RESULTS_SCHEMA, ResultStore, report_rows, write_json_atomic
 from harness.runners.identity import check_folder, identities
+from harness.runners.lm_training import DEFAULT_TRAIN_ON
 from harness.runners.prompt_suites import check_num_fewshot, check_prompts
 from harness.runners.protocols import PROTOCOLS
+from harness.training.lm import LMTrainSettings, check_lm_settings
 from harness.training.loop import TrainSettings
 from harness.version import __version__
 
@@ -92,6 +94,10 @@ class SweepConfig:
     out: str | None = None
     data_dir: str | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
+    lm_train: LMTrainSettings = field(default_factory=LMTrainSettings)
+    """``--protocol finetune-lm``'s tuning (its seed and method come from the cell, as ``train``'s do)."""
+    train_on: list[str] = field(default_factory=lambda: list(DEFAULT_TRAIN_ON))
+    """What ``finetune-lm`` tunes on (``--train-on``: lm-eval tasks with a training split, or text files)."""
     max_train: int | None = None
     max_eval: int | None = None
     """At most this many evaluation documents per task (``--limit``, alias ``--max-eval``): the first N
@@ -179,6 +185,7 @@ class SweepConfig:
                 raise HarnessError(f"{name} must be a positive integer, got {value}")
         if isinstance(self.search, bool) or not isinstance(self.search, int) or self.search < 0:
             raise HarnessError(f"--search must be an integer >= 0, got {self.search}")
+        check_lm_settings(self.lm_train)
         if not (math.isfinite(self.train.epochs) and self.train.epochs > 0):
             raise HarnessError(f"--epochs must be a finite number > 0, got {self.train.epochs:g}")
         most = 1000  # 1e308 crashed the progress bar; past 1000 passes a fine-tune is a typo, not a recipe

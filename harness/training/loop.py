@@ -12,8 +12,10 @@ layer, name their recipe and never import the loop.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,39 +68,74 @@ def draw_speedup(kind: str, rng: random.Random, low: float, top: float) -> float
     raise HarnessError(f"speedup_draw {kind!r} is not one of: uniform, top")
 
 
+def optimizer_and_schedule(
+    groups: list[dict], learning_rate: float, weight_decay: float, warmup: float, total: int
+):
+    """AdamW over ``groups`` and its linear schedule with ``warmup`` (a share of ``total`` steps): what
+    every offline-tuning loop (classifiers here, language models in ``lm.py``) steps."""
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
+
+
+def run_steps(
+    model,
+    groups: list[dict],
+    settings,
+    rows: int,
+    total: int,
+    draw: Callable[[], float],
+    step,
+    desc: str,
+    progress: bool,
+) -> None:
+    """The one offline-tuning loop, whatever the objective: ``total`` steps over ``rows`` training rows.
+
+    Each step takes the next ``settings.batch_size`` row indices (reshuffled every pass with
+    ``settings``' seeded order), sets the speedup ``draw()`` returns, runs ``step(indices)`` (the
+    objective's forward and backward; it returns the loss's value), clips the gradients of
+    ``groups[0]`` and steps AdamW and its linear schedule (``optimizer_and_schedule``).  The classifier
+    recipes (``fine_tune``) and the generative models' (``lm.tune_lm``) differ only in ``step``."""
+    optimizer, schedule = optimizer_and_schedule(
+        groups, settings.learning_rate, settings.weight_decay, settings.warmup_ratio, total
+    )
+    rng, order = random.Random(settings.seed), []
+    model.train()
+    bar = tqdm(range(total), desc=desc, disable=not progress, unit="step")
+    for _ in bar:
+        if not order:
+            order = list(range(rows))
+            rng.shuffle(order)
+        batch, order = order[: settings.batch_size], order[settings.batch_size :]
+        model.set_speedup(draw(rng))
+        loss = step(batch)
+        torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss:.3f}", speedup=f"{model.pruning.speedup:.2f}")
+
+
 def fine_tune(loaded: LoadedModel, train_frame, task, settings: TrainSettings, progress: bool = True) -> None:
     """Train ``loaded.model`` (already pruned) in place with per-batch speedup sampling (offline tuning)."""
     model, tokenizer = loaded.model, loaded.tokenizer
     device = next(model.parameters()).device
     rows = encode(tokenizer, train_frame, task.text_fields, settings.max_length)
     labels = _labels(train_frame, task.num_labels).to(device)
-    rng = random.Random(settings.seed)
     step_rng = random.Random(settings.seed + 1)  # the method's sub-network draws leave the data order alone
     torch.manual_seed(settings.seed)
     top = min(settings.speedup_range[1], model.max_speedup())
-    steps_per_epoch = -(-len(rows) // settings.batch_size)
-    total = max(1, int(steps_per_epoch * settings.epochs))
+    total = max(1, int(-(-len(rows) // settings.batch_size) * settings.epochs))
     method = model.pruning_method
-    groups = [{"params": list(model.parameters())}, *method.begin_training(model)]
-    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
-    model.train()
-    order: list[int] = []
-    bar = tqdm(range(total), desc=f"fine-tune {task.name}", disable=not progress, unit="step")
-    for _ in bar:
-        if not order:
-            order = list(range(len(rows)))
-            rng.shuffle(order)
-        batch_ids, order = order[: settings.batch_size], order[settings.batch_size :]
-        model.set_speedup(draw_speedup(method.speedup_draw, rng, settings.speedup_range[0], top))
+
+    def step(batch_ids: list[int]) -> float:
         batch = collate(tokenizer, [rows[i] for i in batch_ids], device)
         loss = method.train_step(model, batch, labels[batch_ids], step_rng)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        return loss.item()
+
+    groups = [{"params": list(model.parameters())}, *method.begin_training(model)]
+    draw = functools.partial(draw_speedup, method.speedup_draw, low=settings.speedup_range[0], top=top)
+    run_steps(model, groups, settings, len(rows), total, draw, step, f"fine-tune {task.name}", progress)
     method.end_training(model)
     model.eval()
     model.set_speedup(1.0)
