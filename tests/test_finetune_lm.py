@@ -242,3 +242,22 @@ def test_lora_without_peft_is_one_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_peft)
     with pytest.raises(HarnessError, match=r"--lora needs the peft package \(pip install peft\)"):
         lm.check_lm_settings(LMTrainSettings(lora=8))
+
+
+def test_prompt_modes_run_on_the_tuned_model(tiny_gpt2, workdir, capsys):
+    """--prompts with --protocol finetune-lm: each mode is evaluated on the tuned model, and its rows say so
+    (their protocol, their mode and their train context) and carry the tuning in their identity."""
+    own = workdir / "own.jsonl"
+    own.write_text("\n".join(json.dumps({"text": s}) for s in SENTENCES) + "\n")
+    args = ["run", "--models", str(tiny_gpt2), "--tasks", "rt-polarity", "--protocol", "finetune-lm"]
+    args += ["--prompts", "zero-shot", "--train-on", str(own), "--train-steps", "1", "--speedups", "1,2"]
+    args += ["--limit", "2", "--repeats", "1", "--max-length", "64", "--no-progress", "--out", "run"]
+    assert cli.main(args) == 0, capsys.readouterr().err[-2000:]
+    rows = [json.loads(line) for line in (workdir / "run" / "results.jsonl").read_text().splitlines()]
+    assert [row["speedup"] for row in rows] == [1.0, 2.0]
+    for row in rows:
+        assert (
+            row["protocol"] == "finetune-lm/prompts/zero-shot" and row["prompt_mode"] == "zero-shot (tuned)"
+        )
+        assert row["train"]["steps"] == 1 and row["train"]["train_on"][str(own)]["examples"] == 4
+        assert row["identity"]["settings"]["train"]["train_on"] == [str(own)]

@@ -86,8 +86,8 @@ def _prompt_files(task: Task, protocol: str) -> list[Path]:
     from harness.runners.lm_eval_bridge import TASKS_DIR
     from harness.runners.prompt_suites import suite_files
 
-    if protocol.startswith("prompts/"):
-        yamls = [suite.path for suite in suite_files(task.name, protocol.removeprefix("prompts/"))]
+    if "prompts/" in protocol:  # prompts/<mode>, finetune-lm/prompts/<mode>
+        yamls = [suite.path for suite in suite_files(task.name, protocol.split("prompts/", 1)[1])]
     else:
         folder = Path(task.lm_eval.include_path or TASKS_DIR)
         yamls = [path for path in folder.glob("*.yaml") if path.stem == task.lm_eval.name]
@@ -98,9 +98,7 @@ def _prompt_files(task: Task, protocol: str) -> list[Path]:
 
 def settings_identity(config, protocol) -> dict:
     """The run settings a protocol's numbers depend on (training settings only where it trains)."""
-    names = (
-        TIMING_SETTINGS + EVAL_SETTINGS + (PROMPT_SETTINGS if protocol.name.startswith("prompts/") else ())
-    )
+    names = TIMING_SETTINGS + EVAL_SETTINGS + (PROMPT_SETTINGS if "prompts/" in protocol.name else ())
     settings = {name: getattr(config, name) for name in names}
     settings.update(threads=torch.get_num_threads(), dtype=DTYPE, harness=__version__)
     if protocol.trains and config.weights == "pretrained":

@@ -31,7 +31,8 @@ import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness.data.overlap import Documents
@@ -197,3 +198,45 @@ def check_no_overlap(train: TrainingSet, tasks) -> None:
                     f"--train-on {source} shares text with a document the sweep evaluates ({names}): "
                     f"{field[:80]!r}; tune on other data or evaluate other tasks"
                 )
+
+
+# --- the tuned model, for every protocol that evaluates one ---------------------------------------------
+
+
+def lm_train_identity(config) -> dict:
+    """The tuning settings a tuned model's rows depend on (seed and method are cell coordinates)."""
+    settings = asdict(config.lm_train)
+    return {
+        "train_on": list(config.train_on),
+        **{k: v for k, v in settings.items() if k not in ("seed", "method")},
+    }
+
+
+def tuned_model(config, model_name: str, method):
+    """``model_name`` tuned under elimination for ``method`` on ``config.train_on`` (cached), pruned with
+    ``method``, and the ``train`` context its rows carry.  The training data is checked against every task
+    the sweep evaluates first, before any model loads."""
+    from harness.api import prune
+    from harness.assets.cache import how_checked
+    from harness.data.tasks import get_task
+    from harness.models.catalog import load_causal_lm, model_spec
+    from harness.training.cache import load_or_tune_lm
+
+    settings = replace(config.lm_train, seed=config.train.seed, method=method.name)
+    training = training_set(tuple(config.train_on), config.max_train, settings.seed)
+    check_no_overlap(training, [get_task(name) for name in config.tasks])
+    loaded = load_causal_lm(model_name, "pretrained")
+    loaded.model.to(config.device)
+    started = time.perf_counter()
+    kind = model_spec(model_name).family_contract.kind
+    loaded, folder, reused = load_or_tune_lm(loaded, training, settings, kind, config.progress)
+    prune(loaded.model, method=method.name)
+    train = {
+        "cache": str(folder),
+        "reused": reused,
+        "verified": how_checked(folder),
+        "train_on": training.provenance,
+        "seconds": None if reused else round(time.perf_counter() - started, 1),
+        **asdict(settings),
+    }
+    return loaded, train

@@ -24,6 +24,7 @@ import torch
 
 from harness.contracts.protocol import NO_QUALITY, EvalProtocol, Prepared
 from harness.registry import HarnessError
+from harness.runners.lm_training import lm_train_identity, tuned_model
 
 MODES = ("zero-shot", "few-shot", "instruction")
 SEGMENTS = ("instruction", "demonstrations", "input", "options")
@@ -83,7 +84,8 @@ def suites(folder: Path | None = None) -> dict[str, dict[str, tuple[SuiteFile, .
 
 
 def check_prompts(modes: list[str] | None, protocol: str | None = None, chat_template: bool = False) -> None:
-    """--prompts names known modes, and is not combined with --protocol (each mode is its own protocol);
+    """--prompts names known modes, and is not combined with --protocol (each mode is its own protocol)
+    other than finetune-lm (the modes then run on the tuned model, ``finetune-lm/prompts/<mode>``);
     --chat-template needs the instruction mode, the one it renders."""
     if chat_template and "instruction" not in (modes or ()):
         raise HarnessError("--chat-template renders the instruction prompt mode; add --prompts instruction")
@@ -92,9 +94,10 @@ def check_prompts(modes: list[str] | None, protocol: str | None = None, chat_tem
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
         raise HarnessError(f"unknown prompt mode {', '.join(map(repr, unknown))}; valid: {', '.join(MODES)}")
-    if protocol is not None:
+    if protocol not in (None, "finetune-lm"):
         raise HarnessError(
-            "--prompts and --protocol exclude each other: each prompt mode is its own protocol"
+            "--prompts and --protocol exclude each other (each prompt mode is its own protocol), but for "
+            "--protocol finetune-lm, which evaluates the modes on the tuned model"
         )
 
 
@@ -304,12 +307,16 @@ class PromptMode(EvalProtocol):
 
     kinds = ("decoder", "encoder-decoder")
 
-    def __init__(self, mode: str):
-        self.mode = mode
-        self.name = f"prompts/{mode}"
+    def __init__(self, mode: str, tuned: bool = False):
+        self.mode, self.tuned, self.trains = mode, tuned, tuned
+        self.name = f"finetune-lm/prompts/{mode}" if tuned else f"prompts/{mode}"
         self.description = (
             f"the task's {mode} prompt suite through lm-eval (tasks/*.yaml, metadata.prompt_mode)"
+            + (", on the model tuned by --protocol finetune-lm" if tuned else "")
         )
+
+    def train_identity(self, config) -> dict:
+        return lm_train_identity(config) if self.tuned else {}
 
     def check(self, family, task) -> None:
         if family.kind not in self.kinds:
@@ -322,8 +329,12 @@ class PromptMode(EvalProtocol):
     def prepare(self, config, model_name, task, method) -> Prepared:
         from harness.models.catalog import load_causal_lm
 
-        loaded = load_causal_lm(model_name, config.weights)
-        loaded.model.to(config.device)
+        train = None
+        if self.tuned and config.weights == "pretrained":
+            loaded, train = tuned_model(config, model_name, method)
+        else:
+            loaded = load_causal_lm(model_name, config.weights)
+            loaded.model.to(config.device)
         files = suite_files(task.name, self.mode)
         shots = 0
         if self.mode == "few-shot":
@@ -342,12 +353,14 @@ class PromptMode(EvalProtocol):
         lengths = [len(token_segments(loaded.tokenizer, p)[0]) for p in prompts] if loaded.tokenizer else []
         mean_tokens = statistics.fmean(lengths) if lengths else None
         describe = {
-            "prompt_mode": self.mode,
+            "prompt_mode": f"{self.mode} (tuned)" if self.tuned else self.mode,
             "chat_template": chat,
             "num_fewshot": shots,
             "mean_prompt_tokens": mean_tokens,
         }
         context = {"data": {"lm_eval_tasks": [f.task for f in files], "limit": config.max_eval}}
+        if train is not None:
+            context["train"] = train
         seq_len = min(config.max_length, round(mean_tokens)) if mean_tokens else None
         texts = [p.text for p in prompts]
         if config.weights == "random":
@@ -404,6 +417,7 @@ class PromptMode(EvalProtocol):
 
 
 def register(protocols) -> None:
-    for mode in MODES:
-        protocol = PromptMode(mode)
-        protocols.register(protocol.name, protocol)
+    for tuned in (False, True):
+        for mode in MODES:
+            protocol = PromptMode(mode, tuned)
+            protocols.register(protocol.name, protocol)

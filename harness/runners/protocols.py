@@ -15,7 +15,6 @@ A seq2seq or instruction-prompt protocol registers beside them in ``PROTOCOLS``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, replace
 
 import torch
@@ -25,15 +24,15 @@ from harness.assets.cache import how_checked
 from harness.contracts.method import Tuning
 from harness.contracts.protocol import NO_QUALITY, EvalProtocol, Prepared
 from harness.contracts.task import main_score
-from harness.data.tasks import compute_metrics, get_task, load_task
-from harness.models.catalog import load_causal_lm, load_classifier, model_spec
+from harness.data.tasks import compute_metrics, load_task
+from harness.models.catalog import load_causal_lm, load_classifier
 from harness.pruning.methods import METHODS
 from harness.pruning.pruner import ForwardStats
 from harness.registry import HarnessError, Registry
 from harness.runners import prompt_suites
 from harness.runners.classify import predict
-from harness.runners.lm_training import check_no_overlap, training_set
-from harness.training.cache import load_or_fine_tune, load_or_tune_lm
+from harness.runners.lm_training import lm_train_identity, tuned_model
+from harness.training.cache import load_or_fine_tune
 from harness.training.loop import encode
 
 
@@ -213,40 +212,19 @@ class FineTuneLM(EvalProtocol):
         _generative(self, family, task)
 
     def train_identity(self, config) -> dict:
-        settings = asdict(config.lm_train)
-        return {
-            "train_on": list(config.train_on),
-            **{k: v for k, v in settings.items() if k not in ("seed", "method")},
-        }
+        return lm_train_identity(config)
 
     def prepare(self, config, model_name, task, method) -> Prepared:
-        family = model_spec(model_name).family_contract
         if config.weights == "random":
             return Prepared(_on(config.device, load_causal_lm(model_name, "random")))
-        settings = replace(config.lm_train, seed=config.train.seed, method=method.name)
-        training = training_set(tuple(config.train_on), config.max_train, settings.seed)
-        check_no_overlap(training, [get_task(name) for name in config.tasks])
-        loaded = _on(config.device, load_causal_lm(model_name, "pretrained"))
-        started = time.perf_counter()
-        loaded, folder, reused = load_or_tune_lm(loaded, training, settings, family.kind, config.progress)
-        prune(loaded.model, method=method.name)
-        context = {
-            "data": {"lm_eval_task": task.lm_eval.name, "limit": config.max_eval},
-            "train": {
-                "cache": str(folder),
-                "reused": reused,
-                "verified": how_checked(folder),
-                "train_on": training.provenance,
-                "seconds": None if reused else round(time.perf_counter() - started, 1),
-                **asdict(settings),
-            },
-        }
+        loaded, train = tuned_model(config, model_name, method)
+        context = {"data": {"lm_eval_task": task.lm_eval.name, "limit": config.max_eval}, "train": train}
         return Prepared(loaded, lm_eval_quality(config, task), None, context)
 
 
 PROTOCOLS: Registry[EvalProtocol] = Registry("protocol")
 for _protocol in (FineTune(), ZeroShot(), FineTuneLM()):
     PROTOCOLS.register(_protocol.name, _protocol)
-prompt_suites.register(PROTOCOLS)  # prompts/zero-shot, prompts/few-shot, prompts/instruction
+prompt_suites.register(PROTOCOLS)  # prompts/<mode>, and finetune-lm/prompts/<mode> on the tuned model
 
 __all__ = ["NO_QUALITY", "PROTOCOLS", "FineTune", "FineTuneLM", "ZeroShot"]

@@ -131,7 +131,10 @@ class SweepConfig:
 
     def protocols_for(self, spec) -> list[str]:
         """Every protocol a model is evaluated under: one per prompt mode with ``prompts``, else one."""
-        return [f"prompts/{mode}" for mode in self.prompts] if self.prompts else [self.protocol_for(spec)]
+        if not self.prompts:
+            return [self.protocol_for(spec)]
+        tuned = "finetune-lm/" if self.protocol == "finetune-lm" else ""
+        return [f"{tuned}prompts/{mode}" for mode in self.prompts]
 
     def methods_for(self, protocol) -> list[str]:
         """The methods evaluated under ``protocol``: ``--methods``, else the protocol's default."""
