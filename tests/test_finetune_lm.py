@@ -261,3 +261,17 @@ def test_prompt_modes_run_on_the_tuned_model(tiny_gpt2, workdir, capsys):
         )
         assert row["train"]["steps"] == 1 and row["train"]["train_on"][str(own)]["examples"] == 4
         assert row["identity"]["settings"]["train"]["train_on"] == [str(own)]
+
+
+def test_compare_keeps_tuned_and_training_free_rows_apart():
+    """One method under two protocols is two models: `harness compare` must not average them."""
+    from pathlib import Path
+
+    from harness.report.compare import compare_frame
+    from harness.report.leaderboard import load_rows
+
+    runs = Path(__file__).parent.parent / "leaderboards" / "runs"
+    table = compare_frame(load_rows([runs / "smollm2_training_free", runs / "smollm2_finetune_lm"]))
+    assert set(table["method"]) == {"acc [zero-shot]", "acc [finetune-lm]"}
+    ppl = table[(table["task"] == "heldout-ppl") & (table["speedup"] == 1)].set_index("method")["quality"]
+    assert ppl.round(1).to_dict() == {"acc [finetune-lm]": 46.4, "acc [zero-shot]": 50.0}

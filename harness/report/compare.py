@@ -219,10 +219,22 @@ def pareto_mask(latency: np.ndarray, quality: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _apart_by_protocol(frame: pd.DataFrame) -> pd.DataFrame:
+    """A method evaluated under several protocols (zero-shot on stock weights, finetune-lm on tuned ones)
+    names two models: its rows are labelled ``method [protocol]`` so that they are never averaged."""
+    if "protocol" not in frame or frame.groupby("method")["protocol"].nunique().max() <= 1:
+        return frame
+    shared = frame.groupby("method")["protocol"].transform("nunique") > 1
+    frame = frame.copy()
+    frame.loc[shared, "method"] = frame.loc[shared, "method"] + " [" + frame.loc[shared, "protocol"] + "]"
+    return frame
+
+
 def compare_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, model, weights, machine, method, speedup), aggregated over seeds and runs."""
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
+    frame = _apart_by_protocol(frame)
     records = []
     for key, rows in frame.groupby(GROUP, sort=True, dropna=False):
         records.append({**dict(zip(GROUP, key)), **_aggregate(rows)})
@@ -256,9 +268,11 @@ def _budget(rows: pd.DataFrame) -> str:
     """The training budget, said once per task; unequal budgets are said too."""
     epochs = sorted({float(v) for v in rows["epochs"].dropna()})
     examples = sorted({int(v) for v in rows["train_examples"].dropna()})
-    if not epochs and not examples:
-        return "Training budget: none (no fine-tuning in these rows)."
     recipes = ", ".join(f"{m}: {r}" for m, r in rows.groupby("method")["recipe"].first().dropna().items())
+    if not epochs and not examples:
+        if recipes:
+            return f"Training budget: in each row's train context.  Recipes: {recipes}."
+        return "Training budget: none (no fine-tuning in these rows)."
     equal = (
         "the same for every method" if len(epochs) <= 1 and len(examples) <= 1 else "NOT equal across rows"
     )

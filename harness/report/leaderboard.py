@@ -103,6 +103,8 @@ def _flatten(row: dict[str, Any], run: str) -> dict[str, Any]:
     flat["seed"] = row.get("seed", (row.get("train") or {}).get("seed"))
     train = row.get("train") or {}
     flat["train_recipe"], flat["train_epochs"] = train.get("recipe"), train.get("epochs")
+    if train and not flat["train_recipe"] and str(row.get("protocol")).startswith("finetune-lm"):
+        flat["train_recipe"] = "finetune-lm"  # tuned rows written before their train context named it
     flat["train_examples"] = train.get("examples")
     hardware = row.get("hardware")
     flat["hardware"] = hardware.get("id") if isinstance(hardware, dict) else hardware

@@ -232,6 +232,9 @@ def tuned_model(config, model_name: str, method):
     loaded, folder, reused = load_or_tune_lm(loaded, training, settings, kind, config.progress)
     prune(loaded.model, method=method.name)
     train = {
+        "recipe": "finetune-lm",
+        "examples": len(training.examples),
+        "epochs": round(settings.steps * settings.batch_size / len(training.examples), 3),
         "cache": str(folder),
         "reused": reused,
         "verified": how_checked(folder),
