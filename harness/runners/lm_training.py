@@ -35,9 +35,14 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from harness.api import prune
+from harness.assets.cache import how_checked
 from harness.data.overlap import Documents
 from harness.data.readers import READERS, read
+from harness.data.tasks import get_task
+from harness.models.catalog import load_causal_lm, model_spec
 from harness.registry import HarnessError
+from harness.training.cache import load_or_tune_lm
 from harness.training.lm import Example
 
 DEFAULT_TRAIN_ON = ("rt-polarity-zs", "boolq-zs", "rt-polarity-recall", "heldout-ppl")
@@ -52,12 +57,8 @@ class TrainingSet:
     documents: tuple[tuple[str, tuple[str, ...]], ...]
     """(source, the document's raw text fields) per example: what the overlap check compares."""
     provenance: dict
-
-    @property
-    def fingerprint(self) -> str:
-        """The examples' content: the tuned model's cache key names it."""
-        text = json.dumps([[e.context, e.continuation] for e in self.examples])
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+    """Per source the examples drawn and available, and ``sha256``: the examples' content, which the
+    tuned model's cache key names."""
 
 
 def training_set(names: tuple[str, ...], per_source: int | None, seed: int) -> TrainingSet:
@@ -75,8 +76,9 @@ def training_set(names: tuple[str, ...], per_source: int | None, seed: int) -> T
         examples += [example for example, _ in picked]
         documents += [(name, fields) for _, fields in picked]
         provenance[name] = {"examples": len(picked), "of": len(pairs)}
-    result = TrainingSet(tuple(examples), tuple(documents), provenance)
-    return TrainingSet(result.examples, result.documents, {**provenance, "sha256": result.fingerprint})
+    content = json.dumps([[e.context, e.continuation] for e in examples]).encode()
+    provenance["sha256"] = hashlib.sha256(content).hexdigest()[:20]
+    return TrainingSet(tuple(examples), tuple(documents), provenance)
 
 
 def _file_pairs(path: Path) -> list[tuple[Example, tuple[str, ...]]]:
@@ -138,6 +140,7 @@ def _quiet_lm_eval():
 
 @functools.cache
 def _manager(include_path: str | None, defaults: bool):
+    # imported here: lm-eval takes seconds to import, and only tuning and its check need it
     from lm_eval.tasks import TaskManager
 
     from harness.runners.lm_eval_bridge import TASKS_DIR
@@ -216,12 +219,6 @@ def tuned_model(config, model_name: str, method):
     """``model_name`` tuned under elimination for ``method`` on ``config.train_on`` (cached), pruned with
     ``method``, and the ``train`` context its rows carry.  The training data is checked against every task
     the sweep evaluates first, before any model loads."""
-    from harness.api import prune
-    from harness.assets.cache import how_checked
-    from harness.data.tasks import get_task
-    from harness.models.catalog import load_causal_lm, model_spec
-    from harness.training.cache import load_or_tune_lm
-
     settings = replace(config.lm_train, seed=config.train.seed, method=method.name)
     training = training_set(tuple(config.train_on), config.max_train, settings.seed)
     check_no_overlap(training, [get_task(name) for name in config.tasks])
