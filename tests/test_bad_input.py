@@ -11,38 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_checks import one_line_error, run_args
 
 import harness
 from harness import cli
 from harness.registry import HarnessError
 
 REPO = Path(harness.__file__).resolve().parents[1]
-
-
-def run_args(checkpoint, data_dir, *extra, out="run"):
-    return [
-        "run",
-        "--models",
-        str(checkpoint),
-        "--tasks",
-        "sst2",
-        "--data-dir",
-        str(data_dir),
-        "--speedups",
-        "2",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--repeats",
-        "1",
-        "--out",
-        out,
-        "--no-progress",
-        *extra,
-    ]
 
 
 def sentiment_files(folder: Path, train_texts=None) -> Path:
@@ -166,9 +141,7 @@ def test_bad_input_is_one_line_and_exit_2(workdir, tiny_checkpoint, tiny_sentime
     setup, message = CASES[case]
     args = setup(workdir, tiny_checkpoint, tiny_sentiment_dir)
     capsys.readouterr()
-    assert cli.main(args) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("harness: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    err = one_line_error(capsys, cli.main(args))
     assert message in err, err
     assert not list(workdir.rglob("results.jsonl"))
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from cli_checks import no_model_load, one_line_error
 from transformers import (
     AutoTokenizer,
     GPT2Config,
@@ -175,17 +176,8 @@ def test_own_text_files_become_examples(tmp_path):
 
 
 def _run(args, capsys, monkeypatch):
-    from lm_eval.models.huggingface import HFLM
-
-    def refuse(*a, **k):
-        raise AssertionError("a model was loaded before the bad input was refused")
-
-    monkeypatch.setattr(HFLM, "__init__", refuse)
-    monkeypatch.setattr(protocols, "load_causal_lm", refuse)
-    code = cli.main(["run", "--no-progress", *args])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("harness: error: ") and err.count("\n") == 1, err[-2000:]
-    return err
+    no_model_load(monkeypatch, (protocols, "load_causal_lm"))
+    return one_line_error(capsys, cli.main(["run", "--no-progress", *args]))
 
 
 def test_training_on_an_evaluated_document_is_refused(tiny_gpt2, workdir, capsys, monkeypatch):

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from cli_checks import one_line_error
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
@@ -212,8 +213,7 @@ def test_config_of_another_architecture_exits_2_through_the_cli(
             "finetune",
         ]
     )
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("harness: error: ") and err.count("\n") == 1, err
+    err = one_line_error(capsys, code)
     assert str(folder) in err and "GPT2ForSequenceClassification" in err
 
 

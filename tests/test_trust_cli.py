@@ -12,6 +12,7 @@ import os
 
 import pytest
 import torch
+from cli_checks import no_model_load, one_line_error, run_args
 
 from harness import cli
 
@@ -21,23 +22,6 @@ def no_cuda(monkeypatch):
     """A machine without CUDA and a CPU-only torch, whatever this one has."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", None)
-
-
-def one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err[-3000:]
-    assert err.startswith("harness: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
-
-
-def no_model_load(monkeypatch):
-    """Loading any model fails the test: the error must come first."""
-    from lm_eval.models.huggingface import HFLM
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was refused")
-
-    monkeypatch.setattr(HFLM, "__init__", refuse)
 
 
 # --- harness lm-eval -------------------------------------------------------------------------------
@@ -169,32 +153,6 @@ def test_positions_unknown_task_names_the_valid_ones(workdir, tiny_gpt2_checkpoi
 
 
 # --- harness run: absurd numbers -------------------------------------------------------------------
-
-
-def run_args(checkpoint, data_dir, *extra):
-    return [
-        "run",
-        "--models",
-        str(checkpoint),
-        "--tasks",
-        "sst2",
-        "--data-dir",
-        str(data_dir),
-        "--speedups",
-        "2",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--repeats",
-        "1",
-        "--out",
-        "run",
-        "--no-progress",
-        *extra,
-    ]
 
 
 @pytest.mark.parametrize(

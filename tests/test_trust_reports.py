@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_checks import one_line_error
 from test_report import _row, _run_dir
 
 from harness import cli
@@ -32,9 +33,7 @@ def _write(run: Path, rows: list[dict]) -> Path:
 
 def _refused(capsys, argv: list[str], *parts: str) -> str:
     """``argv`` exits 2 with one ``harness: error:`` line holding every part."""
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("harness: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    err = one_line_error(capsys, cli.main(argv))
     for part in parts:
         assert part in err, err
     return err
