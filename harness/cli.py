@@ -1,4 +1,4 @@
-"""The ``harness`` command line: run, leaderboard, compare, plot, positions, list, cache, calibrate.
+"""The ``harness`` command line: run, leaderboard, compare, report, plot, positions, list, cache, calibrate.
 
 User errors (unknown names, bad numbers, unreachable speedups, missing data, unwritable folders) print
 one line, ``harness: error: ...``, and exit with code 2; no traceback.  ``harness run`` with no
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--chat-template", action="store_true", help="instruction mode through the chat template"
     )
     run.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    run.add_argument(
+        "--dtype",
+        default=None,
+        help="float32 | bfloat16 | float16 (CUDA only): weights and compute of evaluation and timing; "
+        "fine-tunes train in float32 (default: float32 on cpu, bfloat16 on cuda)",
+    )
     run.add_argument(
         "--speedup-model",
         default="flops",
@@ -164,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         "folder; 'make demo' passes . to refresh the committed examples)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--executor",
+        default="serial",
+        choices=("serial", "ray"),
+        help="serial: every cell in this process (default); ray: fine-tunes, evaluations and timings as "
+        "Ray tasks (docs/ray.md)",
+    )
+    run.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --executor ray: the Ray cluster to run on, HOST:PORT (default: start a local Ray here)",
+    )
 
     board = commands.add_parser("leaderboard", help="build Markdown and CSV tables from run folders")
     board.add_argument("runs", nargs="+", help="run folders")
@@ -183,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=".",
         help="folder for leaderboards/<name>_compare.md|csv and plots/<name>/ (default: .; not empty)",
+    )
+
+    report = commands.add_parser(
+        "report", help="a static HTML report of run folders: sortable tables, figures, provenance"
+    )
+    report.add_argument("runs", nargs="+", help="run folders")
+    report.add_argument(
+        "--out",
+        required=True,
+        help="folder for index.html and plotly.min.js (opens from disk); new, empty or a former report",
     )
 
     plot = commands.add_parser("plot", help="paper-style figures from run folders")
@@ -234,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     cal.add_argument(
+        "--dtype",
+        default=None,
+        help="float32 | bfloat16 | float16 (CUDA only), as harness run --dtype (default: float32 on cpu, "
+        "bfloat16 on cuda)",
+    )
+    cal.add_argument(
         "--max-length",
         type=int,
         default=None,
@@ -280,6 +314,7 @@ def _run(args) -> None:
     from harness.training.loop import TrainSettings
 
     _folder(args.out, "--out")  # before any work: an empty one means the current folder
+    executor = _executor(args)
     _folder(args.report_dir, "--report-dir")
     config = SweepConfig(
         models=_names(args.models, "--models"),
@@ -290,6 +325,7 @@ def _run(args) -> None:
         protocol=args.protocol,
         speedup_model=args.speedup_model,
         device=args.device,
+        dtype=args.dtype,
         batch_size=args.batch_size,
         max_length=args.max_length,
         out=args.out,
@@ -313,7 +349,7 @@ def _run(args) -> None:
         config.run_dir(), args.report_dir
     )  # a name taken by another run fails before the sweep
     set_threads(args.threads)
-    run_dir = run_sweep(config)
+    run_dir = run_sweep(config, executor)
     place.check_free()
     _figures(_board([run_dir], place.leaderboards, place.name), place.plots)
     if len(config.methods or ()) > 1 or config.seeds > 1:
@@ -321,6 +357,19 @@ def _run(args) -> None:
     _prompt_board([run_dir], place.leaderboards, place.name)
     _prompt_figures([run_dir], place.plots)
     place.record_owner()
+
+
+def _executor(args):
+    """``--executor``'s executor (None: the serial sweep); ``--ray-address`` is refused without ray."""
+    if args.executor != "ray":
+        if args.ray_address is not None:
+            raise HarnessError("--ray-address needs --executor ray")
+        return None
+    from harness.runners.ray_executor import RayExecutor
+
+    if args.ray_address is not None and not args.ray_address.strip():
+        raise HarnessError("--ray-address is empty; give HOST:PORT, or leave it out to start a local Ray")
+    return RayExecutor(args.ray_address)
 
 
 def _calibrate(args) -> None:
@@ -337,6 +386,7 @@ def _calibrate(args) -> None:
             name,
             sizes,
             device=args.device,
+            dtype=args.dtype,
             threads=args.threads,
             max_length=args.max_length,
             budget_s=args.budget,
@@ -577,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             runs, out, name = _report_args(args)
             _compare(runs, out / LEADERBOARDS, out / PLOTS / name, name)
+        elif args.command == "report":
+            from harness.report.html_report import write_report
+
+            runs, out, _ = _report_args(args)
+            print(f"report: {write_report(runs, out)}")
         elif args.command == "plot":
             from harness.report.leaderboard import load_rows
 

@@ -135,6 +135,26 @@ def test_crash_mid_sweep_resumes_without_loss_or_duplicates(
     assert len(rows) == 4 and len({r["cell_key"] for r in rows}) == 4
 
 
+def test_bfloat16_rows_say_so_and_a_rerun_in_float32_is_refused(
+    workdir, tiny_checkpoint, tiny_sentiment_dir, capsys
+):
+    """--dtype: evaluation and timing in bf16 (the fine-tune in float32), recorded in the row and the
+    hardware id; the folder's experiment is bf16, so a float32 rerun into it is refused, naming the change."""
+    out = workdir / "bf16"
+    args = tiny_run_args(tiny_checkpoint, tiny_sentiment_dir, out, speedups="1,2")
+    assert cli.main([*args, "--dtype", "bfloat16"]) == 0
+    rows = read_rows(out)
+    assert len(rows) == 4 and {row["dtype"] for row in rows} == {"bfloat16"}
+    for row in rows:
+        assert row["hardware"]["dtype"] == "bfloat16" and row["hardware"]["id"].endswith(":bf16")
+        assert 0.0 <= row["score"] <= 1.0 and row["identity"]["settings"]["dtype"] == "bfloat16"
+        assert row["peak_memory_mb"] >= 0 and row["dense_peak_memory_mb"] >= 0
+    capsys.readouterr()
+    assert cli.main([*args, "--dtype", "float32"]) == 2
+    assert "--dtype bfloat16 -> float32" in capsys.readouterr().err
+    assert len(read_rows(out)) == 4
+
+
 def test_random_weights_rows_have_no_quality(workdir, tiny_checkpoint):
     out = workdir / "random"
     assert (
@@ -209,6 +229,8 @@ def test_without_methods_each_protocol_runs_its_default():
             "speedup 50 is unreachable for minilm at --max-length 128; the largest reachable speedup is",
         ),
         (["run", "--weights", "heavy"], "unknown weights 'heavy'; valid weights: pretrained, random"),
+        (["run", "--dtype", "half"], "unknown --dtype 'half'; valid dtypes: float32, bfloat16, float16"),
+        (["run", "--dtype", "float16"], "--dtype float16 needs a CUDA device"),
         (["run", "--batch-size", "0"], "--batch-size must be a positive integer"),
         (["run", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
         (["leaderboard", "no-such-run"], "no-such-run is not a run folder"),

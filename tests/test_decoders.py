@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from conftest import same_as_stock
 from transformers import (
     GPT2Config,
     GPT2ForSequenceClassification,
@@ -70,13 +71,14 @@ def batch(padding_side):
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_speedup_one_equals_stock(family, implementation, padding_side):
-    stock = build(CAUSAL_LMS, family, implementation)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_speedup_one_equals_stock(family, implementation, padding_side, dtype):
+    stock = build(CAUSAL_LMS, family, implementation).to(dtype)
     ids, mask = batch(padding_side)
     expected = stock(ids, attention_mask=mask).logits
     got = harness.prune(copy.deepcopy(stock), speedup=1.0)(ids, attention_mask=mask).logits
     valid = mask.bool()
-    assert torch.allclose(got[valid], expected[valid], atol=1e-5)
+    same_as_stock(got[valid], expected[valid])
 
 
 def reference_kept(model, family, ids, speedup):

@@ -13,15 +13,19 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import BertConfig, BertModel
 
+import harness
 from harness.measure import (
     LatencyStats,
+    check_dtype,
     count_flops,
     hardware_fingerprint,
     interleaved_latency,
     latency,
     measure_latency,
+    peak_memory_mb,
 )
 from harness.measure.latency import HostLoad
+from harness.registry import HarnessError
 
 D, F_DIM, LAYERS, HEADS, SEQ, BATCH = 32, 64, 2, 4, 16, 2
 
@@ -111,6 +115,69 @@ def test_hardware_fingerprint_keys() -> None:
         assert key in info
     assert info["id"].startswith("cpu:") and info["id"].endswith(f":{torch.get_num_threads()}t")
     assert hardware_fingerprint("cpu")["id"] == info["id"]
+    assert info["dtype"] == "float32"
+
+
+def test_dtype_is_in_the_fingerprint_and_its_id() -> None:
+    """A bf16 timing is another machine's figure: its id says so; float32 ids stay as before --dtype."""
+    info = hardware_fingerprint("cpu", "bfloat16")
+    assert info["dtype"] == "bfloat16" and info["id"] == hardware_fingerprint("cpu")["id"] + ":bf16"
+
+
+def test_dtype_defaults_and_refusals() -> None:
+    assert check_dtype(None, "cpu") == "float32" and check_dtype(None, "cuda") == "bfloat16"
+    assert check_dtype("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(HarnessError, match="unknown --dtype 'fp8'; valid dtypes: float32, bfloat16, float16"):
+        check_dtype("fp8", "cpu")
+    with pytest.raises(HarnessError, match="float16 needs a CUDA device.*on cpu use float32 or bfloat16"):
+        check_dtype("float16", "cpu")
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="CPU peak memory reads Linux VmHWM")
+def test_peak_memory_sees_what_a_call_allocates() -> None:
+    assert 45 <= peak_memory_mb(lambda: torch.ones(50 * 2**20 // 4)) <= 70  # 50 MiB written
+    assert peak_memory_mb(lambda: None) < 5
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="CPU peak memory reads Linux VmHWM")
+def _bert_pair():
+    config = BertConfig(
+        hidden_size=64, num_hidden_layers=8, num_attention_heads=4, intermediate_size=128, vocab_size=100
+    )
+    stock = BertModel._from_config(config, attn_implementation="eager").eval()
+    pruned = harness.prune(BertModel._from_config(config, attn_implementation="eager").eval(), speedup=2.0)
+    return stock, pruned, torch.randint(5, 100, (16, 512))
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="CPU peak memory reads Linux VmHWM")
+def test_cpu_peak_memory_grows_with_the_batch() -> None:
+    """Resident-set growth is a coarse figure (the allocator reuses pages it kept), but it must see a
+    forward's activations: a quarter of the batch needs clearly less."""
+    stock, _, ids = _bert_pair()
+    with torch.no_grad():
+        stock(ids)  # warm: the first call's one-time allocations are not the forward's
+        whole, quarter = peak_memory_mb(lambda: stock(ids)), peak_memory_mb(lambda: stock(ids[:4]))
+    assert whole > 100 and quarter < 0.6 * whole, (whole, quarter)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: needs a CUDA device")
+def test_cuda_peak_memory_falls_with_pruning() -> None:
+    """Exact on CUDA (the caching allocator's own count): fewer hidden states, smaller attention maps."""
+    stock, pruned, ids = _bert_pair()
+    stock, pruned, ids = stock.cuda(), pruned.cuda(), ids.cuda()
+    with torch.no_grad():
+        dense = peak_memory_mb(lambda: stock(ids), "cuda")
+        less = peak_memory_mb(lambda: pruned(ids), "cuda")
+    assert dense > 100 and less < dense, (dense, less)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: needs a CUDA device")
+def test_cuda_events_time_a_kernel() -> None:
+    x = torch.randn(2048, 2048, device="cuda")
+    stats = measure_latency(lambda: x @ x, warmup=2, repeats=5, device="cuda")
+    assert 0 < stats.median_ms < 1000 and hardware_fingerprint("cuda", "bfloat16")["id"].endswith(":bf16")
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="HostLoad reads /proc/stat (Linux)")

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import same_as_stock
 
 import harness
 from harness.contracts.flops import ArchSpec, Schedule, counts_for_speedup, max_speedup
@@ -14,12 +15,13 @@ from harness.registry import HarnessError
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
-def test_speedup_one_equals_stock_classifier(tiny_classifier, padded_batch, implementation):
-    stock = tiny_classifier(implementation)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_speedup_one_equals_stock_classifier(tiny_classifier, padded_batch, implementation, dtype):
+    stock = tiny_classifier(implementation).to(dtype)
     ids, mask = padded_batch
     expected = stock(ids, attention_mask=mask).logits
     pruned = harness.prune(copy.deepcopy(stock), speedup=1.0)
-    assert torch.allclose(pruned(ids, attention_mask=mask).logits, expected, atol=1e-5)
+    same_as_stock(pruned(ids, attention_mask=mask).logits, expected)
     assert type(pruned).__name__ == "BertForSequenceClassification"
 
 

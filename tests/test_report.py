@@ -20,7 +20,7 @@ from harness.report import (
     write_leaderboard,
     write_text_atomic,
 )
-from harness.report.leaderboard import BOARD_COLUMNS
+from harness.report.leaderboard import BOARD_COLUMNS, COMPACT, board_columns, to_markdown
 
 HARDWARE = {"id": "cpu:Test CPU:2t", "cpu": "Test CPU"}
 
@@ -41,6 +41,7 @@ def _row(model: str, weights: str, speedup: float, score: float | None, task: st
         "predicted_speedup": speedup * 0.97,
         "measured_speedup": speedup * 0.8,
         "eval_predicted_speedup": None if random else speedup * 0.95,
+        "eval_examples": None if random else 200,
         "flops_measured": int(2.5e9 / speedup),
         "flops_analytic": int(2.4e9 / speedup),
         "flops_dense": int(2.5e9),
@@ -171,17 +172,35 @@ def test_leaderboard_columns_sorting_and_formatting(tmp_path: Path) -> None:
     md_path, csv_path = write_leaderboard(df, tmp_path / "boards", "board")
     md = md_path.read_text().splitlines()
     header = [cell.strip() for cell in md[0].strip("|").split("|")]
-    assert header[: len(BOARD_COLUMNS)] == BOARD_COLUMNS and "kept_tokens" not in header
-    first = [cell.strip() for cell in md[2].strip("|").split("|")]
-    record = dict(zip(header, first))
-    assert record["score"] == "90.00" and record["speedup"] == "1.00"
-    assert record["measured_speedup"] == "0.80" and record["metrics.f1"] == "89.00"
+    assert header == [c for c in COMPACT if c not in ("mode", "peak MiB")]  # empty columns are left out
+    first = dict(zip(header, (c.strip() for c in md[2].strip("|").split("|"))))
+    se = 100 * (0.9 * 0.1 / 200) ** 0.5  # an accuracy over 200 examples
+    assert first["quality ± SE"] == f"90.00 ± {se:.2f}" and first["speedup"] == "1.00"
+    assert first["measured / predicted"] == "0.80 / 0.97" and first["drop"] == "+0.00"
+    assert first["GFLOPs"] == "2.5" and first["latency ms"] == "40.0"
     random_row = dict(zip(header, (c.strip() for c in md[3].strip("|").split("|"))))
-    assert random_row["weights"] == "random weights" and random_row["score"] == ""
+    assert random_row["model"] == "minilm (random weights)" and random_row["quality ± SE"] == ""
+    at_two = dict(zip(header, (c.strip() for c in md[5].strip("|").split("|"))))
+    assert at_two["speedup"] == "2.00" and at_two["drop"] == f"{100 * (df['score'].iloc[3] - 0.90):+.2f}"
+    # provenance once per table (once per weights of a model), not once per row
+    text = md_path.read_text()
+    assert text.count("org/minilm") == 2 and "latency batch: 8 × 64 tokens on cpu" in text
 
-    csv = pd.read_csv(csv_path)
-    assert list(csv.columns) == header
+    csv = pd.read_csv(csv_path)  # every column, raw values
+    assert list(csv.columns) == [c for c in df.columns if c in board_columns(df)]
+    assert set(BOARD_COLUMNS) <= set(csv.columns) and "kept_tokens" not in csv.columns
     assert csv["score"].iloc[0] == pytest.approx(0.90)
+    assert csv["drop"].iloc[3] == pytest.approx(df["score"].iloc[3] - 0.90)
+
+
+def test_drop_of_perplexity_is_its_rise(tmp_path: Path) -> None:
+    rows = [_row("gpt2", "pretrained", s, 0.5) for s in (1.0, 2.0)]
+    for row, ppl in zip(rows, (20.0, 26.5)):
+        row.update(main_metric="perplexity", score=ppl, metrics={"perplexity": ppl})
+    board = to_markdown(load_rows([_run_dir(tmp_path, "ppl", rows)])).splitlines()
+    header = [cell.strip() for cell in board[0].strip("|").split("|")]
+    at_two = dict(zip(header, (c.strip() for c in board[3].strip("|").split("|"))))
+    assert at_two["quality ± SE"] == "26.50" and at_two["drop"] == "+6.50"  # perplexity rose by 6.5
 
 
 def test_duplicate_cells_across_runs_are_kept_with_run_names(tmp_path: Path) -> None:

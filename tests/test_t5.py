@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import same_as_stock
 from transformers import T5Config, T5ForConditionalGeneration
 
 import harness
@@ -52,15 +53,14 @@ def padded(side="right"):
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_speedup_one_equals_stock(implementation, side):
-    stock = tiny_t5(implementation)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_speedup_one_equals_stock(implementation, side, dtype):
+    stock = tiny_t5(implementation).to(dtype)
     model = harness.prune(copy.deepcopy(stock), speedup=1.0)
     ids, mask = padded(side)
     decoder = torch.randint(2, VOCAB, (3, 5))
     expected = stock(ids, attention_mask=mask, decoder_input_ids=decoder).logits
-    assert torch.allclose(
-        model(ids, attention_mask=mask, decoder_input_ids=decoder).logits, expected, atol=1e-5
-    )
+    same_as_stock(model(ids, attention_mask=mask, decoder_input_ids=decoder).logits, expected)
     settings = dict(attention_mask=mask, max_new_tokens=6, do_sample=False)
     assert torch.equal(model.generate(ids, **settings), stock.generate(ids, **settings))
 

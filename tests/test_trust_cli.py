@@ -75,7 +75,7 @@ def test_lm_eval_explicit_cuda_without_cuda_says_how_to_get_it(tiny_gpt2, no_cud
     )
     err = one_line_error(capsys, code)
     assert "device cuda was asked for, but this torch" in err and "is a CPU-only build" in err, err
-    assert "install a CUDA build of torch" in err and "--device cpu" in err, err
+    assert "install the GPU build (in a checkout: make test TORCH=cuda" in err and "--device cpu" in err, err
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "nan", "inf", "2.5"])

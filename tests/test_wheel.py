@@ -1,5 +1,6 @@
-"""What a user's `pip install` gets: the wheel of this checkout, installed into a fresh venv, runs `harness list`
-and a decoder task through `harness lm-eval` from an unrelated folder.  The lm-eval task files (tasks/) must
+"""What a user's `pip install` gets: the wheel of this checkout, installed into a fresh venv, runs `harness list`,
+a decoder task through `harness lm-eval` and `harness report` (its page template ships as package data) from
+an unrelated folder.  The lm-eval task files (tasks/) must
 travel inside the wheel and be found there, never beside the source.  Offline: the build uses this
 environment's setuptools, the venv borrows its dependencies (torch, lm-eval, ...) and the cached asset."""
 
@@ -141,6 +142,11 @@ def test_the_wheel_holds_every_module_and_task_file(installed):
         for path in (REPO / "tasks").iterdir()
         if path.suffix in (".yaml", ".py", ".md")
     }
+    expected |= {  # harness report's page: package data
+        path.relative_to(REPO).as_posix()
+        for folder in ("templates", "static")
+        for path in (REPO / "harness" / "report" / folder).iterdir()
+    }
     assert not expected - names, (
         f"missing from the wheel (pyproject.toml's packages?): {sorted(expected - names)}"
     )
@@ -150,7 +156,7 @@ def test_an_installed_wheel_runs_list_and_a_decoder_task_from_elsewhere(installe
     _, python, scripts, venv = installed
     env, elsewhere = _environment(tmp_path), tmp_path / "elsewhere"
     elsewhere.mkdir()
-    listed, evaluated = _run_together(
+    listed, evaluated, reported = _run_together(
         [
             [scripts / "harness", "list"],
             [
@@ -167,12 +173,14 @@ def test_an_installed_wheel_runs_list_and_a_decoder_task_from_elsewhere(installe
                 "--device",
                 "cpu",
             ],
+            [scripts / "harness", "report", REPO / "leaderboards/runs/methods_rt-polarity", "--out", "site"],
         ],
         elsewhere,
         env,
     )
     assert "rt-polarity" in listed and "heldout-ppl" in listed
     assert "rt-polarity-zs" in evaluated and "acc_norm" in evaluated
+    assert "<table" in (elsewhere / "site" / "index.html").read_text() and "site" in reported
     where = _run(
         [python, "-c", WHERE], elsewhere, env
     ).stdout.split()  # not the checkout, not the editable install

@@ -37,7 +37,7 @@ import torch
 from harness.api import prune
 from harness.contracts.family import Tokens
 from harness.measure.calibration_store import calibration_key, find_calibration, save_calibration
-from harness.measure.hardware import check_device, hardware_fingerprint, set_threads
+from harness.measure.hardware import DTYPES, check_device, check_dtype, hardware_fingerprint, set_threads
 from harness.measure.latency import interleaved_latency
 from harness.models import family_for, stack
 from harness.pruning.attention import layer_mask
@@ -209,14 +209,15 @@ def _after_drop(family, layer, hidden, tokens, call, keep):
     return hidden, tokens, call
 
 
-def load_for_timing(name: str, device: str):
-    """The alias's architecture with random weights, pruned (speedup 1, acc), in eval mode on ``device``."""
+def load_for_timing(name: str, device: str, dtype: str = "float32"):
+    """The alias's architecture with random weights, pruned (speedup 1, acc), in eval mode on ``device``,
+    in ``dtype`` (a name of ``hardware.DTYPES``)."""
     from harness.models.catalog import load_causal_lm, load_classifier, model_spec
 
     spec = model_spec(name)
     torch.manual_seed(0)
     loaded = load_causal_lm(name, "random") if spec.is_decoder else load_classifier(name, "random", 2)
-    model = loaded.model.to(device).eval()
+    model = loaded.model.to(device=device, dtype=DTYPES[dtype]).eval()
     return prune(model)
 
 
@@ -510,6 +511,7 @@ def calibrate(
     name: str,
     batch_sizes=(1, 16),
     device: str = "cpu",
+    dtype: str | None = None,
     threads: int | None = None,
     max_length: int | None = None,
     budget_s: float = 0.25,
@@ -522,11 +524,13 @@ def calibrate(
 ) -> tuple[LatencyModel, bool]:
     """The stored calibration of model ``name`` on this machine, made if missing (or ``force``);
     returns it and whether it was reused.  ``model``: the pruned model to time (``load_for_timing``'s
-    by default); a bench passes the one it then times, so both read the same weight memory."""
+    by default, in ``dtype``: float32 on a CPU, bfloat16 on CUDA where None); a bench passes the one it then
+    times, so both read the same weight memory."""
     sizes = check_settings(batch_sizes, max_length, budget_s, validate_s)
     device = check_device(device)
+    dtype = check_dtype(dtype, device)
     set_threads(threads)
-    model = load_for_timing(name, device) if model is None else model
+    model = load_for_timing(name, device, dtype) if model is None else model
     longest = max_length or min(model.max_length, 512 if family_for(model).kind == "encoder" else 1024)
     if not 1 <= longest <= model.max_length:
         raise HarnessError(f"--max-length must be within 1..{model.max_length} for {name}, got {longest}")
@@ -560,7 +564,7 @@ def calibrate(
         progress=progress,
     ).items():
         tables[batch][RESIDUAL] = residual
-    hardware = hardware_fingerprint(device)
+    hardware = hardware_fingerprint(device, str(key["dtype"]))
     latency = LatencyModel(
         key,
         model.arch_spec.num_layers,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
+import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,8 +52,53 @@ def _version(package: str) -> str | None:
         return None
 
 
-def hardware_fingerprint(device: str = "cpu") -> dict[str, Any]:
-    """Describe this machine for ``device``; ``id`` is short, stable and safe as a table cell."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""``--dtype``: the weights and compute of every evaluation and timing (training keeps float32 weights)."""
+SHORT_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def default_dtype(device: str) -> str:
+    """float32 on a CPU (its bf16 kernels are slower than fp32 on most CPUs, and the numbers stay those of
+    the published checkpoints); bfloat16 on CUDA, what GPU users deploy and what tensor cores are for."""
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def check_dtype(dtype: str | None, device: str) -> str:
+    """The dtype's name (``default_dtype`` where None), or one HarnessError saying what works where."""
+    if dtype is None:
+        return default_dtype(device)
+    if dtype not in DTYPES:
+        raise HarnessError(f"unknown --dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
+    if dtype == "float16" and not device.startswith("cuda"):
+        raise HarnessError(
+            "--dtype float16 needs a CUDA device: CPUs lack fast float16 kernels (and some ops); on cpu use "
+            "float32 or bfloat16"
+        )
+    return dtype
+
+
+def _gpu_driver() -> str | None:
+    """The NVIDIA driver's version (``nvidia-smi``), None where the tool is missing or silent."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def hardware_fingerprint(device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+    """Describe this machine for ``device`` and ``dtype``; ``id`` is short, stable and safe as a table cell.
+
+    The id names the dtype where it is not float32 (``cuda:NVIDIA H100 80GB HBM3:bf16``): a bf16 timing is
+    another machine's figure for every comparison, and float32 ids stay those of rows made before --dtype."""
     cpu = _cpu_model()
     threads = torch.get_num_threads()
     info: dict[str, Any] = {
@@ -64,14 +111,17 @@ def hardware_fingerprint(device: str = "cpu") -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "device": device,
+        "dtype": dtype,
     }
     if device.startswith("cuda"):
         gpu = torch.cuda.get_device_name(device)
-        info["gpu"] = gpu
-        info["cuda"] = torch.version.cuda
+        info.update(gpu=gpu, cuda=torch.version.cuda, driver=_gpu_driver())
+        info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(device).total_memory / 1024**3, 1)
         info["id"] = f"cuda:{_short_name(gpu)}"
     else:
         info["id"] = f"cpu:{_short_name(cpu)}:{threads}t"
+    if dtype != "float32":
+        info["id"] += f":{SHORT_DTYPES[dtype]}"
     return info
 
 
@@ -98,8 +148,9 @@ def _no_cuda() -> str:
     CUDA build of torch; a CUDA build sees no GPU or no driver."""
     if torch.version.cuda is None:
         return (
-            f"this torch ({torch.__version__}) is a CPU-only build: use --device cpu, or install a CUDA build "
-            "of torch (https://pytorch.org/get-started/locally/ gives the pip command for your CUDA version)"
+            f"this torch ({torch.__version__}) is a CPU-only build: use --device cpu, or install the GPU build "
+            "(in a checkout: make test TORCH=cuda, which installs requirements-cuda.lock; elsewhere: "
+            "pip install torch from PyPI, whose Linux wheels are CUDA builds)"
         )
     return (
         f"this torch ({torch.__version__}, CUDA {torch.version.cuda}) sees no CUDA device (no GPU or driver is "

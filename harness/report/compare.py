@@ -48,7 +48,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.report.leaderboard import UNBOUNDED_METRICS, busy, busy_mark, busy_note
+from harness.report.leaderboard import (
+    binomial_se,
+    busy,
+    busy_mark,
+    busy_note,
+    lower_is_better,
+)
 from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
 from harness.report.store import write_text_atomic
 
@@ -99,20 +105,9 @@ COLUMNS = [
 ]
 
 
-def lower_is_better(metric) -> bool:
-    """Perplexity and bits per byte fall as quality rises; every other main metric rises with it."""
-    return any(word in str(metric) for word in UNBOUNDED_METRICS)
-
-
 def _first(series: pd.Series):
     values = series.dropna()
     return values.iloc[0] if len(values) else None
-
-
-def _binomial_se(quality: float | None, examples, metric) -> float | None:
-    if quality is None or metric != "accuracy" or not examples or not 0 <= quality <= 1:
-        return None
-    return math.sqrt(quality * (1 - quality) / examples)
 
 
 def _numbers(rows: pd.DataFrame, column: str) -> pd.Series:
@@ -140,7 +135,7 @@ def _aggregate(rows: pd.DataFrame) -> dict:
     examples = _first(rows["eval_examples"])
     several = len(scores) > 1
     metric = _first(rows["main_metric"])
-    se = _binomial_se(quality, examples, metric)
+    se = binomial_se(quality, examples, metric)
     out = {
         "recipe": _first(rows["train_recipe"]),
         "seeds": max(1, rows["seed"].nunique()),

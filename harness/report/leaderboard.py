@@ -1,8 +1,12 @@
 """Leaderboards: every finished cell of one or more runs as one table, in Markdown and CSV.
 
-Every board has the same columns in the same order and units (GFLOPs, milliseconds, speedups as
-ratios), whatever produced it, so boards from different runs and machines can be laid side by side;
-the ``hardware`` column keeps results from different machines from being silently compared.
+The CSV keeps every column (``BOARD_COLUMNS``, metrics, run) in the same order and units (GFLOPs,
+milliseconds, MiB, speedups as ratios), whatever produced it, so boards from different runs and machines
+can be laid side by side.  The Markdown (and the summary ``harness run`` prints) is the compact form a
+reader compares (``COMPACT``): model, method, task, mode, speedup, quality ± SE, drop, measured /
+predicted speedup, latency, GFLOPs, peak memory where measured, and the hardware; what every row would
+repeat (weights and checkpoint provenance, the latency batch) is said once under the table.  The
+``hardware`` column keeps results from different machines (and dtypes) from being silently compared.
 A run folder counts once however it is spelled, a cell once per results file, and a row of another
 harness version is refused (``store.report_rows``); a measured speedup timed while other processes
 loaded the host is marked † with a footnote, the same on every board (``busy_mark``, ``busy_note``).
@@ -48,8 +52,13 @@ BOARD_COLUMNS = [
     "seq_len",
     "threads",
     "device",
+    "dtype",
     "hardware",
     "host_busy",
+    "stderr",
+    "drop",
+    "peak_memory_mb",
+    "dense_peak_memory_mb",
 ]
 GENERATION_COLUMNS = [
     "ttft_ms",
@@ -87,7 +96,13 @@ _RATIO_COLUMNS = {
     "predicted_wallclock_speedup",
     "eval_predicted_speedup",
 }
-_MS_COLUMNS = {"latency_ms", "predicted_latency_ms", "dense_latency_ms"}
+_MS_COLUMNS = {
+    "latency_ms",
+    "predicted_latency_ms",
+    "dense_latency_ms",
+    "peak_memory_mb",
+    "dense_peak_memory_mb",
+}
 _GFLOPS_COLUMNS = {"gflops_measured", "gflops_analytic"}
 _NUMERIC_COLUMNS = (
     _RATIO_COLUMNS | _MS_COLUMNS | _GFLOPS_COLUMNS | {"score", "batch_size", "seq_len", "threads"}
@@ -109,9 +124,16 @@ def _flatten(row: dict[str, Any], run: str) -> dict[str, Any]:
     hardware = row.get("hardware")
     flat["hardware"] = hardware.get("id") if isinstance(hardware, dict) else hardware
     flat["host_busy"] = busy(row.get("host_busy_cores"))
+    flat["dtype"] = row.get("dtype") or "float32"  # rows from before --dtype were all float32
+    metrics = row.get("metrics") or {}
     if row.get("weights") == RANDOM_WEIGHTS:  # a score of random weights is chance, not quality
         flat["score"] = None
-    for name, value in (row.get("metrics") or {}).items():
+    else:
+        main = row.get("main_metric")
+        flat["stderr"] = metrics.get(f"{main}_stderr") or binomial_se(
+            flat["score"], row.get("eval_examples"), main
+        )
+    for name, value in metrics.items():
         flat[f"metrics.{name}"] = value
     flat["run"] = run
     return flat
@@ -140,7 +162,43 @@ def load_rows(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame = frame.sort_values(SORT_COLUMNS + ["weights", "run"], kind="stable", na_position="last")
+    frame["drop"] = drops(frame)
     return frame.reset_index(drop=True)
+
+
+DROP_GROUP = ["model", "weights", "checkpoint", "task", "protocol", "method", "speedup_model", "seed", "run"]
+"""The rows a cell's ``drop`` compares within: the same model, weights, task, mode, method, seed and run."""
+
+
+def drops(frame: pd.DataFrame) -> list[float | None]:
+    """Quality minus the speedup-1 quality of the same group (``DROP_GROUP``), in the score's units, as
+    every board signs it (``harness compare``, the prompt board): negative where accuracy fell, positive
+    where perplexity rose.  None without a speedup-1 row."""
+    keys = [tuple(key) for key in frame[DROP_GROUP].astype(str).itertuples(index=False)]
+    base = {key: score for key, speedup, score in zip(keys, frame["speedup"], frame["score"]) if speedup == 1}
+    return [
+        None if _missing(score) or _missing(base.get(key)) else score - base[key]
+        for key, score in zip(keys, frame["score"])
+    ]
+
+
+def lower_is_better(metric) -> bool:
+    """Perplexity and bits per byte fall as quality rises; every other main metric rises with it."""
+    return any(word in str(metric) for word in UNBOUNDED_METRICS)
+
+
+def binomial_se(quality: Any, examples: Any, metric: Any) -> float | None:
+    """The standard error of an accuracy over ``examples`` independent items (lm-eval reports its own,
+    ``<metric>_stderr``, which wins where present); None for other metrics or unknown counts."""
+    if (
+        _missing(quality)
+        or metric != "accuracy"
+        or _missing(examples)
+        or not examples
+        or not 0 <= quality <= 1
+    ):
+        return None
+    return math.sqrt(quality * (1 - quality) / examples)
 
 
 def board_columns(df: pd.DataFrame) -> list[str]:
@@ -205,24 +263,129 @@ def _format_cell(column: str, value: Any, main_metric: Any = None) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+COMPACT = [
+    "model",
+    "method",
+    "task",
+    "mode",
+    "speedup",
+    "quality ± SE",
+    "drop",
+    "measured / predicted",
+    "latency ms",
+    "GFLOPs",
+    "peak MiB",
+    "hardware",
+]
+"""The Markdown board's columns; ``seed`` and ``run`` join them only where they vary, ``target`` where a row
+asked for wall-clock speedups, and an empty column (quality of random weights, memory of older rows) is
+left out."""
+_OPTIONAL = {"target": "speedup_model", "seed": "seed", "run": "run"}
+
+
+def _quality(record: dict) -> str:
+    score = _format_cell("score", record["score"], record["main_metric"])
+    error = _format_cell("score", record["stderr"], record["main_metric"])
+    return f"{score} ± {error}" if score and error else score
+
+
+def _drop(record: dict) -> str:
+    value = record["drop"]
+    if _missing(value):
+        return ""
+    scaled = value if lower_is_better(record["main_metric"]) else 100 * value
+    return f"{scaled:+.2f}"
+
+
+def _speeds(record: dict) -> str:
+    """``measured / predicted``: the prediction of the speedup model the cell was pruned for."""
+    wall = record["speedup_model"] == "latency"
+    predicted = record["predicted_wallclock_speedup" if wall else "predicted_speedup"]
+    measured = _format_cell("measured_speedup", record["measured_speedup"]) + busy_mark(
+        record.get("host_busy_cores")
+    )
+    return f"{measured} / {_format_cell('predicted_speedup', predicted)}"
+
+
+def _model(record: dict) -> str:
+    """The model, naming its weights where they are not the pretrained checkpoint (random weights)."""
+    weights = record["weights"]
+    return record["model"] if weights in (None, "pretrained") else f"{record['model']} ({weights})"
+
+
+def _text(value: Any) -> str:
+    return "" if _missing(value) else str(value)
+
+
+def _compact_cells(record: dict) -> dict[str, str]:
+    number = lambda column, spec: "" if _missing(record[column]) else format(record[column], spec)  # noqa: E731
+    return {
+        "model": _model(record),
+        "method": _text(record["method"]),
+        "task": _text(record["task"]),
+        "mode": _text(record["protocol"]),
+        "speedup": _format_cell("speedup", record["speedup"]),
+        "quality ± SE": _quality(record),
+        "drop": _drop(record),
+        "measured / predicted": _speeds(record),
+        "latency ms": number("latency_ms", ".1f"),
+        "GFLOPs": _format_cell("gflops_measured", record["gflops_measured"]),
+        "peak MiB": number("peak_memory_mb", ".1f"),
+        "hardware": _text(record["hardware"]),
+        "target": "wall-clock" if record["speedup_model"] == "latency" else "FLOPs",
+        "seed": _format_cell("seed", record["seed"]),
+        "run": str(record["run"]),
+    }
+
+
+def _compact_columns(df: pd.DataFrame, cells: list[dict[str, str]]) -> list[str]:
+    varying = [name for name, column in _OPTIONAL.items() if df[column].astype(str).nunique() > 1]
+    varying += ["target"] if (df["speedup_model"] == "latency").any() else []  # FLOPs goes without saying
+    columns = COMPACT[:5] + [c for c in ("target", "seed") if c in varying] + COMPACT[5:]
+    columns += ["run"] if "run" in varying else []
+    return [column for column in columns if any(row[column] for row in cells)]
+
+
+def _footnotes(df: pd.DataFrame) -> list[str]:
+    """What every row would repeat, said once: weights and checkpoint provenance, the latency batch."""
+    notes = [""]
+    provenance = df[["model", "weights", "checkpoint"]].drop_duplicates()
+    for model, weights, checkpoint in provenance.itertuples(index=False):
+        notes.append(f"- **{model}** ({weights}): {checkpoint}")
+    shapes = df[["batch_size", "seq_len", "threads", "device", "dtype"]].drop_duplicates()
+    for batch, length, threads, device, dtype in shapes.itertuples(index=False):
+        notes.append(
+            f"- latency batch: {_format_cell('batch_size', batch)} × {_format_cell('seq_len', length)} tokens "
+            f"on {device} ({_format_cell('threads', threads)} threads, {dtype})"
+        )
+    notes.append(
+        "- quality: the task's main metric (shares in percent) ± its standard error; drop: quality minus "
+        "speedup 1's in the same model, method, task, mode and seed (points; perplexity rising is a loss); measured / "
+        "predicted: dense ÷ pruned latency timed interleaved, and the speedup model's prediction; peak: "
+        "memory one forward adds.  Every column: the CSV beside this file."
+    )
+    return notes
+
+
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table: scores and metrics in percent, numbers right-aligned.
+    """The compact board (``COMPACT``) as a GitHub Markdown table, provenance once underneath; a busy host's
+    measured speedup marked (``busy_mark``) and said under the table.
 
     Rendered here rather than with ``DataFrame.to_markdown`` to avoid depending on ``tabulate``,
     which this project does not declare."""
-    columns = board_columns(df)
-    numeric = {column for column in columns if column in _NUMERIC_COLUMNS or column.startswith("metrics.")}
+    if df.empty:
+        return "(no finished cells)\n"
+    records = df.to_dict("records")
+    cells = [_compact_cells(record) for record in records]
+    columns = _compact_columns(df, cells)
+    left = {"model", "method", "task", "mode", "target", "hardware", "run"}
     lines = [
         "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---:" if column in numeric else "---" for column in columns) + "|",
+        "|" + "|".join("---" if column in left else "---:" for column in columns) + "|",
+        *("| " + " | ".join(row[c].replace("|", "\\|") for c in columns) + " |" for row in cells),
     ]
     cores = df["host_busy_cores"] if "host_busy_cores" in df else [None] * len(df)
-    for record, load in zip(df[columns].to_dict("records"), cores):
-        cells = marked(
-            columns, [_format_cell(c, record[c], record.get("main_metric")) for c in columns], load
-        )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + busy_note(cores)) + "\n"
+    return "\n".join(lines + _footnotes(df) + busy_note(cores)) + "\n"
 
 
 def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, name: str) -> tuple[Path, Path]:
@@ -230,5 +393,5 @@ def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, name: str) -> tuple
     out_dir = Path(out_dir)
     md_path, csv_path = out_dir / f"{name}.md", out_dir / f"{name}.csv"
     write_text_atomic(md_path, to_markdown(df))
-    write_text_atomic(csv_path, df[board_columns(df)].to_csv(index=False))
+    write_text_atomic(csv_path, df[board_columns(df)].to_csv(index=False))  # every column, raw values
     return md_path, csv_path

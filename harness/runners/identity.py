@@ -36,8 +36,6 @@ from harness.models.catalog import checkpoint_fingerprint
 from harness.registry import HarnessError
 from harness.version import __version__
 
-DTYPE = "float32"
-"""Weights and compute of every evaluation and timing (a ``--dtype`` option would set it)."""
 TIMING_SETTINGS = ("repeats", "warmup", "device")
 EVAL_SETTINGS = ("batch_size", "max_length", "max_eval")
 PROMPT_SETTINGS = ("num_fewshot", "chat_template")
@@ -56,7 +54,7 @@ NAMES = {
     "chat_template": "--chat-template",
     "harness": "harness version",
     "threads": "--threads",
-    "dtype": "dtype",
+    "dtype": "--dtype",
     "train.epochs": "--epochs",
     "train.steps": "--train-steps",
     "train.lora": "--lora",
@@ -100,7 +98,7 @@ def settings_identity(config, protocol) -> dict:
     """The run settings a protocol's numbers depend on (training settings only where it trains)."""
     names = TIMING_SETTINGS + EVAL_SETTINGS + (PROMPT_SETTINGS if "prompts/" in protocol.name else ())
     settings = {name: getattr(config, name) for name in names}
-    settings.update(threads=torch.get_num_threads(), dtype=DTYPE, harness=__version__)
+    settings.update(threads=torch.get_num_threads(), dtype=config.dtype, harness=__version__)
     if protocol.trains and config.weights == "pretrained":
         settings.update({name: getattr(config, name) for name in TRAIN_SETTINGS})
         settings["train"] = protocol.train_identity(config)  # without seed and method: cell coordinates

@@ -41,8 +41,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -53,8 +56,9 @@ from harness.data.tasks import get_task, is_task_file
 from harness.measure.calibration_store import calibration_key, require_calibration
 from harness.measure.flop_count import count_flops
 from harness.measure.generation import DECODE_TOKENS, generation_calls, generation_speeds
-from harness.measure.hardware import check_device, hardware_fingerprint
+from harness.measure.hardware import DTYPES, check_device, check_dtype, hardware_fingerprint
 from harness.measure.latency import quietest_latency
+from harness.measure.memory import peak_memory_mb
 from harness.models import family_for
 from harness.models.catalog import check_weights, model_spec
 from harness.pruning.latency_model import check_speedup_model, require_reachable_latency
@@ -106,6 +110,11 @@ class SweepConfig:
     """A registered protocol ("finetune", "zero-shot"); None: each model family's default."""
     device: str = "cpu"
     """cpu, cuda or cuda:N: where models train, evaluate and are timed."""
+    dtype: str | None = None
+    """float32, bfloat16 or float16 (CUDA only): the weights and compute of every evaluation and timing;
+    None: float32 on a CPU, bfloat16 on CUDA (``hardware.default_dtype``).  Fine-tunes train in float32 (their
+    cache holds float32 weights, shared by every dtype) and are cast after training, as deployed models are;
+    a method's inference tuning (LTP's thresholds, LAT's search) is fitted on the float32 model too."""
     speedup_model: str = "flops"
     """What a speedup means: "flops" (FLOPs(dense)/FLOPs(pruned)) or "latency" (predicted wall-clock on this
     machine for the latency batch's shape; needs ``harness calibrate``)."""
@@ -165,6 +174,7 @@ class SweepConfig:
         check_weights(self.weights)
         check_speedup_model(self.speedup_model)
         self.device = check_device(self.device)
+        self.dtype = check_dtype(self.dtype, self.device)
         self.speedups = [check_speedup(s) for s in self.speedups]
         if self.repeats is None:
             self.repeats = PROMPT_REPEATS if self.prompts else REPEATS
@@ -225,7 +235,7 @@ class SweepConfig:
                 f"{model.max_length} tokens"
             )
         if self.speedup_model == "latency":
-            key = calibration_key(spec.family_contract.name, model.arch_spec, self.device, torch.float32)
+            key = calibration_key(spec.family_contract.name, model.arch_spec, self.device, DTYPES[self.dtype])
             latency = require_calibration(key, name)
             for speedup in self.speedups:
                 require_reachable_latency(
@@ -306,24 +316,44 @@ def latency_batch(tokenizer, texts, batch_size: int, seq_len: int, vocab_size: i
     return torch.tensor(rows)
 
 
-def run_sweep(config: SweepConfig) -> Path:
+def run_sweep(config: SweepConfig, executor=None) -> Path:
+    """Run the sweep's unfinished cells with ``executor`` (None: ``SerialExecutor``, one after another in
+    this process; ``harness.runners.ray_executor.RayExecutor`` spreads them over a Ray cluster)."""
+    executor = SerialExecutor() if executor is None else executor
     resolved = config.validate()
     resolved["identities"] = identities(
         config, resolved, PROTOCOLS
     )  # checkpoints resolved: before the folder
-    store = ResultStore(config.run_dir())
-    with run_lock(store.run_dir):  # a second live run into the folder would compute every cell again
-        # one experiment per folder; a cell twice or a row of a newer harness is refused as reports refuse it
-        check_folder(report_rows(store.path), resolved["identities"], store.run_dir)
-        _run_cells_not_done(config, store, resolved)
+    with executor.session(config):  # a cluster that does not answer is refused before the folder exists
+        store = ResultStore(config.run_dir())
+        with run_lock(store.run_dir):  # a second live run into the folder would compute every cell again
+            # one experiment per folder; a cell twice or a row of a newer harness is refused as reports refuse it
+            check_folder(report_rows(store.path), resolved["identities"], store.run_dir)
+            groups = list(pending_groups(config, resolved, store.done_keys()))
+            executor.run(config, groups, store, _header_writer(config, store))
     return store.run_dir
 
 
-def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict) -> None:
-    done = store.done_keys()
-    hardware = hardware_fingerprint(config.device)
-    speeds: dict = {}  # timings of random-id latency batches, shared by the tasks of this sweep
-    header = {"config": asdict(config), "hardware": hardware}
+@dataclass(frozen=True)
+class CellGroup:
+    """The unfinished cells of one fine-tune (model × task × protocol × method × seed): prepared once
+    (loaded, trained or taken from the fine-tune cache, the method fitted), then measured per speedup."""
+
+    cells: dict
+    """What every row of the group names: model, task, protocol, method, seed and identity."""
+    protocol: Any
+    task: Any
+    todo: dict
+    """{speedup: cell_key} of the cells not yet in results.jsonl."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.cells['model']} × {self.cells['task']} × {self.cells['method']}"
+
+
+def pending_groups(config: SweepConfig, resolved: dict, done: set):
+    """Every group with a cell not in ``done``, in the sweep's order (models, tasks, protocols, methods,
+    seeds): what either executor runs."""
     for model_name, spec in resolved["models"].items():
         for protocol, task in (
             (PROTOCOLS.get(name), task)
@@ -347,13 +377,6 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
                 }
                 todo = {speedup: key for speedup, key in keys.items() if key not in done}
                 if todo:
-                    seeded = replace(config, train=replace(config.train, seed=seed))
-                    prepared = protocol.prepare(seeded, model_name, task, METHODS.get(method))
-                    if (
-                        header
-                    ):  # once the first cell's model and data load: a refused run leaves the folder as it was
-                        write_json_atomic(store.run_dir / "sweep.json", header)
-                        header = None
                     cells = {
                         "model": model_name,
                         "task": task.name,
@@ -362,10 +385,79 @@ def _run_cells_not_done(config: SweepConfig, store: ResultStore, resolved: dict)
                         "seed": seed,
                         "identity": resolved["identities"][model_name, task.name, protocol.name],
                     }
-                    _run_cells(config, cells, todo, store, hardware, prepared, speeds)
+                    yield CellGroup(cells, protocol, task, todo)
 
 
-def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared, speeds: dict) -> None:
+def _header_writer(config: SweepConfig, store: ResultStore):
+    """A call that writes ``sweep.json`` the first time it is made: once the first group's model and data
+    load, so a run refused there leaves the folder as it was.  Its hardware is the driver's; every row
+    names the machine that timed it."""
+    header = {"config": asdict(config), "hardware": hardware_fingerprint(config.device, config.dtype)}
+
+    def write() -> None:
+        nonlocal header
+        if header:
+            write_json_atomic(store.run_dir / "sweep.json", header)
+            header = None
+
+    return write
+
+
+class SerialExecutor:
+    """Every cell in this process, one after another: the default, and what a sweep always did."""
+
+    @contextmanager
+    def session(self, config: SweepConfig):
+        yield
+
+    def run(self, config: SweepConfig, groups: list[CellGroup], store: ResultStore, started) -> None:
+        speeds: dict = {}  # timings of random-id latency batches, shared by the tasks of this sweep
+        for group in groups:
+            prepared = prepare_group(config, group)
+            started()
+            bench, source = latency_bench(config, prepared), row_source(prepared)
+            for speedup, key in tqdm(
+                group.todo.items(), desc=group.label, disable=not config.progress, unit="cell"
+            ):
+                measured = measure_cell(config, group.cells, prepared, speedup, bench=bench, speeds=speeds)
+                store.append(finish_row(config, group.cells, key, speedup, source, measured))
+
+
+def prepare_group(config: SweepConfig, group: CellGroup):
+    """The group's ``Prepared``: its protocol loads the model and data, fine-tunes (or takes the cached
+    fine-tune) with the group's seed, and fits the method."""
+    seeded = replace(config, train=replace(config.train, seed=group.cells["seed"]))
+    prepared = group.protocol.prepare(
+        seeded, group.cells["model"], group.task, METHODS.get(group.cells["method"])
+    )
+    prepared.loaded.model.to(DTYPES[config.dtype])  # after training: fine-tunes stay float32 (``dtype``)
+    return prepared
+
+
+def row_source(prepared) -> dict:
+    """What every row of a group says about where its model and data came from (small: the Ray executor
+    sends it back to the driver, which writes the rows)."""
+    loaded = prepared.loaded
+    return {
+        "checkpoint": loaded.checkpoint,
+        "checkpoint_verified": loaded.verified,
+        "weights": loaded.weights,
+        "data": prepared.context.get("data", {}),
+        "train": prepared.context.get("train", {}),
+    }
+
+
+@dataclass
+class LatencyBench:
+    """What a group's timings share: the stock dense reference, the latency batch and its dense FLOPs."""
+
+    stock: Any
+    ids: torch.Tensor
+    batch: dict
+    flops_dense: int
+
+
+def latency_bench(config: SweepConfig, prepared) -> LatencyBench:
     loaded = prepared.loaded
     stock = stock_copy(loaded.model)
     ids = latency_batch(
@@ -381,40 +473,79 @@ def _run_cells(config, cells: dict, todo: dict, store, hardware, prepared, speed
     }
     with torch.no_grad():
         flops_dense = count_flops(lambda: stock(**batch))  # the same for every cell
-    label = f"{cells['model']} × {cells['task']} × {cells['method']}"
-    for speedup, key in tqdm(todo.items(), desc=label, disable=not config.progress, unit="cell"):
-        model = prune(
-            loaded.model, method=cells["method"], speedup=speedup, speedup_model=config.speedup_model
-        ).eval()
-        row = {
-            "cell_key": key,
-            "model": cells["model"],
-            "checkpoint": loaded.checkpoint,
-            "checkpoint_verified": loaded.verified,
-            "weights": loaded.weights,
-            "task": cells["task"],
-            "protocol": cells["protocol"],
-            "method": cells["method"],
-            "speedup": speedup,
-            "speedup_model": config.speedup_model,
-            "seed": cells["seed"],
-            "identity": cells["identity"],
-            "schema": RESULTS_SCHEMA,
-        }
-        row.update(prepared.quality(loaded))
-        shared = _shared_timing_key(cells, loaded, prepared, ids, speedup)
-        row.update(
-            _timed(model, stock, batch, config, _generates(loaded.model), speeds, shared, cells["task"]),
-            flops_dense=flops_dense,
+    return LatencyBench(stock, ids, batch, flops_dense)
+
+
+PARTS = ("quality", "timing")
+
+
+def measure_cell(
+    config: SweepConfig,
+    cells: dict,
+    prepared,
+    speedup: float,
+    parts=PARTS,
+    bench: LatencyBench | None = None,
+    speeds: dict | None = None,
+) -> dict:
+    """One cell's measured columns, the one cell function of both executors: the model pruned at
+    ``speedup``, then its quality and/or its timing (``parts``: the serial sweep measures both in turn,
+    the Ray executor each in its own task, timing alone on its machine).  The timing part names the machine
+    it ran on (``hardware``) and when (``timing_window_s``: start and end, Unix seconds)."""
+    loaded = prepared.loaded
+    model = prune(
+        loaded.model, method=cells["method"], speedup=speedup, speedup_model=config.speedup_model
+    ).eval()
+    measured = prepared.quality(loaded) if "quality" in parts else {}
+    if "timing" in parts:
+        bench = latency_bench(config, prepared) if bench is None else bench
+        shared = _shared_timing_key(cells, loaded, prepared, bench.ids, speedup)
+        timed = _timed(
+            model,
+            bench.stock,
+            bench.batch,
+            config,
+            _generates(loaded.model),
+            {} if speeds is None else speeds,
+            shared,
+            cells["task"],
         )
-        row.update(
-            hardware=hardware,
-            data=prepared.context.get("data", {}),
-            train=prepared.context.get("train", {}),
-            timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            harness_version=__version__,
+        measured.update(
+            timed,
+            flops_dense=bench.flops_dense,
+            hardware=hardware_fingerprint(config.device, config.dtype),
         )
-        store.append(row)
+    return measured
+
+
+def finish_row(
+    config: SweepConfig, cells: dict, key: str, speedup: float, source: dict, measured: dict
+) -> dict:
+    """The results row of a measured cell, as the driver appends it."""
+    row = {
+        "cell_key": key,
+        "model": cells["model"],
+        "checkpoint": source["checkpoint"],
+        "checkpoint_verified": source["checkpoint_verified"],
+        "weights": source["weights"],
+        "task": cells["task"],
+        "protocol": cells["protocol"],
+        "method": cells["method"],
+        "speedup": speedup,
+        "speedup_model": config.speedup_model,
+        "seed": cells["seed"],
+        "dtype": config.dtype,
+        "identity": cells["identity"],
+        "schema": RESULTS_SCHEMA,
+    }
+    row.update(measured)
+    row.update(
+        data=source["data"],
+        train=source["train"],
+        timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        harness_version=__version__,
+    )
+    return row
 
 
 def _shared_timing_key(cells: dict, loaded, prepared, ids, speedup: float):
@@ -440,9 +571,11 @@ def _timed(model, stock, batch, config, generates: bool, speeds: dict, key, task
     """The row's speed columns: forward latency, FLOPs and (decoders with an LM head) generation speed."""
     if key is not None and key in speeds:
         return speeds[key]
+    start = time.time()
     timed = _speed(model, stock, batch, config)
     if generates:
         timed.update(_generation_speed(model, stock, batch, config))
+    timed["timing_window_s"] = [start, time.time()]  # when, in Unix seconds: timings must never overlap
     if key is not None:
         speeds[key] = timed = {**timed, "latency_timed_with": task}
     return timed
@@ -457,6 +590,10 @@ def _speed(model, stock, batch, config) -> dict:
         device=config.device,
     )
     flops_measured = count_flops(lambda: model(**batch))
+    memory = {  # after the timing's warm-up: a first call's one-time allocations are not the forward's
+        "peak_memory_mb": peak_memory_mb(lambda: model(**batch), config.device),
+        "dense_peak_memory_mb": peak_memory_mb(lambda: stock(**batch), config.device),
+    }
     forward = model.last_forward
     predicted = model.predicted_latency()  # of the latency batch, on this machine's calibration (if any)
     kept = [sum(len(sample) for sample in layer) / len(layer) for layer in model.last_kept]
@@ -481,6 +618,7 @@ def _speed(model, stock, batch, config) -> dict:
         "latency_repeats": pruned_t.repeats,
         "host_busy_cores": busy,
         "latency_clamped": forward.clamped,
+        **memory,
     }
 
 
