@@ -123,7 +123,9 @@ def test_run_on_a_task_file(task_dir, encoder_checkpoint):
     for row in rows:
         assert row["main_metric"] == "macro_f1" and set(row["metrics"]) == {"macro_f1", "accuracy"}
         assert row["score"] == row["metrics"]["macro_f1"] and row["data"]["sizes"]["test"] == 30
-    assert (out / "leaderboards" / "stars.md").read_text().count("| acc-decay-distill | stars | finetune |") == 2
+    assert (out / "leaderboards" / "stars.md").read_text().count(
+        "| acc-decay-distill | stars | finetune |"
+    ) == 2
 
 
 @pytest.mark.parametrize(
