@@ -153,3 +153,36 @@ def test_bad_executor_input_is_one_line_and_exit_2(
     assert message in error and time.monotonic() - start < 30 and not out.exists()  # at once, nothing written
     if "answers" in message:
         assert "ray start --head --resources" in error and "drop --ray-address" in error
+
+
+class _Cluster:
+    """What ``_check_cluster`` asks of ray: the cluster's resources."""
+
+    def __init__(self, resources: dict):
+        self.resources = resources
+
+    def cluster_resources(self) -> dict:
+        return self.resources
+
+
+@pytest.mark.parametrize(
+    "resources, device, message",
+    [
+        ({"CPU": 8.0}, "cpu", "has no node with a 'timing_slot' resource"),
+        (
+            {"CPU": 8.0, TIMING_SLOT: 2.0},
+            "cuda",
+            "--device cuda asked for, but the Ray cluster at HEAD:6379 has no GPU",
+        ),
+    ],
+)
+def test_a_cluster_that_cannot_run_the_sweep_is_refused(resources, device, message):
+    """A cluster whose nodes declare no timing slot would let timings share a machine; a CUDA sweep needs GPUs."""
+    from types import SimpleNamespace
+
+    from harness.registry import HarnessError
+    from harness.runners.ray_executor import _check_cluster
+
+    with pytest.raises(HarnessError, match=message):
+        _check_cluster(_Cluster(resources), SimpleNamespace(device=device), "HEAD:6379")
+    _check_cluster(_Cluster({"CPU": 8.0, "GPU": 1.0, TIMING_SLOT: 1.0}), SimpleNamespace(device=device), "x")

@@ -225,13 +225,6 @@ def busy_mark(cores: Any) -> str:
     return f" {BUSY_MARK}" if busy(cores) else ""
 
 
-def marked(columns: list[str], cells: list[str], cores: Any, column: str = "measured_speedup") -> list[str]:
-    """A table row's shown ``cells`` with ``busy_mark(cores)`` after the value of ``column`` (when shown)."""
-    return [
-        cell + busy_mark(cores) if name == column and cell else cell for name, cell in zip(columns, cells)
-    ]
-
-
 def busy_note(cores: Iterable[Any]) -> list[str]:
     """The footnote under a table with marked values (no lines when none is marked), with the worst load."""
     loads = [float(value) for value in cores if busy(value)]

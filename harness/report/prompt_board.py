@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.registry import HarnessError
-from harness.report.leaderboard import RANDOM_WEIGHTS, busy, busy_note, marked
+from harness.report.leaderboard import RANDOM_WEIGHTS, busy, busy_mark, busy_note
 from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
 from harness.report.store import RESULTS_FILE, report_rows, unique_runs, write_text_atomic
 
@@ -121,14 +121,76 @@ def _cell(column: str, value) -> str:
     return str(value).replace("|", "\\|")
 
 
+MARKDOWN = [
+    "model",
+    "method",
+    "task",
+    "mode",
+    "speedup",
+    "quality ± SE",
+    "template spread",
+    "drop",
+    "measured / predicted",
+    "GFLOPs",
+    "prompt tokens",
+    "hardware",
+]
+"""The Markdown board's columns (the CSV keeps ``COLUMNS``); an empty one (no instruction templates) is left
+out, and what every row repeats (weights, metric, documents) is said once under the table."""
+
+
+def _mode(record: dict) -> str:
+    """The prompt mode with what sets it apart: the demonstrations of few-shot, the chat template."""
+    mode = str(record["prompt_mode"])
+    if mode == "few-shot" and not _missing(record["num_fewshot"]):
+        mode += f" ({int(record['num_fewshot'])})"
+    return mode + (", chat template" if record["chat_template"] is True else "")
+
+
+def _markdown_cells(record: dict) -> dict[str, str]:
+    quality, error = _cell("score", record["score"]), _cell("stderr", record["stderr"])
+    measured = _cell("measured_speedup", record["measured_speedup"]) + busy_mark(record["host_busy_cores"])
+    return {
+        "model": _cell("model", record["model"]),
+        "method": _cell("method", record["method"]),
+        "task": _cell("task", record["task"]),
+        "mode": _mode(record),
+        "speedup": _cell("speedup", record["speedup"]),
+        "quality ± SE": f"{quality} ± {error}" if quality and error else quality,
+        "template spread": _cell("template_spread", record["template_spread"]),
+        "drop": _cell("drop", record["drop"]),
+        "measured / predicted": f"{measured} / {_cell('predicted_speedup', record['predicted_speedup'])}",
+        "GFLOPs": _cell("gflops_analytic", record["gflops_analytic"]),
+        "prompt tokens": f"{record['mean_prompt_tokens']:.1f}"
+        if not _missing(record["mean_prompt_tokens"])
+        else "",
+        "hardware": _cell("hardware", record["hardware"]),
+    }
+
+
+def _notes(frame: pd.DataFrame) -> list[str]:
+    weights = frame[["model", "weights"]].drop_duplicates().itertuples(index=False)
+    metrics = ", ".join(sorted({str(m) for m in frame["main_metric"].dropna()})) or "no metric"
+    documents = ", ".join(sorted({str(int(d)) for d in frame["eval_documents"] if not _missing(d)}))
+    return [
+        "",
+        "- weights: " + "; ".join(f"**{model}** {kind}" for model, kind in weights),
+        f"- quality: {metrics} (percent) over {documents or 'all'} documents per mode ± lm-eval's standard "
+        "error; template spread: across instruction templates; drop: quality minus speedup 1's in the same "
+        "mode (points); measured / predicted: dense ÷ pruned latency on each mode's own prompts (prompt "
+        "tokens: their mean length), and the FLOP prediction; GFLOPs: analytic, of that batch.  Every "
+        "column: the CSV beside this file.",
+    ]
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
-    """The board as a Markdown table: metric, stderr, spread in percent; the drop in points; a busy host's
-    measured speedup marked (``busy_mark``) and said under the table."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    for record in frame[COLUMNS + ["host_busy_cores"]].to_dict("records"):
-        cells = marked(COLUMNS, [_cell(c, record[c]) for c in COLUMNS], record["host_busy_cores"])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + busy_note(frame["host_busy_cores"])) + "\n"
+    """The compact board (``MARKDOWN``): metric ± stderr and spread in percent, the drop in points, a busy
+    host's measured speedup marked (``busy_mark``) and said under the table."""
+    cells = [_markdown_cells(record) for record in frame.to_dict("records")]
+    columns = [column for column in MARKDOWN if any(row[column] for row in cells)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row[column] for column in columns) + " |" for row in cells]
+    return "\n".join(lines + _notes(frame) + busy_note(frame["host_busy_cores"])) + "\n"
 
 
 def write_prompt_board(frame: pd.DataFrame, out_dir: str | Path, name: str) -> tuple[Path, Path]:
