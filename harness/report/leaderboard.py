@@ -310,8 +310,12 @@ def _text(value: Any) -> str:
     return "" if _missing(value) else str(value)
 
 
+def fixed(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``, or empty where it is missing (a row without that column)."""
+    return "" if _missing(value) else format(value, spec)
+
+
 def _compact_cells(record: dict) -> dict[str, str]:
-    number = lambda column, spec: "" if _missing(record[column]) else format(record[column], spec)  # noqa: E731
     return {
         "model": _model(record),
         "method": _text(record["method"]),
@@ -321,9 +325,9 @@ def _compact_cells(record: dict) -> dict[str, str]:
         "quality ± SE": _quality(record),
         "drop": _drop(record),
         "measured / predicted": _speeds(record),
-        "latency ms": number("latency_ms", ".1f"),
+        "latency ms": fixed(record["latency_ms"], ".1f"),
         "GFLOPs": _format_cell("gflops_measured", record["gflops_measured"]),
-        "peak MiB": number("peak_memory_mb", ".1f"),
+        "peak MiB": fixed(record["peak_memory_mb"], ".1f"),
         "hardware": _text(record["hardware"]),
         "target": "wall-clock" if record["speedup_model"] == "latency" else "FLOPs",
         "seed": _format_cell("seed", record["seed"]),

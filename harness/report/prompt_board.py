@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.registry import HarnessError
-from harness.report.leaderboard import RANDOM_WEIGHTS, busy, busy_mark, busy_note
+from harness.report.leaderboard import RANDOM_WEIGHTS, busy, busy_mark, busy_note, fixed
 from harness.report.plots import MARKERS, PAPER_STYLE, _legend, _save, _slug
 from harness.report.store import RESULTS_FILE, report_rows, unique_runs, write_text_atomic
 
@@ -161,9 +161,7 @@ def _markdown_cells(record: dict) -> dict[str, str]:
         "drop": _cell("drop", record["drop"]),
         "measured / predicted": f"{measured} / {_cell('predicted_speedup', record['predicted_speedup'])}",
         "GFLOPs": _cell("gflops_analytic", record["gflops_analytic"]),
-        "prompt tokens": f"{record['mean_prompt_tokens']:.1f}"
-        if not _missing(record["mean_prompt_tokens"])
-        else "",
+        "prompt tokens": fixed(record["mean_prompt_tokens"], ".1f"),
         "hardware": _cell("hardware", record["hardware"]),
     }
 
