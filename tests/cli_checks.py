@@ -1,5 +1,5 @@
 """What the CLI tests share: the one-line error check, a guard that no model loads before bad input is
-refused, and the arguments of a tiny fine-tuning run.  (A module beside the tests, imported by name:
+refused, and the arguments of a tiny fine-tuning run and of a tiny random-weights run.  (A module beside the tests, imported by name:
 pytest puts this folder on ``sys.path``.)"""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def no_model_load(monkeypatch, *more) -> None:
         monkeypatch.setattr(module, name, refuse)
 
 
-def run_args(checkpoint, data_dir, *extra, out="run"):
-    """``harness run`` of a tiny checkpoint on sst2-style files: one epoch, speedup 2, one timed forward."""
+def run_args(checkpoint, data_dir, *extra, out="run", speedups="2", batch_size="8"):
+    """``harness run`` of a tiny checkpoint on sst2-style files: one epoch, ``speedups``, one timed forward."""
     return [
         "run",
         "--models",
@@ -37,17 +37,42 @@ def run_args(checkpoint, data_dir, *extra, out="run"):
         "--data-dir",
         str(data_dir),
         "--speedups",
-        "2",
+        speedups,
         "--epochs",
         "1",
         "--batch-size",
-        "8",
+        batch_size,
         "--max-length",
         "32",
         "--repeats",
         "1",
         "--out",
         out,
+        "--no-progress",
+        *extra,
+    ]
+
+
+def random_run_args(checkpoint, out, *extra):
+    """``harness run`` of a tiny checkpoint's architecture with random weights: speed only, no data, no training."""
+    return [
+        "run",
+        "--models",
+        str(checkpoint),
+        "--weights",
+        "random",
+        "--tasks",
+        "sst2",
+        "--speedups",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "32",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
         "--no-progress",
         *extra,
     ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_checks import one_line_error, run_args
+from cli_checks import one_line_error, random_run_args, run_args
 
 import harness
 from harness import cli
@@ -218,30 +218,6 @@ def test_a_result_line_that_is_not_a_row_is_refused(workdir, capsys):
 # --- two runs, one folder ---------------------------------------------------------------------------
 
 
-def random_run(checkpoint, out, *extra):
-    return [
-        "run",
-        "--models",
-        str(checkpoint),
-        "--weights",
-        "random",
-        "--tasks",
-        "sst2",
-        "--speedups",
-        "2",
-        "--batch-size",
-        "2",
-        "--max-length",
-        "32",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
-        "--no-progress",
-        *extra,
-    ]
-
-
 def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(workdir, tiny_checkpoint, capsys):
     out = workdir / "shared-run"
     out.mkdir()
@@ -259,32 +235,32 @@ def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(workdir, tiny_check
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert cli.main(random_run(tiny_checkpoint, out)) == 2
+        assert cli.main(random_run_args(tiny_checkpoint, out)) == 2
         err = capsys.readouterr().err
         assert f"run folder {out} is in use by pid {holder.pid} on " in err and err.count("\n") == 1, err
         assert not (out / "results.jsonl").exists()
     finally:
         holder.kill()
         holder.wait()
-    assert cli.main(random_run(tiny_checkpoint, out)) == 0  # killed: its lock is taken over
+    assert cli.main(random_run_args(tiny_checkpoint, out)) == 0  # killed: its lock is taken over
     err = capsys.readouterr().err
     assert f"was locked by pid {holder.pid}" in err and "no longer running; taking it over" in err
     assert len((out / "results.jsonl").read_text().splitlines()) == 1
-    assert cli.main(random_run(tiny_checkpoint, out)) == 0  # a clean exit leaves nothing to take over
+    assert cli.main(random_run_args(tiny_checkpoint, out)) == 0  # a clean exit leaves nothing to take over
     assert "taking it over" not in capsys.readouterr().err
 
 
 def test_reports_land_under_the_run_and_never_over_another_runs(workdir, tiny_checkpoint, capsys):
     for run in ("runs/base", "other/base"):
-        assert cli.main(random_run(tiny_checkpoint, run)) == 0
+        assert cli.main(random_run_args(tiny_checkpoint, run)) == 0
         assert "| sst2 |" in (workdir / run / "leaderboards" / "base.md").read_text()
         assert list((workdir / run / "plots" / "base").glob("*.png"))
     assert not (workdir / "leaderboards").exists() and not (workdir / "plots").exists()
 
-    assert cli.main(random_run(tiny_checkpoint, "runs/base", "--report-dir", "reports")) == 0
+    assert cli.main(random_run_args(tiny_checkpoint, "runs/base", "--report-dir", "reports")) == 0
     assert json.loads((workdir / "reports/leaderboards/base.json").read_text()) == {"run": "../runs/base"}
     capsys.readouterr()
-    assert cli.main(random_run(tiny_checkpoint, "third/base", "--report-dir", "reports")) == 2
+    assert cli.main(random_run_args(tiny_checkpoint, "third/base", "--report-dir", "reports")) == 2
     err = capsys.readouterr().err
     assert "holds the reports of run folder ../runs/base" in err and err.count("\n") == 1, err
     assert not (workdir / "third").exists()  # refused before the sweep began

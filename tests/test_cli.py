@@ -3,36 +3,14 @@
 import json
 
 import pytest
+from cli_checks import run_args
 
 from harness import cli
 from harness.report import store
 
 
 def tiny_run_args(checkpoint, data_dir, out, speedups="1,2"):
-    return [
-        "run",
-        "--models",
-        str(checkpoint),
-        "--tasks",
-        "sst2",
-        "--data-dir",
-        str(data_dir),
-        "--speedups",
-        speedups,
-        "--methods",
-        "acc,truncation",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    return run_args(checkpoint, data_dir, "--methods", "acc,truncation", out=str(out), speedups=speedups)
 
 
 def read_rows(run_dir):

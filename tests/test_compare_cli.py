@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_checks import run_args
 
 from harness import cli
 
@@ -13,34 +14,14 @@ def test_methods_with_their_own_recipes_and_seeds_end_to_end(
     workdir, tiny_checkpoint, tiny_sentiment_dir, capsys
 ):
     out = workdir / "runs" / "cmp"
-    args = [
-        "run",
-        "--models",
-        str(tiny_checkpoint),
-        "--tasks",
-        "sst2",
-        "--data-dir",
-        str(tiny_sentiment_dir),
-        "--speedups",
-        "1,2",
-        "--methods",
-        "lat,ltp,layerdrop,tome",
-        "--seeds",
-        "2",
-        "--search",
-        "1",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--max-length",
-        "32",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    args = run_args(
+        tiny_checkpoint,
+        tiny_sentiment_dir,
+        *("--methods", "lat,ltp,layerdrop,tome", "--seeds", "2", "--search", "1"),
+        out=str(out),
+        speedups="1,2",
+        batch_size="16",
+    )
     assert cli.main(args) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 4 * 2 * 2 and len({row["cell_key"] for row in rows}) == 16
@@ -73,32 +54,14 @@ def test_acc_search_reuses_accs_fine_tune_and_searches_its_lengths(
     workdir, tiny_checkpoint, tiny_sentiment_dir
 ):
     out = workdir / "runs" / "search"
-    args = [
-        "run",
-        "--models",
-        str(tiny_checkpoint),
-        "--tasks",
-        "sst2",
-        "--data-dir",
-        str(tiny_sentiment_dir),
-        "--speedups",
-        "1,2",
-        "--methods",
-        "acc,acc-search",
-        "--search",
-        "1",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--max-length",
-        "32",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    args = run_args(
+        tiny_checkpoint,
+        tiny_sentiment_dir,
+        *("--methods", "acc,acc-search", "--search", "1"),
+        out=str(out),
+        speedups="1,2",
+        batch_size="16",
+    )
     assert cli.main(args) == 0
     rows = {
         (row["method"], row["speedup"]): row

@@ -41,6 +41,31 @@ GENERATION_FIELDS = (
 )
 
 
+def random_decoder_run(folder, out, speedups, *extra, tasks="rt-polarity", batch_size="1"):
+    """``harness run`` of a tiny decoder's architecture with random weights at 64 tokens: speed only."""
+    return [
+        "run",
+        "--models",
+        str(folder),
+        "--weights",
+        "random",
+        "--tasks",
+        tasks,
+        "--speedups",
+        speedups,
+        "--batch-size",
+        batch_size,
+        "--max-length",
+        "64",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
+
+
 def test_generation_calls_time_the_first_token_and_every_decoding_step():
     torch.manual_seed(0)
     stock = LlamaForCausalLM._from_config(LlamaConfig(**TINY)).eval()
@@ -74,28 +99,7 @@ def test_decoder_sweep_rows_carry_ttft_at_speedups_one_and_one_and_a_half(tiny_l
     out = tiny_llama_folder.parent / "run"
     assert (
         cli.main(
-            [
-                "run",
-                "--models",
-                str(tiny_llama_folder),
-                "--weights",
-                "random",
-                "--tasks",
-                "rt-polarity",
-                "--speedups",
-                "1,1.5",
-                "--methods",
-                "last-token",
-                "--batch-size",
-                "2",
-                "--max-length",
-                "64",
-                "--repeats",
-                "1",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
+            random_decoder_run(tiny_llama_folder, out, "1,1.5", "--methods", "last-token", batch_size="2")
         )
         == 0
     )
@@ -125,30 +129,16 @@ def test_tasks_of_a_zero_shot_sweep_share_one_timing_of_the_same_random_ids(tiny
     out = tiny_llama_folder.parent / "two"
     assert (
         cli.main(
-            [
-                "run",
-                "--models",
-                str(tiny_llama_folder),
-                "--weights",
-                "random",
-                "--tasks",
-                "rt-polarity,heldout-ppl",
-                "--speedups",
+            random_decoder_run(
+                tiny_llama_folder,
+                out,
                 "1,2",
                 "--methods",
                 "acc",
-                "--batch-size",
-                "1",
-                "--max-length",
-                "64",
                 "--limit",
                 "2",
-                "--repeats",
-                "1",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
+                tasks="rt-polarity,heldout-ppl",
+            )
         )
         == 0
     )
@@ -167,33 +157,7 @@ def test_gemfilter_clamped_below_its_request_is_reported(tiny_llama_folder, caps
     """At 64 tokens gemfilter's selection pass caps it at 1.71x, though the shared profile reaches 2.08x:
     the row says so (``latency_clamped``) and compare marks the predicted speedup with ‡."""
     out = tiny_llama_folder.parent / "gem"
-    assert (
-        cli.main(
-            [
-                "run",
-                "--models",
-                str(tiny_llama_folder),
-                "--weights",
-                "random",
-                "--tasks",
-                "rt-polarity",
-                "--speedups",
-                "2",
-                "--methods",
-                "gemfilter",
-                "--batch-size",
-                "1",
-                "--max-length",
-                "64",
-                "--repeats",
-                "1",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert cli.main(random_decoder_run(tiny_llama_folder, out, "2", "--methods", "gemfilter")) == 0
     row = json.loads((out / "results.jsonl").read_text())
     assert row["latency_clamped"] == 1 and row["predicted_speedup"] == pytest.approx(1.709, abs=1e-3)
     capsys.readouterr()
@@ -207,31 +171,7 @@ def test_a_prompt_at_the_models_last_position_leaves_room_for_the_new_tokens(tin
 
     folder, out = tiny_llama_folder.parent / "tiny-gpt2", tiny_llama_folder.parent / "gpt2-run"
     GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=97).save_pretrained(folder)
-    assert (
-        cli.main(
-            [
-                "run",
-                "--models",
-                str(folder),
-                "--weights",
-                "random",
-                "--tasks",
-                "rt-polarity",
-                "--speedups",
-                "1",
-                "--batch-size",
-                "1",
-                "--max-length",
-                "64",
-                "--repeats",
-                "1",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert cli.main(random_decoder_run(folder, out, "1")) == 0
     row = json.loads((out / "results.jsonl").read_text())
     assert row["seq_len"] == 64 and row["generation_prompt_len"] == 64 - 9 and row["ttft_ms"] > 0
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cli_checks import run_args
 
 from harness import cli
 from harness.assets import cache as cache_mod
@@ -196,30 +197,7 @@ def test_rows_carry_the_check(cache, tiny_checkpoint, tiny_sentiment_dir, tmp_pa
     def rows(out):
         assert (
             cli.main(
-                [
-                    "run",
-                    "--models",
-                    str(tiny_checkpoint),
-                    "--tasks",
-                    "sst2",
-                    "--data-dir",
-                    str(tiny_sentiment_dir),
-                    "--speedups",
-                    "1",
-                    "--methods",
-                    "acc",
-                    "--epochs",
-                    "1",
-                    "--batch-size",
-                    "8",
-                    "--max-length",
-                    "32",
-                    "--repeats",
-                    "1",
-                    "--out",
-                    str(out),
-                    "--no-progress",
-                ]
+                run_args(tiny_checkpoint, tiny_sentiment_dir, "--methods", "acc", out=str(out), speedups="1")
             )
             == 0
         )

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from cli_checks import one_line_error
+from cli_checks import one_line_error, run_args
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
@@ -186,32 +186,16 @@ def test_config_of_another_architecture_exits_2_through_the_cli(
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     folder = gpt2_config_over_bert(tiny_checkpoint, tmp_path)
     code = cli.main(
-        [
-            "run",
-            "--models",
-            str(folder),
-            "--tasks",
-            "sst2",
-            "--data-dir",
-            str(tiny_sentiment_dir),
-            "--speedups",
-            "1",
+        run_args(
+            folder,
+            tiny_sentiment_dir,
             "--methods",
             "acc",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--max-length",
-            "32",
-            "--repeats",
-            "1",
-            "--out",
-            str(tmp_path / "out"),
-            "--no-progress",
             "--protocol",
             "finetune",
-        ]
+            out=str(tmp_path / "out"),
+            speedups="1",
+        )
     )
     err = one_line_error(capsys, code)
     assert str(folder) in err and "GPT2ForSequenceClassification" in err

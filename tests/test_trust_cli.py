@@ -12,7 +12,7 @@ import os
 
 import pytest
 import torch
-from cli_checks import no_model_load, one_line_error, run_args
+from cli_checks import no_model_load, one_line_error, random_run_args, run_args
 
 from harness import cli
 
@@ -176,30 +176,7 @@ def test_run_threads_outside_the_cores_are_refused(workdir, tiny_checkpoint, mon
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     value = str(cores + 1) if threads == "cores+1" else threads
-    code = cli.main(
-        [
-            "run",
-            "--models",
-            str(tiny_checkpoint),
-            "--weights",
-            "random",
-            "--tasks",
-            "sst2",
-            "--speedups",
-            "2",
-            "--batch-size",
-            "2",
-            "--max-length",
-            "32",
-            "--repeats",
-            "1",
-            "--out",
-            "run",
-            "--no-progress",
-            "--threads",
-            value,
-        ]
-    )
+    code = cli.main(random_run_args(tiny_checkpoint, "run", "--threads", value))
     err = one_line_error(capsys, code)
     assert (
         f"--threads must be a whole number within 1..{cores} (the logical cores this process may use), "
